@@ -1,0 +1,20 @@
+"""rflens: exact receptive fields for PyTorch models.
+
+>>> import torchvision, rflens
+>>> analysis = rflens.analyze(torchvision.models.resnet50(), (3, 224, 224))
+>>> analysis["layer4"].rf_size, analysis["layer4"].stride
+((427, 427), (32, 32))
+"""
+
+from __future__ import annotations
+
+from .api import analyze
+from .errors import (InputTooSmallError, LayerNotFoundError, ModelNotFoundError, RFLensError,
+                     TraceError, UnitError, UnsupportedOpError)
+from .field import Analysis, Layer, Unit
+
+__all__ = [
+    "analyze", "Analysis", "Layer", "Unit", "RFLensError", "UnsupportedOpError", "TraceError",
+    "InputTooSmallError", "LayerNotFoundError", "UnitError", "ModelNotFoundError",
+]
+__version__ = "0.1.0"

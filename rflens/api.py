@@ -1,0 +1,49 @@
+"""The entry point: ``analyze(model, input_size)``."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import nn
+
+from .errors import RFLensError
+from .field import Analysis
+from .trace import run
+
+
+def parse_input_size(input_size) -> tuple[int, ...]:
+    """``(C, *spatial)`` from a tuple or a string like ``3x224x224``."""
+    if isinstance(input_size, str):
+        try:
+            input_size = tuple(int(p) for p in input_size.lower().replace(",", "x").split("x"))
+        except ValueError:
+            raise RFLensError(f"input size {input_size!r} is not of the form CxHxW (e.g. 3x224x224)") from None
+    size = tuple(int(s) for s in input_size)
+    if not 2 <= len(size) <= 4:
+        raise RFLensError(f"input size {size} must be (C, *spatial) with 1, 2 or 3 spatial dims")
+    if any(s < 1 for s in size):
+        raise RFLensError(f"input size {size} has a dimension below 1")
+    return size
+
+
+def analyze(model: nn.Module, input_size: Sequence[int] | str, method: str = "analytic",
+            fx_names: bool = True):
+    """Exact receptive fields of every layer of ``model`` for inputs of ``input_size``.
+
+    ``input_size`` is ``(C, *spatial)`` with 1, 2 or 3 spatial dims.  The model runs once on
+    meta tensors (no memory, no arithmetic, weights untouched).  ``method="probe"`` answers by
+    brute-force gradients instead (slow; the ground truth the analytic engine is tested against).
+
+    >>> import torchvision, rflens
+    >>> a = rflens.analyze(torchvision.models.vgg16(), (3, 224, 224))
+    >>> a["features.29"].unit((7, 7)).box
+    ((100, 224), (100, 224))
+    """
+    size = parse_input_size(input_size)
+    if method == "probe":
+        from .probe import ProbeAnalysis
+        return ProbeAnalysis(model, size, fx_names=fx_names)
+    if method != "analytic":
+        raise RFLensError(f"method must be 'analytic' or 'probe', not {method!r}")
+    flow, rec = run(model, size, use_fx=fx_names)
+    return Analysis(flow, rec.records, rec.order, size)

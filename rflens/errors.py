@@ -1,0 +1,59 @@
+"""Errors rflens raises for bad input or cases it cannot answer exactly.
+
+Every error is an ``RFLensError``: the CLI prints its message and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+
+class RFLensError(ValueError):
+    """Base class: a clear, one-paragraph message, never a traceback for the user."""
+
+
+class UnsupportedOpError(RFLensError):
+    """An op whose effect on receptive fields rflens cannot compute exactly."""
+
+    def __init__(self, op: str, module: str, why: str = ""):
+        self.op, self.module, self.why = op, module, why
+        where = f" in module '{module}'" if module else " in the model's forward"
+        because = f" ({why})" if why else ""
+        super().__init__(
+            f"rflens cannot compute the receptive field through op '{op}'{where}{because}. "
+            "Use method='probe' (CLI: --method probe) for the brute-force gradient answer."
+        )
+
+
+class TraceError(RFLensError):
+    """The model could not be run on meta tensors."""
+
+
+class InputTooSmallError(RFLensError):
+    """A layer's output would be empty at this input size."""
+
+
+def close_matches(name: str, choices: list[str], n: int = 5) -> str:
+    found = difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
+    if not found:
+        found = [c for c in choices if name.lower() in c.lower()][:n]
+    return f" Did you mean: {', '.join(found)}?" if found else ""
+
+
+class LayerNotFoundError(RFLensError, KeyError):
+    """No layer of that name."""
+
+    def __init__(self, name: str, choices: list[str]):
+        super().__init__(f"no layer named '{name}' in this model.{close_matches(name, choices)} "
+                         f"({len(choices)} layers; list them with `rflens table`.)")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class UnitError(RFLensError, IndexError):
+    """A unit index outside the layer's grid."""
+
+
+class ModelNotFoundError(RFLensError):
+    """A model name that is neither a torchvision architecture nor module:callable."""

@@ -1,0 +1,388 @@
+"""Receptive-field objects: the analysis of a model, its layers, and single units."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from .errors import LayerNotFoundError, UnitError
+from .geometry import Node
+from .layout import Tracked
+from .trace import Flow, Record
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit's receptive field.
+
+    ``box`` and ``unclipped_box`` are half-open ``(start, stop)`` per input axis; ``box`` is
+    the bounding box of ``mask`` (clipped to the input), ``unclipped_box`` the classic box that
+    reaches into padding.  ``center`` is the centre of the unclipped box in pixel coordinates.
+    """
+
+    layer: str
+    index: tuple[int, ...]
+    mask: np.ndarray
+    box: tuple[tuple[int, int], ...]
+    unclipped_box: tuple[tuple[int, int], ...]
+    center: tuple[float, ...]
+
+    @property
+    def support_size(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def size(self) -> tuple[int, ...]:
+        return tuple(b - a for a, b in self.unclipped_box)
+
+    @property
+    def clipped(self) -> bool:
+        return tuple(self.box) != tuple(self.unclipped_box)
+
+    def to_dict(self, input_size: tuple[int, ...], is_global: bool) -> dict:
+        return {
+            "layer": self.layer,
+            "unit": list(self.index),
+            "input_size": list(input_size),
+            "box": [list(b) for b in self.box],
+            "unclipped_box": [list(b) for b in self.unclipped_box],
+            "center": list(self.center),
+            "support_size": self.support_size,
+            "global": is_global,
+        }
+
+
+class _Entries:
+    """A layer's elements grouped per unit: (node id, bool over units, unit arrays per axis)."""
+
+    def __init__(self, tracked: Tracked, spatial: list[int], grid: tuple[int, ...]):
+        self.items: list[tuple[int, np.ndarray, tuple[np.ndarray, ...]]] = []
+        rest = [d for d in range(tracked.ndim) if d not in spatial]
+        rest_shape = tuple(tracked.shape[d] for d in rest)
+        r = int(np.prod(rest_shape)) if rest else 1
+        for p in tracked.parts:
+            flat = []
+            for a in p.arrays():
+                a = a.transpose(rest + spatial)
+                tail = a.shape[len(rest):]
+                if any(a.shape[i] > 1 for i in range(len(rest))):
+                    a = np.broadcast_to(a, rest_shape + tail).reshape((r,) + tail)
+                else:
+                    a = a.reshape((1,) + tail)
+                flat.append(a)
+            comp, pos = flat[0], flat[1:]
+            if all(q.shape[0] == 1 for q in pos):
+                rows = comp.reshape(comp.shape[0], -1)
+                rows = np.unique(rows, axis=0) if rows.shape[0] > 1 else rows
+                for row in rows:
+                    self._add(row.reshape(comp.shape[1:]), tuple(q[0] for q in pos), grid)
+            else:
+                full = np.stack([np.broadcast_to(f, (r,) + grid).reshape(r, -1) for f in flat], 1)
+                for row in np.unique(full.reshape(r, -1), axis=0):
+                    row = row.reshape((len(flat),) + grid)
+                    self._add(row[0], tuple(row[1:]), grid)
+
+    def _add(self, comp: np.ndarray, pos: tuple[np.ndarray, ...], grid) -> None:
+        comp = np.broadcast_to(comp, grid)
+        for v in np.unique(comp):
+            if v >= 0:
+                self.items.append((int(v), comp == v, tuple(np.broadcast_to(q, grid) for q in pos)))
+
+
+class Layer:
+    """The receptive fields of all units of one layer (or, for ``.local``, of their
+    non-global part).
+
+    Per input axis: ``rf_size`` (largest unclipped RF over units), ``stride`` (effective
+    stride, input pixels per unit), ``start`` (where unit 0's RF starts; negative inside
+    padding), ``center`` (unit 0's RF centre), ``uniform`` (every unit's RF is unit 0's shifted
+    by the stride), ``min_rf``/``max_rf`` (smallest/largest RF over single paths),
+    ``covers_input`` (every unit already sees the whole axis).
+    """
+
+    def __init__(self, analysis: "Analysis", record: Record, local_only: bool = False):
+        self.analysis = analysis
+        self.record = record
+        self.local_only = local_only
+        self.name = record.name
+        self.op = record.op
+        self.module = record.module
+        self.output_shape = record.shape
+        k = analysis.k
+        varying = record.tracked.positional_dims()
+        nd = len(record.shape)
+        if nd == k + 2 and set(varying) <= set(range(2, nd)):
+            self.spatial_dims = list(range(2, nd))
+        else:
+            self.spatial_dims = varying
+        self.grid_shape = tuple(record.shape[d] for d in self.spatial_dims)
+
+    def __repr__(self) -> str:
+        g = " global" if self.is_global else ""
+        return (f"<Layer {self.name!r} {self.op} out={list(self.output_shape)} rf={list(self.rf_size)} "
+                f"stride={list(self.stride)}{g}>")
+
+    @cached_property
+    def _entries(self) -> list:
+        return _Entries(self.record.tracked, self.spatial_dims, self.grid_shape).items
+
+    def _nodes(self) -> list[Node]:
+        return [self.analysis.nodes[v] for v, _, _ in self._entries]
+
+    # -- per-unit arrays ---------------------------------------------------------------------
+    def _hulls(self, which: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        k = self.analysis.k
+        lo = [np.full(self.grid_shape, np.inf) for _ in range(k)]
+        hi = [np.full(self.grid_shape, -np.inf) for _ in range(k)]
+        for v, m, pos in self._entries:
+            hulls = getattr(self.analysis.nodes[v], which)
+            if hulls is None:
+                continue
+            for a in range(k):
+                lo[a] = np.where(m, np.minimum(lo[a], hulls[a].lo[pos[a]]), lo[a])
+                hi[a] = np.where(m, np.maximum(hi[a], hulls[a].hi[pos[a]]), hi[a])
+        return lo, hi
+
+    @cached_property
+    def _hull(self):
+        return self._hulls("local_hull" if self.local_only else "hull")
+
+    @cached_property
+    def _boxes(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Clipped boxes of every unit, from the exact terms."""
+        k = self.analysis.k
+        lo = [np.full(self.grid_shape, np.iinfo(np.int64).max) for _ in range(k)]
+        hi = [np.full(self.grid_shape, -1) for _ in range(k)]
+        for v, m, pos in self._entries:
+            node = self.analysis.nodes[v]
+            for term in node.terms(self.local_only):
+                nonempty = m.copy()
+                firsts, lasts = [], []
+                for a, mat in enumerate(term):
+                    rows = mat[pos[a]]
+                    nonempty &= rows.any(axis=-1)
+                    firsts.append(rows.argmax(axis=-1))
+                    lasts.append(rows.shape[-1] - rows[..., ::-1].argmax(axis=-1))
+                for a in range(k):
+                    lo[a] = np.where(nonempty, np.minimum(lo[a], firsts[a]), lo[a])
+                    hi[a] = np.where(nonempty, np.maximum(hi[a], lasts[a]), hi[a])
+        return lo, hi
+
+    # -- summary per axis ----------------------------------------------------------------------
+    def _axis_of_grid(self, a: int) -> int | None:
+        return a if len(self.grid_shape) == self.analysis.k else None
+
+    @property
+    def rf_size(self) -> tuple[int, ...]:
+        lo, hi = self._hull
+        return tuple(int(np.max(np.maximum(h - l, 0))) if l.size else 0 for l, h in zip(lo, hi))
+
+    @property
+    def stride(self) -> tuple[float, ...]:
+        lo, _ = self._hull
+        out = []
+        for a in range(self.analysis.k):
+            g = self._axis_of_grid(a)
+            if g is not None and self.grid_shape[g] > 1 and np.isfinite(lo[a]).all():
+                steps = np.diff(lo[a], axis=g)
+                out.append(_num(float(np.mean(steps))))
+            else:
+                hulls = [n.local_hull if self.local_only else n.hull for n in self._nodes()]
+                out.append(_num(max((h[a].jump for h in hulls if h is not None), default=0.0)))
+        return tuple(out)
+
+    @property
+    def start(self) -> tuple[int, ...]:
+        lo, _ = self._hull
+        return tuple(_num(float(l.reshape(-1)[0])) for l in lo)
+
+    @property
+    def center(self) -> tuple[float, ...]:
+        lo, hi = self._hull
+        return tuple(_num((float(l.reshape(-1)[0]) + float(h.reshape(-1)[0]) - 1) / 2) for l, h in zip(lo, hi))
+
+    @property
+    def uniform(self) -> bool:
+        lo, hi = self._hull
+        for a in range(self.analysis.k):
+            size = hi[a] - lo[a]
+            if not np.isfinite(size).all() or (size != size.reshape(-1)[0]).any():
+                return False
+            g = self._axis_of_grid(a)
+            for d in range(len(self.grid_shape)):
+                if self.grid_shape[d] < 2:
+                    continue
+                steps = np.diff(lo[a], axis=d)
+                if d == g and (steps != steps.reshape(-1)[0]).any():
+                    return False
+                if d != g and (steps != 0).any():
+                    return False
+        return True
+
+    @property
+    def min_rf(self) -> tuple[int, ...]:
+        return self._path_size("min_hull", min)
+
+    @property
+    def max_rf(self) -> tuple[int, ...]:
+        return self._path_size("max_hull", max)
+
+    def _path_size(self, which: str, pick) -> tuple[int, ...]:
+        hulls = [getattr(n, which) for n in self._nodes() if getattr(n, which) is not None]
+        if self.local_only or not hulls:
+            return self.rf_size
+        return tuple(int(pick(int(np.max(h[a].sizes())) for h in hulls)) for a in range(self.analysis.k))
+
+    @property
+    def covers_input(self) -> tuple[bool, ...]:
+        lo, hi = self._boxes
+        return tuple(bool((l == 0).all() and (h == n).all())
+                     for l, h, n in zip(lo, hi, self.analysis.spatial))
+
+    @property
+    def is_global(self) -> bool:
+        return bool(self.global_via) and not self.local_only
+
+    @property
+    def global_via(self) -> tuple[str, ...]:
+        seen: list[str] = []
+        for n in self._nodes():
+            seen += [v for v in n.via if v not in seen]
+        return tuple(seen)
+
+    @property
+    def local(self) -> "Layer | None":
+        """The layer with global-context paths ignored (None where nothing local remains)."""
+        if self.local_only:
+            return self
+        if not any(n.local for n in self._nodes()):
+            return None
+        return Layer(self.analysis, self.record, local_only=True)
+
+    # -- units -------------------------------------------------------------------------------
+    def _index(self, unit) -> tuple[int, ...]:
+        if unit is None or unit == "center":
+            return tuple(n // 2 for n in self.grid_shape)
+        unit = tuple(int(u) for u in (unit if isinstance(unit, (tuple, list, np.ndarray)) else [unit]))
+        if len(unit) != len(self.grid_shape):
+            if not self.grid_shape and all(u == 0 for u in unit):
+                return ()
+            raise UnitError(f"layer '{self.name}' has a {len(self.grid_shape)}-D grid "
+                            f"{_fmt(self.grid_shape)}; got the {len(unit)}-D unit {_fmt(unit)}.")
+        for u, n in zip(unit, self.grid_shape):
+            if not 0 <= u < n:
+                raise UnitError(f"unit {_fmt(unit)} is outside layer '{self.name}', whose grid is "
+                                f"{_fmt(self.grid_shape)} (0-based indices 0..n-1 per axis).")
+        return unit
+
+    def unit(self, index=None) -> Unit:
+        """The receptive field of one unit (0-based, in the layer's spatial order)."""
+        u = self._index(index)
+        shape = self.analysis.spatial
+        mask = np.zeros(shape, bool)
+        for v, m, pos in self._entries:
+            if m[u]:
+                mask |= self.analysis.nodes[v].support(tuple(int(p[u]) for p in pos), self.local_only)
+        lo, hi = self._hull
+        blo, bhi = self._boxes
+        box = tuple((int(blo[a][u]), int(bhi[a][u])) if bhi[a][u] >= 0 else (0, 0) for a in range(len(shape)))
+        unclipped = tuple((_num(float(lo[a][u])), _num(float(hi[a][u]))) for a in range(len(shape)))
+        center = tuple(_num((l + h - 1) / 2) for l, h in unclipped)
+        return Unit(self.name, u, mask, box, unclipped, center)
+
+    def projective_field(self, pixel=None, box=None) -> np.ndarray:
+        """Units of this layer (bool over its grid) that see an input pixel or box.
+
+        ``box`` is half-open ``((start, stop), ...)`` per input axis."""
+        spatial = self.analysis.spatial
+        if box is None:
+            if pixel is None or len(pixel) != len(spatial):
+                raise UnitError(f"give a pixel with {len(spatial)} coordinates or a box")
+            box = tuple((int(p), int(p) + 1) for p in pixel)
+        sets = []
+        for (a, b), n in zip(box, spatial):
+            if not (0 <= a < b <= n):
+                raise UnitError(f"box {box} is not inside the input {_fmt(spatial)}")
+            s = np.zeros(n, bool)
+            s[a:b] = True
+            sets.append(s)
+        out = np.zeros(self.grid_shape, bool)
+        for v, m, pos in self._entries:
+            seen = self.analysis.nodes[v].seen_by(tuple(sets), self.local_only)
+            out |= m & seen[tuple(pos)]
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "op": self.op,
+            "output_shape": list(self.output_shape),
+            "rf_size": list(self.rf_size),
+            "stride": list(self.stride),
+            "start": list(self.start),
+            "center": list(self.center),
+            "uniform": self.uniform,
+            "min_rf": list(self.min_rf),
+            "max_rf": list(self.max_rf),
+            "covers_input": list(self.covers_input),
+            "global": self.is_global,
+            "global_via": list(self.global_via),
+            "local_rf_size": list(self.local.rf_size) if self.is_global and self.local is not None else None,
+        }
+
+
+def _num(x: float):
+    return int(x) if float(x).is_integer() else round(float(x), 6)
+
+
+def _fmt(t) -> str:
+    return "(" + ", ".join(str(x) for x in t) + ")"
+
+
+class Analysis:
+    """The exact receptive fields of every layer of a model at one input size.
+
+    >>> import torchvision, rflens
+    >>> a = rflens.analyze(torchvision.models.vgg16(), (3, 224, 224))
+    >>> a["features.30"].rf_size, a["features.30"].stride
+    ((212, 212), (32, 32))
+    >>> a["features.29"].unit((7, 7)).box
+    ((100, 224), (100, 224))
+    """
+
+    def __init__(self, flow: Flow, records: dict[str, Record], order: list[str], input_size):
+        self.nodes = flow.table.nodes
+        self.k = flow.k
+        self.input_size = tuple(input_size)
+        self.spatial = tuple(input_size[1:])
+        self._records = records
+        self._order = order
+        self._layers: dict[str, Layer] = {}
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __iter__(self):
+        return (self[n] for n in self._order)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._records
+
+    def __getitem__(self, name: str) -> Layer:
+        if name not in self._records:
+            raise LayerNotFoundError(name, self._order)
+        if name not in self._layers:
+            self._layers[name] = Layer(self, self._records[name])
+        return self._layers[name]
+
+    def table(self) -> list[dict]:
+        return [self[n].to_dict() for n in self._order]
+
+    def __repr__(self) -> str:
+        return f"<Analysis input={list(self.input_size)} layers={len(self)}>"

@@ -1,0 +1,256 @@
+"""The geometry of dependency: per-axis maps and the union-of-products algebra.
+
+Every value the engine tracks is a *node*: a grid of units (one size per input axis) whose
+dependency on the input is stored exactly as a union of separable terms.  A term holds, for
+each input axis, a boolean matrix ``(units along the axis) x (input pixels along the axis)``;
+a unit depends on input pixel ``p`` iff, for some term, every axis' matrix has ``[x_a, p_a]``
+set.  Separable ops (convolution, pooling, resizing, padding, cropping, broadcasting, global
+reductions) map a term to a term, so composing them is exact, and branches are unions of terms.
+Holes (dilation, strided 1x1 convolutions), borders and union-of-branch shapes such as
+Inception's cross-shaped fields fall out without special cases.
+
+Alongside the exact sets, each node carries the *unclipped* interval of every unit along every
+axis (the classic receptive-field box, reaching into padding), used for sizes, strides, starts
+and centres.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_TERMS = 64
+
+
+class GeometryError(RuntimeError):
+    """The dependency structure is too complex to hold exactly (see ``MAX_TERMS``)."""
+
+
+@dataclass(frozen=True)
+class AxisMap:
+    """How the units of one axis of a node read the units of one axis of a source node.
+
+    ``taps[y]`` lists the source positions unit ``y`` depends on (``-1`` pads the row);
+    ``virtual[y]`` lists the positions it would read with the borders removed, in source grid
+    coordinates that may lie outside ``[0, n_src)`` (``nan`` pads); ``step`` is the nominal
+    number of source units per output unit.
+    """
+
+    taps: np.ndarray
+    virtual: np.ndarray
+    n_src: int
+    step: float
+
+    @property
+    def n_out(self) -> int:
+        return self.taps.shape[0]
+
+    def is_identity(self) -> bool:
+        return (
+            self.n_out == self.n_src
+            and self.taps.shape[1] == 1
+            and bool((self.taps[:, 0] == np.arange(self.n_src)).all())
+            and self.virtual.shape[1] == 1
+            and bool((self.virtual[:, 0] == np.arange(self.n_src)).all())
+        )
+
+    def apply(self, matrix: np.ndarray) -> np.ndarray:
+        """Rows of the source term matrix gathered and OR-ed along this map."""
+        padded = np.concatenate([matrix, np.zeros((1, matrix.shape[1]), bool)])
+        return padded[self.taps].any(axis=1)
+
+
+def identity_map(n: int) -> AxisMap:
+    idx = np.arange(n)[:, None]
+    return AxisMap(idx.copy(), idx.astype(float), n, 1.0)
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A source node read through one map per axis; ``via`` names the op when the edge
+    carries global context (the reading covers a whole axis by the op's meaning)."""
+
+    src: "Node"
+    maps: tuple[AxisMap, ...]
+    via: str | None = None
+
+
+Term = tuple  # tuple[np.ndarray, ...]: one (units x input pixels) bool matrix per axis
+
+
+def _nonempty_rows(term: Term) -> bool:
+    return all(m.any() for m in term)
+
+
+def simplify(terms: list[Term]) -> list[Term]:
+    """An equivalent, shorter union: drop empty and dominated terms, merge terms that agree on
+    all axes but one (A x B  u  A x C  =  A x (B u C), row by row)."""
+    terms = [t for t in terms if _nonempty_rows(t)]
+    changed = True
+    while changed and len(terms) > 1:
+        changed = False
+        out: list[Term] = []
+        for t in terms:
+            merged = False
+            for i, u in enumerate(out):
+                if all(np.array_equal(a, b) for a, b in zip(t, u)):
+                    merged = True
+                elif all((a <= b).all() for a, b in zip(t, u)):
+                    merged = True
+                elif all((b <= a).all() for a, b in zip(t, u)):
+                    out[i] = t
+                    merged = changed = True
+                else:
+                    differ = [k for k, (a, b) in enumerate(zip(t, u)) if not np.array_equal(a, b)]
+                    if len(differ) == 1:
+                        k = differ[0]
+                        out[i] = tuple(a | b if j == k else a for j, (a, b) in enumerate(zip(t, u)))
+                        merged = changed = True
+                if merged:
+                    break
+            if not merged:
+                out.append(t)
+        terms = out
+    if len(terms) > MAX_TERMS:
+        raise GeometryError(
+            f"the receptive field is a union of more than {MAX_TERMS} separable pieces; "
+            "use method='probe' for this model"
+        )
+    return terms
+
+
+@dataclass
+class Hull:
+    """Unclipped interval [lo, hi) of every unit along one axis, in input pixel coordinates."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    jump: float
+
+    def extended(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """lo/hi at (possibly out-of-range) grid positions; outside the grid the unit lattice is
+        continued with the spacing of its last two units, as padding continues a feature map."""
+        n = len(self.lo)
+        p = np.nan_to_num(positions, nan=0.0)
+        inside = np.clip(p, 0, n - 1).astype(np.int64)
+        lo, hi = self.lo[inside].astype(float), self.hi[inside].astype(float)
+        if n >= 2:
+            j0, j1 = self.lo[1] - self.lo[0], self.lo[-1] - self.lo[-2]
+            k0, k1 = self.hi[1] - self.hi[0], self.hi[-1] - self.hi[-2]
+        else:
+            j0 = j1 = k0 = k1 = self.jump
+        below, above = p < 0, p > n - 1
+        lo = np.where(below, self.lo[0] + p * j0, np.where(above, self.lo[-1] + (p - n + 1) * j1, lo))
+        hi = np.where(below, self.hi[0] + p * k0, np.where(above, self.hi[-1] + (p - n + 1) * k1, hi))
+        valid = ~np.isnan(positions)
+        return np.where(valid, lo, np.inf), np.where(valid, hi, -np.inf)
+
+    def through(self, amap: AxisMap) -> "Hull":
+        lo, hi = self.extended(amap.virtual)
+        return Hull(np.floor(lo.min(axis=1)), np.ceil(hi.max(axis=1)), self.jump * amap.step)
+
+    @staticmethod
+    def union(hulls: list["Hull"]) -> "Hull":
+        lo = np.minimum.reduce([h.lo for h in hulls])
+        hi = np.maximum.reduce([h.hi for h in hulls])
+        return Hull(lo, hi, max(h.jump for h in hulls))
+
+    def sizes(self) -> np.ndarray:
+        return np.maximum(self.hi - self.lo, 0)
+
+    def central_size(self) -> float:
+        return float(self.sizes()[len(self.lo) // 2])
+
+
+class Node:
+    """A grid of units with exact dependency terms and unclipped hulls per axis.
+
+    ``local`` terms reach the input without passing a global-context op; ``glob`` terms do.
+    """
+
+    def __init__(self, grid: tuple[int, ...], local: list[Term], glob: list[Term],
+                 hull: list[Hull] | None, local_hull: list[Hull] | None,
+                 min_hull: list[Hull] | None, max_hull: list[Hull] | None,
+                 via: tuple[str, ...] = ()):
+        self.grid = grid
+        self.local = local
+        self.glob = glob
+        self.hull = hull
+        self.local_hull = local_hull
+        self.min_hull = min_hull
+        self.max_hull = max_hull
+        self.via = via
+
+    @classmethod
+    def input(cls, spatial: tuple[int, ...]) -> "Node":
+        term = tuple(np.eye(n, dtype=bool) for n in spatial)
+        hull = [Hull(np.arange(n, dtype=float), np.arange(n, dtype=float) + 1, 1.0) for n in spatial]
+        return cls(tuple(spatial), [term], [], hull, hull, hull, hull)
+
+    @classmethod
+    def from_edges(cls, grid: tuple[int, ...], edges: list[Edge]) -> "Node":
+        local: list[Term] = []
+        glob: list[Term] = []
+        local_hulls, all_hulls, cands = [], [], []
+        via: list[str] = []
+        for e in edges:
+            moved = [tuple(m.apply(mat) for m, mat in zip(e.maps, term)) for term in e.src.local]
+            moved_g = [tuple(m.apply(mat) for m, mat in zip(e.maps, term)) for term in e.src.glob]
+            if e.via is None:
+                local += moved
+                glob += moved_g
+                if e.src.local_hull is not None:
+                    local_hulls.append([h.through(m) for h, m in zip(e.src.local_hull, e.maps)])
+            else:
+                glob += moved + moved_g
+                via.append(e.via)
+            via += [v for v in e.src.via if v not in via]
+            if e.src.hull is not None:
+                all_hulls.append([h.through(m) for h, m in zip(e.src.hull, e.maps)])
+                cands.append(([h.through(m) for h, m in zip(e.src.min_hull, e.maps)],
+                              [h.through(m) for h, m in zip(e.src.max_hull, e.maps)]))
+        local = simplify(local)
+        glob = simplify(glob)
+        if local and glob:
+            # a global term adds nothing where a local term already covers it
+            glob = [g for g in glob if not any(all((a <= b).all() for a, b in zip(g, t)) for t in local)]
+        if not all_hulls:
+            return cls(grid, local, glob, None, None, None, None, tuple(via))
+        k = len(grid)
+        hull = [Hull.union([h[a] for h in all_hulls]) for a in range(k)]
+        local_hull = [Hull.union([h[a] for h in local_hulls]) for a in range(k)] if local_hulls else None
+        min_hull = min((c[0] for c in cands), key=lambda hs: sum(h.central_size() for h in hs))
+        max_hull = max((c[1] for c in cands), key=lambda hs: sum(h.central_size() for h in hs))
+        return cls(grid, local, glob, hull, local_hull, min_hull, max_hull, tuple(via))
+
+    # -- queries ---------------------------------------------------------------------------
+    def terms(self, local_only: bool = False) -> list[Term]:
+        return self.local if local_only else self.local + self.glob
+
+    def support(self, unit: tuple[int, ...], local_only: bool = False) -> np.ndarray:
+        """Exact boolean mask over the input's spatial shape."""
+        shape = tuple(t.shape[1] for t in (self.local + self.glob)[0]) if (self.local or self.glob) else None
+        out = None
+        for term in self.terms(local_only):
+            rows = [m[u] for m, u in zip(term, unit)]
+            piece = rows[0]
+            for r in rows[1:]:
+                piece = np.multiply.outer(piece, r)
+            out = piece if out is None else (out | piece)
+        if out is None:
+            if shape is None:
+                raise ValueError("this value does not depend on the input")
+            return np.zeros(shape, bool)
+        return out.astype(bool)
+
+    def seen_by(self, pixels: tuple[np.ndarray, ...], local_only: bool = False) -> np.ndarray:
+        """Units (bool over the grid) whose support meets the given per-axis pixel sets."""
+        out = np.zeros(self.grid, bool)
+        for term in self.terms(local_only):
+            cols = [m[:, p].any(axis=1) for m, p in zip(term, pixels)]
+            piece = cols[0]
+            for c in cols[1:]:
+                piece = np.multiply.outer(piece, c)
+            out |= piece.astype(bool)
+        return out

@@ -1,0 +1,456 @@
+"""Where every element of a traced tensor gets its dependency from.
+
+A traced tensor is described by one or more *parts*.  A part holds integer arrays the shape of
+the tensor (stored with size-1 dimensions wherever they broadcast, so a 256x56x56 feature map
+costs a few hundred integers): ``comp[e]`` is the node the element reads (``-1``: nothing) and
+``pos[a][e]`` its unit along input axis ``a`` in that node's grid.  An element depends on the
+union over parts.  Data movement (view, permute, slice, cat, pad, pixel shuffle, ...) is the same
+numpy operation on these arrays, so it is exact without a rule per pattern; only ops that
+compute (convolution, pooling, reductions, ...) create nodes (``geometry.Node``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .geometry import AxisMap, Edge, Node, identity_map
+
+
+class LayoutError(RuntimeError):
+    """The tensor layout is outside what the analytic engine can follow exactly."""
+
+
+@dataclass
+class Part:
+    comp: np.ndarray
+    pos: tuple[np.ndarray, ...]
+
+    def arrays(self) -> list[np.ndarray]:
+        return [self.comp, *self.pos]
+
+    @staticmethod
+    def of(arrays: list[np.ndarray]) -> "Part":
+        return Part(arrays[0], tuple(arrays[1:]))
+
+
+@dataclass
+class Tracked:
+    shape: tuple[int, ...]
+    parts: list[Part]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def map(self, fn: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...]) -> "Tracked":
+        return Tracked(tuple(shape), [Part.of([fn(a) for a in p.arrays()]) for p in self.parts])
+
+    def positional_dims(self) -> list[int]:
+        """Tensor dims along which some part's unit position varies."""
+        dims = set()
+        for p in self.parts:
+            for arr in p.pos:
+                dims.update(d for d in range(arr.ndim) if arr.shape[d] > 1)
+        return sorted(dims)
+
+
+def empty_part(ndim: int, k: int) -> Part:
+    one = (1,) * ndim
+    return Part(np.full(one, -1, np.int64), tuple(np.zeros(one, np.int64) for _ in range(k)))
+
+
+def align(arr: np.ndarray, ndim: int) -> np.ndarray:
+    """Prepend size-1 dims so ``arr`` broadcasts as a tensor of ``ndim`` dims."""
+    return arr.reshape((1,) * (ndim - arr.ndim) + arr.shape) if arr.ndim < ndim else arr
+
+
+# ---------------------------------------------------------------------------------------------
+# data movement on broadcast-compact arrays
+
+
+def reshape_groups(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
+    groups, i, j = [], 0, 0
+    while i < len(a) or j < len(b):
+        gi, gj, pa, pb = [], [], 1, 1
+        if i < len(a):
+            gi.append(i); pa *= a[i]; i += 1
+        if j < len(b):
+            gj.append(j); pb *= b[j]; j += 1
+        while pa != pb:
+            if pa < pb and i < len(a):
+                gi.append(i); pa *= a[i]; i += 1
+            elif j < len(b):
+                gj.append(j); pb *= b[j]; j += 1
+            else:
+                raise LayoutError(f"cannot reshape {a} to {b}")
+        groups.append((gi, gj))
+    return groups
+
+
+def reshape(arr: np.ndarray, src: tuple[int, ...], dst: tuple[int, ...]) -> np.ndarray:
+    if arr.size == 1:
+        return arr.reshape((1,) * len(dst))
+    groups = reshape_groups(src, dst)
+    grow = list(arr.shape)
+    new_shape: list[int] = []
+    for gi, gj in groups:
+        big = [d for d in gi if src[d] > 1]
+        full = [d for d in big if arr.shape[d] == src[d]]
+        if big and len(full) == len(big):
+            new_shape += [dst[d] for d in gj]
+        elif not full:
+            new_shape += [1] * len(gj)
+        else:  # merging broadcast and varying dims: the merged dim varies everywhere
+            for d in big:
+                grow[d] = src[d]
+            new_shape += [dst[d] for d in gj]
+    if tuple(grow) != arr.shape:
+        arr = np.broadcast_to(arr, grow)
+    return np.ascontiguousarray(arr).reshape(new_shape)
+
+
+def slice_dim(arr: np.ndarray, dim: int, n: int, start, end, step) -> np.ndarray:
+    if arr.shape[dim] == 1 and n > 1:
+        return arr
+    idx = [slice(None)] * arr.ndim
+    idx[dim] = slice(start, end, step)
+    return arr[tuple(idx)]
+
+
+def take_dim(arr: np.ndarray, dim: int, index: np.ndarray) -> np.ndarray:
+    if arr.shape[dim] == 1:
+        return arr
+    return np.take(arr, index, axis=dim)
+
+
+def expand_dim(arr: np.ndarray, dim: int, n: int) -> np.ndarray:
+    if arr.shape[dim] == n:
+        return arr
+    shape = list(arr.shape)
+    shape[dim] = n
+    return np.broadcast_to(arr, shape)
+
+
+def concat(arrs: list[np.ndarray], dim: int, sizes: list[int]) -> np.ndarray:
+    ndim = arrs[0].ndim
+    if all(a.shape[dim] == 1 for a in arrs) and all(s != 1 for s in sizes) or all(a.shape[dim] == 1 for a in arrs):
+        common = np.broadcast_shapes(*[a.shape for a in arrs])
+        first = np.broadcast_to(arrs[0], common)
+        if all(np.array_equal(first, np.broadcast_to(a, common)) for a in arrs[1:]) and all(
+            a.shape[dim] == 1 for a in arrs
+        ):
+            return arrs[0]
+    others = [max(a.shape[d] for a in arrs) if d != dim else None for d in range(ndim)]
+    grown = []
+    for a, n in zip(arrs, sizes):
+        shape = [n if d == dim else others[d] for d in range(ndim)]
+        grown.append(np.broadcast_to(a, shape))
+    return np.concatenate(grown, axis=dim)
+
+
+def pad_parts(trs: list[Tracked], ndim: int, k: int) -> list[list[Part]]:
+    """Equal-length part lists (missing parts read nothing), aligned to ``ndim``."""
+    most = max(len(t.parts) for t in trs)
+    out = []
+    for t in trs:
+        parts = [Part.of([align(a, ndim) for a in p.arrays()]) for p in t.parts]
+        parts += [empty_part(ndim, k) for _ in range(most - len(parts))]
+        out.append(parts)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the node table and reading
+
+
+@dataclass
+class Source:
+    """One node as an op reads it.
+
+    ``carrier[a]``: the op dim along which the node's axis ``a`` varies (``None``: the node is
+    read at the fixed unit ``maps[a]`` of that axis); ``maps[a]``: the node unit read at each
+    position of that op dim; ``masks[i]``: positions of op dim ``i`` where the node is read at
+    all (``None``: everywhere).
+    """
+
+    node: int
+    carrier: tuple
+    maps: tuple
+    masks: tuple
+
+@dataclass
+class Table:
+    """All nodes of one analysis, with memoised unions."""
+
+    nodes: list[Node] = field(default_factory=list)
+    _memo: dict = field(default_factory=dict)
+
+    def add(self, node: Node) -> int:
+        self.nodes.append(node)
+        return len(self.nodes) - 1
+
+    def make(self, key, grid: tuple[int, ...], edges: list[Edge]) -> int:
+        """Memoised node creation; a single identity edge is the source node itself."""
+        if key is not None and key in self._memo:
+            return self._memo[key]
+        if (len(edges) == 1 and edges[0].via is None and edges[0].src.grid == grid
+                and all(m.is_identity() for m in edges[0].maps)):
+            idx = self.nodes.index(edges[0].src) if key is None else self._index_of(edges[0].src)
+        else:
+            idx = self.add(Node.from_edges(grid, edges))
+        if key is not None:
+            self._memo[key] = idx
+        return idx
+
+    def _index_of(self, node: Node) -> int:
+        ids = self._memo.setdefault("__ids__", {})
+        if not ids or id(node) not in ids:
+            ids.clear()
+            ids.update({id(n): i for i, n in enumerate(self.nodes)})
+        return ids[id(node)]
+
+    def union(self, ids: tuple[int, ...], shift: dict | None = None) -> int:
+        """Node reading each of ``ids`` at the same unit (grids must agree, or be all-1)."""
+        ids = tuple(sorted(set(i for i in ids if i >= 0)))
+        if len(ids) == 0:
+            return -1
+        if len(ids) == 1:
+            return ids[0]
+        grids = [self.nodes[i].grid for i in ids]
+        grid = tuple(max(g[a] for g in grids) for a in range(len(grids[0])))
+        edges = []
+        for i in ids:
+            g = self.nodes[i].grid
+            if g == grid:
+                maps = tuple(identity_map(n) for n in grid)
+            elif all(n == 1 for n in g):
+                maps = tuple(constant_map(n, 1, 0) for n in grid)
+            else:
+                raise LayoutError(f"cannot align units of grids {g} and {grid}")
+            edges.append(Edge(self.nodes[i], maps))
+        return self.make(("union", ids), grid, edges)
+
+
+def constant_map(n_out: int, n_src: int, unit: int) -> AxisMap:
+    taps = np.full((n_out, 1), unit, np.int64)
+    return AxisMap(taps, taps.astype(float), n_src, 0.0)
+
+
+def unique_rows(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if mat.shape[0] == 1 or (mat == mat[:1]).all():
+        return mat[:1], np.zeros(mat.shape[0], np.int64)
+    rows, inv = np.unique(mat, axis=0, return_inverse=True)
+    return rows, inv.reshape(-1)
+
+
+def product_pieces(mask: np.ndarray) -> list[tuple[np.ndarray, ...]]:
+    """Exact decomposition of a k-D boolean mask into a union of products of 1-D masks."""
+    if mask.ndim == 1:
+        return [(mask,)] if mask.any() else []
+    flat = mask.reshape(mask.shape[0], -1)
+    pieces = []
+    patterns, inv = unique_rows(flat)
+    for r, pat in enumerate(patterns):
+        if not pat.any():
+            continue
+        rows = inv == r
+        for rest in product_pieces(pat.reshape(mask.shape[1:])):
+            pieces.append((rows, *rest))
+    return pieces
+
+
+def read(tr: Tracked, op_dims: list[int], sep_dims: list[int], mix_dims: list[int],
+         k: int) -> tuple[np.ndarray, list[list[Source]]]:
+    """Group a tensor's elements as an op sees them.
+
+    The op makes one result per index over ``sep_dims``; each reads every element along
+    ``mix_dims`` and a window along ``op_dims``.  Returns class ids shaped over ``sep_dims``
+    (broadcastable) and, per class, the nodes read and how the op dims map onto their grids.
+    """
+    rest = [d for d in range(tr.ndim) if d not in op_dims + sep_dims + mix_dims]
+    if any(tr.shape[d] > 1 for d in rest):
+        raise LayoutError("an op reads a dimension it neither maps nor mixes")
+    per_part = []
+    for p in tr.parts:
+        if _is_canonical(p, op_dims, k):
+            per_part.append(_read_canonical(p, tr.shape, op_dims, sep_dims, mix_dims, k))
+        else:
+            per_part.append(_read_general(p, tr.shape, op_dims, sep_dims, mix_dims, k))
+    if len(per_part) == 1:
+        return per_part[0]
+    sep_shape = [tr.shape[d] for d in sep_dims]
+    stacked = np.stack([np.broadcast_to(ids, sep_shape).reshape(-1) for ids, _ in per_part], axis=1)
+    rows, inv = unique_rows(stacked)
+    classes = [[s for part_i, cls in enumerate(row) for s in per_part[part_i][1][cls]] for row in rows]
+    return inv.reshape(sep_shape), classes
+
+
+def _is_canonical(part: Part, op_dims: list[int], k: int) -> bool:
+    """comp constant over the op dims and each axis varying along at most one op dim."""
+    if any(part.comp.shape[d] > 1 for d in op_dims):
+        return False
+    seen = set()
+    for a in range(k):
+        varying = [d for d in range(part.pos[a].ndim) if part.pos[a].shape[d] > 1]
+        if len(varying) > 1 or (varying and (varying[0] not in op_dims or varying[0] in seen)):
+            return False
+        seen.update(varying)
+    return True
+
+
+def _sep_mix_matrix(arr: np.ndarray, shape, sep_dims, mix_dims) -> np.ndarray:
+    """``arr`` over (sep, mix) flattened to (S', M'), keeping broadcast axes at size 1."""
+    rest = [d for d in range(arr.ndim) if d not in sep_dims and d not in mix_dims]
+    idx = tuple(slice(0, 1) if d in rest else slice(None) for d in range(arr.ndim))
+    sub = arr[idx].transpose(sep_dims + mix_dims + rest)
+    sub = sub.reshape(sub.shape[: len(sep_dims) + len(mix_dims)])
+    ns = len(sep_dims)
+    sep_full = any(n > 1 for n in sub.shape[:ns])
+    mix_full = any(n > 1 for n in sub.shape[ns:])
+    target = [shape[d] if sep_full else 1 for d in sep_dims] + [shape[d] if mix_full else 1 for d in mix_dims]
+    sub = np.ascontiguousarray(np.broadcast_to(sub, target))
+    return sub.reshape(int(np.prod(target[:ns])) if ns else 1, -1)
+
+
+def _read_canonical(part, shape, op_dims, sep_dims, mix_dims, k):
+    carrier, maps = [], []
+    for a in range(k):
+        arr = part.pos[a]
+        varying = [d for d in range(arr.ndim) if arr.shape[d] > 1]
+        if varying:
+            carrier.append(op_dims.index(varying[0]))
+            maps.append(arr.reshape(-1).astype(np.int64))
+        else:
+            carrier.append(None)
+            maps.append(int(arr.reshape(-1)[0]))
+    mat = _sep_mix_matrix(part.comp, shape, sep_dims, mix_dims)
+    rows, inv = unique_rows(np.sort(mat, axis=1))
+    masks = (None,) * len(op_dims)
+    classes = [[Source(int(v), tuple(carrier), tuple(maps), masks) for v in np.unique(row) if v >= 0]
+               for row in rows]
+    sep_shape = [shape[d] for d in sep_dims] if mat.shape[0] > 1 else [1] * len(sep_dims)
+    return inv.reshape(sep_shape), classes
+
+
+def _read_general(part, shape, op_dims, sep_dims, mix_dims, k):
+    order = sep_dims + mix_dims + op_dims
+    s = int(np.prod([shape[d] for d in sep_dims])) if sep_dims else 1
+    m = int(np.prod([shape[d] for d in mix_dims])) if mix_dims else 1
+    ospace = [shape[d] for d in op_dims]
+    full = []
+    for a in part.arrays():
+        a = np.broadcast_to(a, shape)
+        a = a[tuple(0 if d not in order else slice(None) for d in range(len(shape)))]
+        kept = [d for d in range(len(shape)) if d in order]
+        a = a.transpose([kept.index(d) for d in order])
+        full.append(np.ascontiguousarray(a).reshape([s, m] + ospace))
+    memo: dict = {}
+    ids = np.zeros(s, np.int64)
+    classes: list[list[Source]] = []
+    for row in range(s):
+        key = b"".join(a[row].tobytes() for a in full)
+        if key not in memo:
+            memo[key] = len(classes)
+            classes.append(_sources_of_row(full[0][row], [p[row] for p in full[1:]], len(op_dims), k))
+        ids[row] = memo[key]
+    return ids.reshape([shape[d] for d in sep_dims]), classes
+
+
+def _as_function_of(vals: np.ndarray, hit: np.ndarray, i: int) -> np.ndarray | None:
+    """``vals`` (over mix x op dims, where ``hit``) as a function of op dim ``i``, or None."""
+    other = tuple(j for j in range(vals.ndim) if j != i + 1)
+    big = np.iinfo(np.int64).max
+    hi = np.where(hit, vals, -1).max(axis=other)
+    lo = np.where(hit, vals, big).min(axis=other)
+    defined = hi >= 0
+    if not np.array_equal(hi[defined], lo[defined]):
+        return None
+    return np.where(defined, hi, 0)
+
+
+def _sources_of_row(comp: np.ndarray, pos: list[np.ndarray], n_op: int, k: int) -> list[Source]:
+    out = []
+    for v in np.unique(comp):
+        if v < 0:
+            continue
+        hit = comp == v
+        present = hit.any(axis=0)
+        carrier, maps = [], []
+        for a in range(k):
+            vals = np.where(hit, pos[a], -1)
+            defined_vals = np.unique(vals[hit])
+            if len(defined_vals) == 1:
+                carrier.append(None)
+                maps.append(int(defined_vals[0]))
+                continue
+            for i in range(n_op):
+                f = _as_function_of(pos[a], hit, i)
+                if f is not None:
+                    carrier.append(i)
+                    maps.append(f.astype(np.int64))
+                    break
+            else:
+                raise LayoutError("unit positions that are not separable across the op's dims")
+        for piece in product_pieces(present):
+            out.append(Source(int(v), tuple(carrier), tuple(maps),
+                              tuple(None if m.all() else m for m in piece)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# windows: which input positions of one op dim each output position reads
+
+
+@dataclass(frozen=True)
+class Window:
+    """``pos[y]``: input positions read by output ``y`` (may lie in padding); ``valid`` marks
+    real taps; ``step``: nominal input positions per output position."""
+
+    pos: np.ndarray
+    valid: np.ndarray
+    step: float
+
+    @staticmethod
+    def of(pos: np.ndarray, step: float, valid: np.ndarray | None = None) -> "Window":
+        pos = np.asarray(pos, np.int64)
+        if pos.ndim == 1:
+            pos = pos[:, None]
+        return Window(pos, np.ones(pos.shape, bool) if valid is None else valid, step)
+
+
+def axis_map(win: Window, n_in: int, mask: np.ndarray | None, f, n_src: int) -> AxisMap:
+    """Out positions -> source node units along one axis, reading ``win`` over an op dim of
+    ``n_in`` positions where the node sits at ``mask`` (None: everywhere) and unit ``f[q]``
+    (``f`` an int: the same unit everywhere)."""
+    inside = win.valid & (win.pos >= 0) & (win.pos < n_in)
+    clipped = np.clip(win.pos, 0, n_in - 1)
+    hit = inside & mask[clipped] if mask is not None else inside
+    reach = win.valid & (hit | ~inside)
+    if isinstance(f, (int, np.integer)):
+        taps = np.where(hit.any(axis=1), int(f), -1)[:, None]
+        virtual = np.where(reach.any(axis=1), float(f), np.nan)[:, None]
+        return AxisMap(taps, virtual, n_src, 0.0)
+    f = np.asarray(f)
+    if len(f) > 1:
+        slope0, slope1 = float(f[1] - f[0]), float(f[-1] - f[-2])
+        step = win.step * abs(float(f[-1] - f[0])) / (len(f) - 1)
+    else:
+        slope0 = slope1 = 1.0
+        step = win.step
+    inner = f[clipped].astype(float)
+    ext = np.where(win.pos < 0, f[0] + win.pos * slope0,
+                   np.where(win.pos >= n_in, f[-1] + (win.pos - n_in + 1) * slope1, inner))
+    taps = np.where(hit, f[clipped], -1)
+    virtual = np.where(reach, ext, np.nan)
+    return AxisMap(taps.astype(np.int64), virtual, n_src, step)
+
+
+def gate(win: Window, n_in: int, mask: np.ndarray | None) -> np.ndarray:
+    """Which out positions read the node at all along an op dim that carries none of its axes."""
+    inside = win.valid & (win.pos >= 0) & (win.pos < n_in)
+    clipped = np.clip(win.pos, 0, n_in - 1)
+    hit = inside & mask[clipped] if mask is not None else inside
+    return hit.any(axis=1)

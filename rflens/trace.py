@@ -1,0 +1,397 @@
+"""Tracing a model's dataflow on meta tensors.
+
+The model runs once on ``meta`` tensors (no memory, no arithmetic) under a dispatch mode that
+sees every aten op, applies the op's rule from ``ops.RULES`` and records layer outputs by name:
+
+* every ``nn.Module`` call under its qualified name (``features.29``, ``layer4.2``, ``layer4``);
+  a module called again gets ``_1``, ``_2`` as in ``torch.fx``;
+* where ``torch.fx`` can trace the model, every node under the name
+  ``torchvision.models.feature_extraction.get_graph_node_names`` gives it (``layer1.0.add``).
+
+In-place writes are followed through views with the real strides of the meta tensors, so a
+``copy_`` into a slice (as circular padding does) lands on the right elements of the base.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import fx, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from . import ops
+from .layout import LayoutError, Part, Table, Tracked, empty_part
+from .errors import InputTooSmallError, TraceError, UnsupportedOpError
+from .ops import Op
+
+
+@dataclass
+class Record:
+    """A named value of the traced model."""
+
+    name: str
+    tracked: Tracked
+    shape: tuple[int, ...]
+    op: str
+    module: str
+    sdims: tuple | None = None
+
+
+@dataclass
+class _Entry:
+    tensor: torch.Tensor
+    tracked: Tracked
+    root: torch.Tensor
+    stamp: int
+
+
+class Flow(TorchDispatchMode):
+    """Dispatch mode that keeps a ``Tracked`` layout for every tensor derived from the input."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+        self.table = Table()
+        self.entries: dict[int, _Entry] = {}
+        self.writes: dict[int, int] = {}
+        self.module_stack: list[tuple[str, str]] = []
+        self.current_node: str | None = None
+
+    # -- tensor bookkeeping ----------------------------------------------------------------
+    def get(self, t: torch.Tensor) -> Tracked | None:
+        e = self.entries.get(id(t))
+        if e is None or e.tensor is not t:
+            return None
+        if self.writes.get(id(e.root), 0) != e.stamp:
+            e = self._refresh(e)
+        return e.tracked
+
+    def put(self, t: torch.Tensor, tracked: Tracked | None, root: torch.Tensor | None = None) -> None:
+        if tracked is None:
+            self.entries.pop(id(t), None)
+            return
+        root = t if root is None else root
+        self.entries[id(t)] = _Entry(t, tracked, root, self.writes.get(id(root), 0))
+
+    def _root(self, t: torch.Tensor) -> torch.Tensor:
+        e = self.entries.get(id(t))
+        if e is not None and e.tensor is t:
+            return e.root
+        return t._base if t._base is not None else t
+
+    def _refresh(self, e: _Entry) -> _Entry:
+        root_entry = self.entries.get(id(e.root))
+        if root_entry is None:
+            tracked = None
+        else:
+            tracked = _gather(root_entry.tracked, e.root, e.tensor, self.k)
+        new = _Entry(e.tensor, tracked, e.root, self.writes.get(id(e.root), 0))
+        if tracked is None:
+            self.entries.pop(id(e.tensor), None)
+        else:
+            self.entries[id(e.tensor)] = new
+        return new
+
+    def write(self, target: torch.Tensor, tracked: Tracked | None) -> None:
+        """An in-place op wrote ``tracked`` into ``target`` (maybe a view of a larger base)."""
+        root = self._root(target)
+        if root is target:
+            self.writes[id(root)] = self.writes.get(id(root), 0) + 1
+            self.put(target, tracked)
+            return
+        root_tr = self.get(root)
+        if root_tr is None and tracked is None:
+            return
+        if root_tr is None:
+            root_tr = ops.constant_like(tuple(root.shape), self.k)
+        new_root = _scatter(root_tr, root, target, tracked, self.k)
+        self.writes[id(root)] = self.writes.get(id(root), 0) + 1
+        self.put(root, new_root)
+        self.put(target, tracked, root)
+
+    @property
+    def module(self) -> tuple[str, tuple]:
+        if self.current_node is not None:
+            return self.current_node, ()
+        if self.module_stack:
+            return self.module_stack[-1][0], tuple(t for _, t in self.module_stack)
+        return "", ()
+
+    # -- the dispatch hook ------------------------------------------------------------------
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        flat, _ = tree_flatten((args, kwargs))
+        tensors = [a for a in flat if isinstance(a, torch.Tensor)]
+        schema = func._schema
+        written = [a for a, arg in zip(args, schema.arguments) if isinstance(a, torch.Tensor)
+                   and arg.alias_info is not None and arg.alias_info.is_write]
+        written += [kwargs[arg.name] for arg in schema.arguments
+                    if arg.name in kwargs and arg.alias_info is not None and arg.alias_info.is_write
+                    and isinstance(kwargs[arg.name], torch.Tensor)]
+        traced = [t for t in tensors if self.get(t) is not None]
+        if not traced and not any(self.get(self._root(w)) is not None for w in written):
+            return out
+        module, types_ = self.module
+        rule = ops.lookup(func)
+        name = func.name().split("::")[-1]
+        if rule is None:
+            raise UnsupportedOpError(name, module)
+        op = Op(name, tuple(args), dict(kwargs), out, module, types_, self)
+        try:
+            result = rule(op) if traced else None
+        except LayoutError as e:
+            raise UnsupportedOpError(name, module, str(e)) from None
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        results = result if isinstance(result, (tuple, list)) else [result]
+        if len(results) == 1 and len(outs) > 1:
+            results = results + [None] * (len(outs) - 1)
+        is_view = bool(schema.returns) and schema.returns[0].alias_info is not None and not written
+        for o, r in zip(outs, results):
+            if not isinstance(o, torch.Tensor):
+                continue
+            if written and any(o is w for w in written):
+                if r is not None and self.get(o) is r:
+                    continue
+                self.write(o, r)
+            elif is_view and tensors:
+                self.put(o, r, self._root(tensors[0]))
+            else:
+                self.put(o, r)
+        return out
+
+
+def _positions(t: torch.Tensor) -> np.ndarray:
+    pos = np.full(tuple(t.shape), t.storage_offset(), np.int64)
+    for d, (n, s) in enumerate(zip(t.shape, t.stride())):
+        shape = [1] * t.ndim
+        shape[d] = n
+        pos = pos + (np.arange(n, dtype=np.int64) * s).reshape(shape)
+    return pos
+
+
+def _flat_index(root: torch.Tensor, view: torch.Tensor) -> np.ndarray:
+    rp = _positions(root).reshape(-1)
+    inv = np.full(int(rp.max()) + 1 if rp.size else 1, -1, np.int64)
+    inv[rp] = np.arange(rp.size)
+    vp = _positions(view)
+    if (vp > rp.max()).any() or (inv[vp] < 0).any():
+        raise LayoutError("a view reaches storage outside its base")
+    return inv[vp]
+
+
+def _full(tr: Tracked, k: int) -> list[list[np.ndarray]]:
+    return [[np.broadcast_to(a, tr.shape).reshape(-1).copy() for a in p.arrays()] for p in tr.parts]
+
+
+def _gather(root_tr: Tracked, root: torch.Tensor, view: torch.Tensor, k: int) -> Tracked:
+    idx = _flat_index(root, view)
+    parts = [Part.of([a[idx] for a in arrays]) for arrays in _full(root_tr, k)]
+    return Tracked(tuple(view.shape), parts)
+
+
+def _scatter(root_tr: Tracked, root, view, tracked: Tracked | None, k: int) -> Tracked:
+    idx = _flat_index(root, view).reshape(-1)
+    base = _full(root_tr, k)
+    new = _full(tracked, k) if tracked is not None else []
+    n = max(len(base), len(new))
+    empty = empty_part(root.ndim, k)
+    while len(base) < n:
+        base.append([np.broadcast_to(a, tuple(root.shape)).reshape(-1).copy() for a in empty.arrays()])
+    for i in range(n):
+        for j in range(1 + k):
+            if i < len(new):
+                base[i][j][idx] = new[i][j]
+            elif j == 0:
+                base[i][j][idx] = -1
+    return Tracked(tuple(root.shape), [Part.of([a.reshape(tuple(root.shape)) for a in arrays]) for arrays in base])
+
+
+# ---------------------------------------------------------------------------------------------
+# naming
+
+
+class _Tracer:
+    """torchvision's NodePathTracer, also noting the output node of every non-leaf module."""
+
+    @staticmethod
+    def build():
+        from torchvision.models.feature_extraction import NodePathTracer, _set_default_tracer_kwargs
+
+        class Tracer(NodePathTracer):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, **kw)
+                self.module_outputs: list[tuple[str, object]] = []
+
+            def call_module(self, m, forward, args, kwargs):
+                out = super().call_module(m, forward, args, kwargs)
+                qual = self.path_of_module(m)
+                if not self.is_leaf_module(m, qual):
+                    self.module_outputs.append((qual, out))
+                return out
+
+        return Tracer(**_set_default_tracer_kwargs(None))
+
+
+def _dedupe(name: str, seen: dict[str, int]) -> str:
+    if name not in seen:
+        seen[name] = 0
+        return name
+    seen[name] += 1
+    return f"{name}_{seen[name]}"
+
+
+def fx_graph(model: nn.Module):
+    """(GraphModule, node -> name, module name -> output node) or None where FX cannot trace."""
+    tracer = _Tracer.build()
+    try:
+        graph = tracer.trace(model)
+    except Exception:  # noqa: BLE001 - any tracing failure means: no FX names
+        return None
+    gm = fx.GraphModule(tracer.root, graph, model.__class__.__name__)
+    names = dict(tracer.node_to_qualname)
+    modules: list[tuple[str, fx.Node]] = []
+    for qual, out in tracer.module_outputs:
+        if isinstance(out, fx.Proxy):
+            modules.append((qual, out.node))
+    return gm, names, modules
+
+
+class _Interp(fx.Interpreter):
+    """Runs an FX graph, reporting each node's value under its feature-extraction name."""
+
+    def __init__(self, gm, names: dict, modules: dict, emit, flow: Flow | None):
+        super().__init__(gm)
+        self.names, self.modules, self.emit, self.flow = names, modules, emit, flow
+
+    def run_node(self, n):
+        name = self.names.get(n)
+        if self.flow is not None and n.op != "call_module":
+            self.flow.current_node = name.rsplit(".", 1)[0] if name and "." in name else ""
+        try:
+            value = super().run_node(n)
+        finally:
+            if self.flow is not None:
+                self.flow.current_node = None
+        if name is not None and n.op != "placeholder":
+            if n.op == "call_module":
+                op = type(self.module.get_submodule(n.target)).__name__
+            elif n.op == "call_function":
+                op = getattr(n.target, "__name__", str(n.target))
+            else:
+                op = str(n.target)
+            self.emit(name, value, op, name.rsplit(".", 1)[0] if "." in name else "")
+            for qual, kind in self.modules.get(n, []):
+                self.emit(qual, value, kind, qual)
+        return value
+
+
+@contextlib.contextmanager
+def module_hooks(model: nn.Module, emit, flow: Flow | None):
+    """Report every module call's output (``name``, ``name_1``, ... for repeated calls)."""
+    handles = []
+    calls: dict[str, int] = {}
+    for qual, m in model.named_modules():
+        if qual == "":
+            continue
+
+        def pre(mod, args, qual=qual):
+            if flow is not None:
+                flow.module_stack.append((qual, type(mod).__name__))
+
+        def post(mod, args, output, qual=qual):
+            if flow is not None and flow.module_stack:
+                flow.module_stack.pop()
+            n = calls.get(qual, 0)
+            calls[qual] = n + 1
+            emit(qual if n == 0 else f"{qual}_{n}", output, type(mod).__name__, qual)
+
+        handles.append(m.register_forward_pre_hook(pre))
+        handles.append(m.register_forward_hook(post, always_call=True))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def execute(model: nn.Module, x: torch.Tensor, emit, graph=None, flow: Flow | None = None,
+            params: dict | None = None):
+    """Run ``model`` on ``x`` in eval mode, calling ``emit(name, value, op, module)`` for every
+    named value: the input (``x``), module outputs, and FX nodes where ``graph`` is given."""
+    was_training = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with module_hooks(model, emit, flow):
+            emit("x" if graph is not None else "input", x, "input", "")
+            if graph is not None:
+                gm, names, modules = graph
+                by_node: dict = {}
+                for qual, node in modules:
+                    kind = type(model.get_submodule(qual)).__name__
+                    by_node.setdefault(node, []).append((qual, kind))
+                interp = _Interp(gm, names, by_node, emit, flow)
+                state = _meta_state(gm) if params is not None else None
+                return _call(gm, state, lambda: interp.run(x))
+            return _call(model, params, lambda: model(x))
+    finally:
+        for m, t in was_training.items():
+            m.training = t
+
+
+class Recorder:
+    """Named ``Record``s of one analytic run (first value under each name wins)."""
+
+    def __init__(self, flow: Flow):
+        self.flow = flow
+        self.records: dict[str, Record] = {}
+        self.order: list[str] = []
+
+    def __call__(self, name: str, value, op: str, module: str) -> None:
+        if not isinstance(value, torch.Tensor):
+            flat, _ = tree_flatten(value)
+            tensors = [v for v in flat if isinstance(v, torch.Tensor)]
+            if len(tensors) == 1:
+                value = tensors[0]
+            else:
+                for i, v in enumerate(tensors):
+                    self(f"{name}[{i}]", v, op, module)
+                return
+        if name in self.records:
+            return
+        tr = self.flow.get(value)
+        if tr is None:
+            return
+        self.records[name] = Record(name, tr, tuple(value.shape), op, module)
+        self.order.append(name)
+
+
+def run(model: nn.Module, input_size: tuple[int, ...], use_fx: bool = True) -> tuple[Flow, Recorder]:
+    """Trace ``model`` at ``input_size`` = (C, *spatial); returns the flow and named records."""
+    k = len(input_size) - 1
+    flow = Flow(k)
+    rec = Recorder(flow)
+    graph = fx_graph(model) if use_fx else None
+    x = torch.empty((1, *input_size), device="meta")
+    with torch.device("meta"), torch.no_grad(), flow:
+        flow.put(x, ops.input_layout(flow.table, x.shape, k))
+        execute(model, x, rec, graph, flow, params=_meta_state(model))
+    return flow, rec
+
+
+def _meta_state(model: nn.Module) -> dict:
+    state = dict(model.named_parameters(remove_duplicate=False))
+    state.update(model.named_buffers(remove_duplicate=False))
+    return {n: t if t.device.type == "meta" else torch.empty_like(t, device="meta") for n, t in state.items()}
+
+
+def _call(model: nn.Module, params: dict | None, fn):
+    if params is None:
+        return fn()
+    from torch.nn.utils.stateless import _reparametrize_module
+    with _reparametrize_module(model, params, tie_weights=True, strict=False):
+        return fn()
