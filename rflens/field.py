@@ -187,7 +187,7 @@ class Layer:
             g = self._axis_of_grid(a)
             if g is not None and self.grid_shape[g] > 1 and np.isfinite(lo[a]).all():
                 steps = np.diff(lo[a], axis=g)
-                out.append(_num(float(np.mean(steps))))
+                out.append(_num(abs(float(np.mean(steps)))))
             else:
                 hulls = [n.local_hull if self.local_only else n.hull for n in self._nodes()]
                 out.append(_num(max((h[a].jump for h in hulls if h is not None), default=0.0)))
@@ -334,7 +334,11 @@ class Layer:
 
 
 def _num(x: float):
-    return int(x) if float(x).is_integer() else round(float(x), 6)
+    """int where whole, None where a unit reads nothing (e.g. a padding slot)."""
+    x = float(x)
+    if not np.isfinite(x):
+        return None
+    return int(x) if x.is_integer() else round(x, 6)
 
 
 def _fmt(t) -> str:

@@ -173,13 +173,19 @@ class Source:
     ``carrier[a]``: the op dim along which the node's axis ``a`` varies (``None``: the node is
     read at the fixed unit ``maps[a]`` of that axis); ``maps[a]``: the node unit read at each
     position of that op dim; ``masks[i]``: positions of op dim ``i`` where the node is read at
-    all (``None``: everywhere).
+    all (``None``: everywhere); ``vmasks[i]``: those positions plus empty slots (explicit
+    padding), which count towards unclipped boxes.
     """
 
     node: int
     carrier: tuple
     maps: tuple
     masks: tuple
+    vmasks: tuple = None
+
+    def __post_init__(self):
+        if self.vmasks is None:
+            self.vmasks = self.masks
 
 @dataclass
 class Table:
@@ -360,7 +366,9 @@ def _read_general(part, shape, op_dims, sep_dims, mix_dims, k):
 
 
 def _as_function_of(vals: np.ndarray, hit: np.ndarray, i: int) -> np.ndarray | None:
-    """``vals`` (over mix x op dims, where ``hit``) as a function of op dim ``i``, or None."""
+    """``vals`` (over mix x op dims, where ``hit``) as a function of op dim ``i``, or None.
+    Positions where the node is absent (padding) continue the map linearly, so that unclipped
+    boxes reach into explicit padding as they do into a convolution's own padding."""
     other = tuple(j for j in range(vals.ndim) if j != i + 1)
     big = np.iinfo(np.int64).max
     hi = np.where(hit, vals, -1).max(axis=other)
@@ -368,11 +376,29 @@ def _as_function_of(vals: np.ndarray, hit: np.ndarray, i: int) -> np.ndarray | N
     defined = hi >= 0
     if not np.array_equal(hi[defined], lo[defined]):
         return None
-    return np.where(defined, hi, 0)
+    return fill_map(hi, defined)
+
+
+def fill_map(f: np.ndarray, defined: np.ndarray) -> np.ndarray:
+    """Integer map with undefined entries filled by linear inter/extrapolation."""
+    if defined.all():
+        return f.astype(np.int64)
+    d = np.flatnonzero(defined)
+    q = np.arange(len(f))
+    if len(d) == 1:
+        return (f[d[0]] + (q - d[0])).astype(np.int64)
+    out = np.interp(q, d, f[d]).round()
+    s0 = (f[d[1]] - f[d[0]]) / (d[1] - d[0])
+    s1 = (f[d[-1]] - f[d[-2]]) / (d[-1] - d[-2])
+    out = np.where(q < d[0], f[d[0]] + (q - d[0]) * s0, out)
+    out = np.where(q > d[-1], f[d[-1]] + (q - d[-1]) * s1, out)
+    return np.round(out).astype(np.int64)
 
 
 def _sources_of_row(comp: np.ndarray, pos: list[np.ndarray], n_op: int, k: int) -> list[Source]:
     out = []
+    empty = ~(comp >= 0).any(axis=0)
+    empty_lines = [empty.all(axis=tuple(j for j in range(n_op) if j != i)) for i in range(n_op)]
     for v in np.unique(comp):
         if v < 0:
             continue
@@ -396,7 +422,8 @@ def _sources_of_row(comp: np.ndarray, pos: list[np.ndarray], n_op: int, k: int) 
                 raise LayoutError("unit positions that are not separable across the op's dims")
         for piece in product_pieces(present):
             out.append(Source(int(v), tuple(carrier), tuple(maps),
-                              tuple(None if m.all() else m for m in piece)))
+                              tuple(None if m.all() else m for m in piece),
+                              tuple(None if (m | e).all() else (m | e) for m, e in zip(piece, empty_lines))))
     return out
 
 
@@ -421,14 +448,17 @@ class Window:
         return Window(pos, np.ones(pos.shape, bool) if valid is None else valid, step)
 
 
-def axis_map(win: Window, n_in: int, mask: np.ndarray | None, f, n_src: int) -> AxisMap:
+def axis_map(win: Window, n_in: int, mask: np.ndarray | None, f, n_src: int,
+             vmask: np.ndarray | None = None) -> AxisMap:
     """Out positions -> source node units along one axis, reading ``win`` over an op dim of
     ``n_in`` positions where the node sits at ``mask`` (None: everywhere) and unit ``f[q]``
-    (``f`` an int: the same unit everywhere)."""
+    (``f`` an int: the same unit everywhere).  ``vmask`` adds padding slots to the unclipped
+    reach."""
     inside = win.valid & (win.pos >= 0) & (win.pos < n_in)
     clipped = np.clip(win.pos, 0, n_in - 1)
     hit = inside & mask[clipped] if mask is not None else inside
-    reach = win.valid & (hit | ~inside)
+    vhit = inside & vmask[clipped] if vmask is not None else inside
+    reach = win.valid & (vhit | ~inside)
     if isinstance(f, (int, np.integer)):
         taps = np.where(hit.any(axis=1), int(f), -1)[:, None]
         virtual = np.where(reach.any(axis=1), float(f), np.nan)[:, None]

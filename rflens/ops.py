@@ -40,6 +40,7 @@ class Op:
     module: str
     module_types: tuple
     flow: "object"  # trace.Flow: .get(tensor) -> Tracked | None, .table, .k
+    before: list = None  # (size, stride, offset) of written tensors before an in-place op
 
     def t(self, x) -> Tracked | None:
         return self.flow.get(x) if isinstance(x, torch.Tensor) else None
@@ -529,10 +530,28 @@ def embedding(op: Op):
 
 @rule("index", "_unsafe_index", "index_select", "gather", "take_along_dim", "index_put", "index_put_",
       "scatter", "scatter_", "scatter_add", "masked_select", "masked_scatter", "nonzero", "_local_scalar_dense",
-      "item", "as_strided", "as_strided_", "im2col", "col2im", "unfold")
+      "item", "im2col", "col2im", "unfold")
 def data_dependent(op: Op):
     raise op.fail("the elements it reads depend on tensor values or raw strides, which rflens "
                   "does not follow exactly")
+
+
+@rule("as_strided", "as_strided_", "as_strided_copy")
+def as_strided(op: Op):
+    """Raw restriding, followed through storage slots (meta kernels restride outputs to a
+    memory format; a changed stride on a size-1 dim moves nothing)."""
+    from .trace import restride, spec
+    x = op.args[0]
+    size, stride = tuple(op.args[1]), tuple(op.args[2])
+    if op.name.startswith("as_strided_"):
+        old = op.before[0]
+        offset = op.arg(3, "storage_offset", None)
+        new = (size, stride, old[2] if offset is None else offset)
+        return restride(op.t(x), old, new, op.k)
+    root = op.flow._root(x)
+    offset = op.arg(3, "storage_offset", None)
+    new = (size, stride, x.storage_offset() if offset is None else offset)
+    return restride(op.flow.get(root), spec(root), new, op.k)
 
 
 # -------------------------------------------------------------------------------------------
@@ -586,7 +605,7 @@ def spatial(op: Op, tr: Tracked, op_dims: list[int], sep_dims: list[int], mix_di
                 if i is None:
                     maps.append(constant_map(1, node.grid[a], s.maps[a]))
                 else:
-                    maps.append(axis_map(windows[i], n_in[i], s.masks[i], s.maps[a], node.grid[a]))
+                    maps.append(axis_map(windows[i], n_in[i], s.masks[i], s.maps[a], node.grid[a], s.vmasks[i]))
             edges.append(Edge(node, tuple(maps), via))
         key = (op.name, via, tuple(w.pos.tobytes() + w.valid.tobytes() for w in windows), tuple(n_in),
                tuple(sorted(_source_key(s) for s in srcs)))
@@ -603,7 +622,8 @@ def spatial(op: Op, tr: Tracked, op_dims: list[int], sep_dims: list[int], mix_di
 def _source_key(s) -> tuple:
     return (s.node, s.carrier,
             tuple(m.tobytes() if isinstance(m, np.ndarray) else m for m in s.maps),
-            tuple(m.tobytes() if m is not None else None for m in s.masks))
+            tuple(m.tobytes() if m is not None else None for m in s.masks),
+            tuple(m.tobytes() if m is not None else None for m in s.vmasks))
 
 
 def conv_window(n_in: int, n_out: int, k: int, s: int, p: int, d: int) -> Window:
@@ -817,14 +837,38 @@ def reduce(op: Op, tr: Tracked, dims: list[int], kind: str) -> Tracked:
     out_parts = []
     for p in tr.parts:
         positional = {d for a in p.pos for d in range(a.ndim) if a.shape[d] > 1}
+        home = {d for a in p.pos for d in positional
+                if a.shape[d] > 1 and all(a.shape[e] == 1 for e in range(a.ndim) if e != d)}
         sub = Tracked(tr.shape, [p])
         if not positional & set(dims):
             out_parts += _mix(op, sub, dims, shape).parts
+        elif not (positional & set(dims)) <= home:
+            # a dim that lists differently placed copies (a stack): the union of its slices
+            out_parts += _union_of_slices(op, sub, dims, shape, kind).parts
         elif positional <= set(dims):
             out_parts += _global(op, sub, dims, shape, kind).parts
         else:
             out_parts += _partial_global(op, sub, dims, sorted(positional), shape, kind).parts
     return coalesce(op.table, shape, out_parts)
+
+
+def _union_of_slices(op: Op, tr: Tracked, dims: list[int], shape, kind: str) -> Tracked:
+    listed = [d for d in dims if any(a.shape[d] > 1 for p in tr.parts for a in p.arrays())]
+    count = int(np.prod([tr.shape[d] for d in listed]))
+    if count > 256:
+        raise op.fail("a reduction over a dim that mixes differently placed positions")
+    slices = []
+    for index in np.ndindex(*[tr.shape[d] for d in listed]):
+        def pick(a, index=index):
+            sl = [slice(None)] * a.ndim
+            for d, i in zip(listed, index):
+                sl[d] = slice(0, 1) if a.shape[d] == 1 else slice(i, i + 1)
+            return a[tuple(sl)]
+        new_shape = tuple(1 if d in listed else n for d, n in enumerate(tr.shape))
+        slices.append(tr.map(pick, new_shape))
+    merged = union_of(op, slices, tuple(1 if d in listed else n for d, n in enumerate(tr.shape)))
+    rest = [d for d in dims if d not in listed]
+    return reduce(op, merged, rest, kind) if rest else merged
 
 
 def _mix(op: Op, tr: Tracked, dims: list[int], shape) -> Tracked:

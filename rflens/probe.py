@@ -106,6 +106,12 @@ class PositiveSurrogate(TorchFunctionMode):
             return args[0] * abs(args[1])
         if base in ("mul", "multiply") and not isinstance(args[1], torch.Tensor):
             return args[0].mul_(abs(args[1])) if inplace else args[0] * abs(args[1])
+        if base in ("mul", "multiply") and isinstance(args[0], torch.Tensor) and isinstance(args[1], torch.Tensor):
+            # a sum has the same dependencies as a product without squaring magnitudes
+            # (gates multiplied block after block would overflow float64)
+            a, b = args[0], args[1]
+            if a.requires_grad or b.requires_grad or a.is_floating_point():
+                return a.add_(b) if inplace else a + b
         if base in ("maximum", "minimum", "fmax", "fmin"):
             return args[0] + args[1]
         if base in ("where",) and len(args) == 3:
@@ -265,31 +271,41 @@ class ProbeAnalysis:
         A unit indexes ``spatial_dims`` of the layer's output (default: its last dims); it
         stands for every element at that position."""
         out: list[np.ndarray] = []
-        gen = torch.Generator().manual_seed(0)
         for start in range(0, len(units), batch):
             chunk = units[start:start + batch]
-            x = (torch.rand((len(chunk), *self.input_size), generator=gen, dtype=torch.float64) + 0.5)
-            x = x.to(self.device).requires_grad_(True)
-            captured = {}
+            out += self.masks_many({name: (chunk, spatial_dims)})[name]
+        return out
 
-            def emit(n, value, op, module):
-                if n == name and n not in captured and isinstance(value, torch.Tensor):
-                    captured[n] = value
-            self._run(x, emit)
+    def masks_many(self, requests: dict[str, tuple[list[tuple[int, ...]], list[int] | None]]
+                   ) -> dict[str, list[np.ndarray]]:
+        """Masks for units of several layers from one forward pass (one backward per layer)."""
+        width = max(len(u) for u, _ in requests.values())
+        gen = torch.Generator().manual_seed(0)
+        x = torch.rand((width, *self.input_size), generator=gen, dtype=torch.float64) + 0.5
+        x = x.to(self.device).requires_grad_(True)
+        captured: dict[str, torch.Tensor] = {}
+
+        def emit(n, value, op, module):
+            if n in requests and n not in captured and isinstance(value, torch.Tensor):
+                captured[n] = value
+        self._run(x, emit)
+        result = {}
+        for i, (name, (units, spatial_dims)) in enumerate(requests.items()):
             y = captured[name]
             nd = y.ndim
-            spatial = spatial_dims if spatial_dims is not None else list(range(nd - len(chunk[0]), nd))
+            spatial = spatial_dims if spatial_dims is not None else (
+                list(range(nd - len(units[0]), nd)) if units and units[0] else [])
             total = 0
-            for b, u in enumerate(chunk):
+            for b, u in enumerate(units):
                 idx = [slice(None)] * nd
                 idx[0] = b
-                for d, i in zip(spatial, u):
-                    idx[d] = i
+                for d, j in zip(spatial, u):
+                    idx[d] = j
                 total = total + y[tuple(idx)].sum()
-            (g,) = torch.autograd.grad(total, x)
+            (g,) = torch.autograd.grad(total, x, retain_graph=i < len(requests) - 1)
             g = g.abs().sum(dim=1).detach().cpu().numpy()
-            out += [g[b] > 0 for b in range(len(chunk))]
-        return out
+            result[name] = [g[b] > 0 for b in range(len(units))]
+        return result
 
 
 class ProbeLayer:

@@ -124,15 +124,19 @@ class Flow(TorchDispatchMode):
     # -- the dispatch hook ------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        flat, _ = tree_flatten((args, kwargs))
-        tensors = [a for a in flat if isinstance(a, torch.Tensor)]
         schema = func._schema
         written = [a for a, arg in zip(args, schema.arguments) if isinstance(a, torch.Tensor)
                    and arg.alias_info is not None and arg.alias_info.is_write]
         written += [kwargs[arg.name] for arg in schema.arguments
                     if arg.name in kwargs and arg.alias_info is not None and arg.alias_info.is_write
                     and isinstance(kwargs[arg.name], torch.Tensor)]
+        before = [spec(w) for w in written]
+        try:
+            out = func(*args, **kwargs)
+        except (RuntimeError, NotImplementedError, ValueError) as e:
+            raise _failure(func, self.module[0], e) from None
+        flat, _ = tree_flatten((args, kwargs))
+        tensors = [a for a in flat if isinstance(a, torch.Tensor)]
         traced = [t for t in tensors if self.get(t) is not None]
         if not traced and not any(self.get(self._root(w)) is not None for w in written):
             return out
@@ -141,7 +145,7 @@ class Flow(TorchDispatchMode):
         name = func.name().split("::")[-1]
         if rule is None:
             raise UnsupportedOpError(name, module)
-        op = Op(name, tuple(args), dict(kwargs), out, module, types_, self)
+        op = Op(name, tuple(args), dict(kwargs), out, module, types_, self, before)
         try:
             result = rule(op) if traced else None
         except LayoutError as e:
@@ -165,23 +169,57 @@ class Flow(TorchDispatchMode):
         return out
 
 
-def _positions(t: torch.Tensor) -> np.ndarray:
-    pos = np.full(tuple(t.shape), t.storage_offset(), np.int64)
-    for d, (n, s) in enumerate(zip(t.shape, t.stride())):
-        shape = [1] * t.ndim
+def spec(t: torch.Tensor) -> tuple:
+    """(size, stride, storage offset): where each element of ``t`` lives in its storage."""
+    return tuple(t.shape), tuple(t.stride()), t.storage_offset()
+
+
+def _positions(t) -> np.ndarray:
+    size, stride, offset = spec(t) if isinstance(t, torch.Tensor) else t
+    pos = np.full(tuple(size), offset, np.int64)
+    for d, (n, s) in enumerate(zip(size, stride)):
+        shape = [1] * len(size)
         shape[d] = n
         pos = pos + (np.arange(n, dtype=np.int64) * s).reshape(shape)
     return pos
 
 
-def _flat_index(root: torch.Tensor, view: torch.Tensor) -> np.ndarray:
+def _flat_index(root, view) -> np.ndarray:
+    """For each element of ``view``, the flat index of the element of ``root`` in the same
+    storage slot (``root``/``view``: tensors or (size, stride, offset) specs)."""
     rp = _positions(root).reshape(-1)
-    inv = np.full(int(rp.max()) + 1 if rp.size else 1, -1, np.int64)
-    inv[rp] = np.arange(rp.size)
     vp = _positions(view)
-    if (vp > rp.max()).any() or (inv[vp] < 0).any():
-        raise LayoutError("a view reaches storage outside its base")
-    return inv[vp]
+    if rp.size == 0:
+        raise LayoutError("a view of an empty tensor")
+    inv = np.full(int(max(rp.max(), vp.max() if vp.size else 0)) + 1, -1, np.int64)
+    inv[rp] = np.arange(rp.size)
+    idx = inv[vp] if vp.size else vp
+    if (idx < 0).any():
+        raise LayoutError("a strided view reads storage its base does not hold")
+    return idx
+
+
+def restride(tracked: Tracked, old, new, k: int) -> Tracked:
+    """The layout of the elements at storage spec ``new``, given ``tracked`` at spec ``old``."""
+    idx = _flat_index(old, new)
+    parts = [Part.of([a[idx] for a in arrays]) for arrays in _full(tracked, k)]
+    return Tracked(tuple(new[0]), parts)
+
+
+def _failure(func, module: str, e: Exception) -> Exception:
+    name = func.name().split("::")[-1]
+    msg = str(e).strip().split("\n")[0]
+    where = f"module '{module}'" if module else "the model's forward"
+    low = msg.lower()
+    if any(s in low for s in ("too small", "can't be greater than actual input", "non-positive",
+                              "output size is too small", "should be greater than 0", "must be greater than")):
+        return InputTooSmallError(f"the input is too small for this model: op '{name}' in {where} would "
+                                  f"produce an empty output ({msg}). Use a larger --input-size.")
+    if "meta" in low or "item()" in low or "data-dependent" in low or "data dependent" in low:
+        return TraceError(f"op '{name}' in {where} needs real tensor values ({msg}); rflens traces on "
+                          "meta tensors, so models whose structure depends on data cannot be analysed "
+                          "analytically. Use method='probe'.")
+    return TraceError(f"the model failed while tracing op '{name}' in {where}: {msg}")
 
 
 def _full(tr: Tracked, k: int) -> list[list[np.ndarray]]:

@@ -1,0 +1,130 @@
+"""Turning a MODEL argument into an ``nn.Module``: torchvision names and ``module:callable``.
+
+Architectures are built on the meta device by default (the theoretical RF needs no weights),
+so even a 100M-parameter model costs no memory, and nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ModelNotFoundError, RFLensError, close_matches
+
+# input sizes that differ from 3x224x224
+DEFAULT_SIZES = {
+    "inception_v3": (3, 299, 299),
+    "r3d_18": (3, 16, 112, 112),
+    "mc3_18": (3, 16, 112, 112),
+    "r2plus1d_18": (3, 16, 112, 112),
+    "s3d": (3, 16, 224, 224),
+}
+
+
+def torchvision_names() -> list[str]:
+    import torchvision
+    return sorted(torchvision.models.list_models())
+
+
+@contextlib.contextmanager
+def no_downloads():
+    """Any attempt to fetch weights fails at once with a message, instead of a network hang."""
+    import torch.hub
+
+    def refuse(url, *args, **kwargs):
+        raise RFLensError(f"the model tried to download weights from {url}; rflens never downloads. "
+                          "Build the architecture without weights, or pass a local file.")
+    saved = torch.hub.load_state_dict_from_url, torch.hub.download_url_to_file
+    torch.hub.load_state_dict_from_url, torch.hub.download_url_to_file = refuse, refuse
+    try:
+        yield
+    finally:
+        torch.hub.load_state_dict_from_url, torch.hub.download_url_to_file = saved
+
+
+def parse_model_args(pairs: list[str] | None) -> dict:
+    """``key=value`` strings to keyword arguments (values as Python literals where they parse)."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise RFLensError(f"--model-arg {pair!r} is not of the form key=value")
+        key, value = pair.split("=", 1)
+        try:
+            out[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value
+    return out
+
+
+def load_model(spec: str, kwargs: dict | None = None, device: str | torch.device = "meta") -> nn.Module:
+    """A torchvision architecture name (random weights) or ``package.module:callable``.
+
+    >>> load_model("vgg16").__class__.__name__
+    'VGG'
+    """
+    kwargs = dict(kwargs or {})
+    with no_downloads(), torch.device(device):
+        if ":" in spec:
+            model = _from_callable(spec, kwargs)
+        else:
+            model = _from_torchvision(spec, kwargs)
+    if not isinstance(model, nn.Module):
+        raise RFLensError(f"'{spec}' returned a {type(model).__name__}, not a torch.nn.Module")
+    return model.eval()
+
+
+def _from_torchvision(name: str, kwargs: dict) -> nn.Module:
+    import torchvision
+    names = torchvision_names()
+    if name not in names:
+        raise ModelNotFoundError(
+            f"unknown model '{name}': not a torchvision architecture and not of the form "
+            f"package.module:callable.{close_matches(name, names)}")
+    if name == "inception_v3":
+        kwargs.setdefault("init_weights", False)
+    try:
+        return torchvision.models.get_model(name, weights=None, weights_backbone=None, **kwargs)
+    except TypeError:
+        return torchvision.models.get_model(name, weights=None, **kwargs)
+
+
+def _from_callable(spec: str, kwargs: dict) -> nn.Module:
+    module_name, _, attr = spec.rpartition(":")
+    try:
+        if module_name.endswith(".py") or "/" in module_name:
+            path = Path(module_name)
+            if not path.is_file():
+                raise ModelNotFoundError(f"no Python file at '{module_name}' (from '{spec}')")
+            mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(mod_spec)
+            sys.modules.setdefault(path.stem, module)
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise ModelNotFoundError(f"cannot import '{module_name}' (from '{spec}'): {e}") from None
+    target = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            names = [n for n in dir(module) if not n.startswith("_")]
+            raise ModelNotFoundError(f"'{module_name}' has no attribute '{attr}'.{close_matches(part, names)}")
+        target = getattr(target, part)
+    if isinstance(target, nn.Module):
+        return target
+    if not callable(target):
+        raise ModelNotFoundError(f"'{spec}' is neither an nn.Module nor callable")
+    try:
+        return target(**kwargs)
+    except TypeError as e:
+        raise RFLensError(f"calling '{spec}' failed: {e}") from None
+
+
+def default_input_size(spec: str) -> tuple[int, ...]:
+    return DEFAULT_SIZES.get(spec, (3, 224, 224))

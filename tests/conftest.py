@@ -1,0 +1,89 @@
+"""Shared checks: the analytic engine against the brute-force gradient oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import rflens
+from rflens.probe import ProbeAnalysis
+
+torch.set_num_threads(max(1, torch.get_num_threads()))
+
+
+def sample_units(grid: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Corners, edge midpoints and the centre of a grid."""
+    if not grid:
+        return [()]
+    picks = set()
+    for corner in np.ndindex(*(2,) * len(grid)):
+        picks.add(tuple((n - 1) * c for n, c in zip(grid, corner)))
+    picks.add(tuple(n // 2 for n in grid))
+    picks.add(tuple(0 if i else n // 2 for i, n in enumerate(grid)))
+    picks.add(tuple(n // 2 if i else n - 1 for i, n in enumerate(grid)))
+    picks.add(tuple(min(1, n - 1) for n in grid))
+    return sorted(picks)
+
+
+def assert_exact(model: torch.nn.Module, input_size, layers=None, max_layers: int | None = None,
+                 analysis=None):
+    """Analytic masks equal probe masks for sampled units of the given (or sampled) layers;
+    reported sizes and strides agree with the masks.  Returns the analysis."""
+    a = analysis or rflens.analyze(model, input_size)
+    p = ProbeAnalysis(model, input_size)
+    names = [n for n in (layers or a.layers) if n in p.layers]
+    if layers is not None:
+        missing = set(layers) - set(names)
+        assert not missing, f"layers missing from the probe run: {missing}"
+    if max_layers and len(names) > max_layers:
+        idx = np.unique(np.linspace(0, len(names) - 1, max_layers).round().astype(int))
+        names = [names[i] for i in idx]
+    requests = {n: (sample_units(a[n].grid_shape), a[n].spatial_dims) for n in names}
+    got = p.masks_many(requests)
+    failures = []
+    for n in names:
+        layer = a[n]
+        for u, probe_mask in zip(requests[n][0], got[n]):
+            unit = layer.unit(u)
+            if not np.array_equal(unit.mask, probe_mask):
+                failures.append(f"{n} unit {u}: analytic {unit.mask.sum()} px, probe {probe_mask.sum()} px")
+            _check_box_agrees(unit, input_size)
+        _check_summary_agrees(layer)
+    assert not failures, "\n".join(failures)
+    return a
+
+
+def _check_box_agrees(unit, input_size) -> None:
+    mask = unit.mask
+    if not mask.any():
+        return
+    for axis, (lo, hi) in enumerate(unit.box):
+        proj = mask.any(axis=tuple(i for i in range(mask.ndim) if i != axis))
+        idx = np.flatnonzero(proj)
+        assert (lo, hi) == (idx[0], idx[-1] + 1), f"box {unit.box} disagrees with the mask"
+        ulo, uhi = unit.unclipped_box[axis]
+        assert ulo <= lo and hi <= uhi, f"unclipped box {unit.unclipped_box} does not contain {unit.box}"
+
+
+def _check_summary_agrees(layer) -> None:
+    """On uniform layers, interior units' unclipped boxes have the reported size and step by
+    the reported stride."""
+    g = layer.grid_shape
+    if not layer.uniform or len(g) != len(layer.rf_size) or any(n < 2 for n in g):
+        return
+    c = tuple(n // 2 for n in g)
+    u0 = layer.unit(c)
+    for axis in range(len(g)):
+        nxt = list(c)
+        nxt[axis] = c[axis] + 1 if c[axis] + 1 < g[axis] else c[axis] - 1
+        u1 = layer.unit(tuple(nxt))
+        lo0, hi0 = u0.unclipped_box[axis]
+        lo1, _ = u1.unclipped_box[axis]
+        assert hi0 - lo0 == layer.rf_size[axis]
+        assert abs(lo1 - lo0) == layer.stride[axis]
+
+
+@pytest.fixture
+def exact():
+    return assert_exact
