@@ -113,7 +113,9 @@ class Layer:
         k = analysis.k
         varying = record.tracked.positional_dims()
         nd = len(record.shape)
-        if nd == k + 2 and set(varying) <= set(range(2, nd)):
+        trailing = range(2, nd)
+        if nd == k + 2 and set(varying) <= set(trailing) and all(
+                record.shape[d] == 1 for d in trailing if d not in varying):
             self.spatial_dims = list(range(2, nd))
         else:
             self.spatial_dims = varying
@@ -181,6 +183,10 @@ class Layer:
 
     @property
     def stride(self) -> tuple[float, ...]:
+        """Input pixels per unit step; for a global layer, that of its local field (global
+        context gives every unit the same field, but the units still sit on a grid)."""
+        if not self.local_only and self.is_global and self.local is not None:
+            return self.local.stride
         lo, _ = self._hull
         out = []
         for a in range(self.analysis.k):
@@ -289,7 +295,7 @@ class Layer:
         blo, bhi = self._boxes
         box = tuple((int(blo[a][u]), int(bhi[a][u])) if bhi[a][u] >= 0 else (0, 0) for a in range(len(shape)))
         unclipped = tuple((_num(float(lo[a][u])), _num(float(hi[a][u]))) for a in range(len(shape)))
-        center = tuple(_num((l + h - 1) / 2) for l, h in unclipped)
+        center = tuple(None if l is None else _num((l + h - 1) / 2) for l, h in unclipped)
         return Unit(self.name, u, mask, box, unclipped, center)
 
     def projective_field(self, pixel=None, box=None) -> np.ndarray:

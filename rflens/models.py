@@ -63,14 +63,35 @@ def parse_model_args(pairs: list[str] | None) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def empty_weights():
+    """Parameters are created on the meta device as modules register them; constructor code
+    that computes with ordinary tensors (RegNet's width schedule) still runs on the CPU."""
+    register = nn.Module.register_parameter
+
+    def register_on_meta(module, name, param):
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+    nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
 def load_model(spec: str, kwargs: dict | None = None, device: str | torch.device = "meta") -> nn.Module:
     """A torchvision architecture name (random weights) or ``package.module:callable``.
+
+    On ``device="meta"`` (the default) parameters hold no data: enough for the theoretical
+    receptive field, at no memory cost.
 
     >>> load_model("vgg16").__class__.__name__
     'VGG'
     """
     kwargs = dict(kwargs or {})
-    with no_downloads(), torch.device(device):
+    place = empty_weights() if str(device) == "meta" else torch.device(device)
+    with no_downloads(), place:
         if ":" in spec:
             model = _from_callable(spec, kwargs)
         else:

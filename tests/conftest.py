@@ -69,6 +69,10 @@ def _check_box_agrees(unit, input_size) -> None:
 def _check_summary_agrees(layer) -> None:
     """On uniform layers, interior units' unclipped boxes have the reported size and step by
     the reported stride."""
+    if layer.is_global:
+        layer = layer.local
+        if layer is None:
+            return
     g = layer.grid_shape
     if not layer.uniform or len(g) != len(layer.rf_size) or any(n < 2 for n in g):
         return

@@ -1,0 +1,132 @@
+"""The analysis object: names, per-axis geometry, global context, projective fields, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import rflens
+from rflens.models import load_model
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    return rflens.analyze(load_model("resnet18"), (3, 64, 64))
+
+
+def test_layers_carry_module_names_and_get_graph_node_names(resnet18):
+    names = set(resnet18.layers)
+    assert {"conv1", "layer1", "layer1.0", "layer4.1.conv2", "layer1.0.add", "layer1.0.relu_1", "flatten", "fc"} <= names
+
+
+def test_inception_concatenations_are_named():
+    a = rflens.analyze(load_model("inception_v3"), (3, 299, 299))
+    assert "Mixed_5b.cat" in a.layers and "Mixed_7c.cat_2" in a.layers
+    assert a["Mixed_6e"].rf_size == a["Mixed_6e.cat"].rf_size
+
+
+def test_models_fx_cannot_trace_fall_back_to_module_names():
+    class ShapeBranch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 1, 3), nn.Conv2d(1, 1, 5)
+
+        def forward(self, x):
+            return self.a(x) if x.sum() > 0 else self.b(x)  # data-dependent: FX cannot trace
+
+    class Shape(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(1, 1, 3)
+
+        def forward(self, x):
+            for _ in range(x.shape[-1] // 8):  # shape-dependent loop: fine on meta tensors
+                x = self.a(x)
+            return x
+
+    a = rflens.analyze(Shape(), (1, 16, 16))
+    assert a.layers == ["input", "a", "a_1"] and a["a_1"].rf_size == (5, 5)
+    with pytest.raises(rflens.TraceError, match="probe"):
+        rflens.analyze(ShapeBranch(), (1, 16, 16))
+
+
+def test_per_axis_geometry_of_a_strided_conv():
+    a = rflens.analyze(nn.Sequential(nn.Conv2d(1, 1, (3, 7), stride=(2, 3), padding=(1, 3))), (1, 20, 30))
+    layer = a["0"]
+    assert layer.rf_size == (3, 7) and layer.stride == (2, 3) and layer.start == (-1, -3)
+    assert layer.center == (0, 0) and layer.uniform
+    unit = layer.unit((4, 5))
+    assert unit.unclipped_box == ((7, 10), (12, 19)) and unit.center == (8, 15)
+
+
+def test_unproductive_layers_cover_the_input():
+    a = rflens.analyze(load_model("vgg16"), (3, 64, 64))
+    assert a["features.30"].covers_input == (True, True)
+    assert a["features.9"].covers_input == (False, False)
+
+
+def test_squeeze_excitation_layers_are_global_and_local_field_ignores_the_gates():
+    model = load_model("mobilenet_v3_small")
+    a = rflens.analyze(model, (3, 96, 96))
+    from torchvision.ops import SqueezeExcitation
+    for name, m in list(model.named_modules()):
+        for child_name, child in list(m.named_children()):
+            if isinstance(child, SqueezeExcitation):
+                setattr(m, child_name, nn.Identity())
+    plain = rflens.analyze(model, (3, 96, 96))
+    layer = a["features.1"]
+    assert layer.is_global and "SqueezeExcitation" not in layer.global_via[0] or "avgpool" in layer.global_via[0]
+    assert not a["features.0"].is_global
+    for name in ("features.1", "features.4", "features.9"):
+        assert a[name].is_global
+        assert a[name].local.rf_size == plain[name].rf_size
+        assert np.array_equal(a[name].local.unit((1, 2)).mask, plain[name].unit((1, 2)).mask)
+
+
+def test_projective_field_is_the_inverse_of_the_unit_masks(resnet18):
+    layer = resnet18["layer1"]
+    masks = {u: layer.unit(u).mask for u in np.ndindex(*layer.grid_shape)}
+    for pixel in [(0, 0), (31, 40), (63, 63), (5, 60)]:
+        expected = np.zeros(layer.grid_shape, bool)
+        for u, m in masks.items():
+            expected[u] = m[pixel]
+        assert np.array_equal(layer.projective_field(pixel), expected)
+    box = layer.projective_field(box=((10, 20), (30, 34)))
+    assert box.sum() > layer.projective_field((10, 30)).sum()
+
+
+def test_analysis_leaves_a_real_model_untouched_and_needs_no_memory():
+    model = load_model("resnet18", device="cpu").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rflens.analyze(model, (3, 64, 64))
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(before[k], v) and v.device.type == "cpu" for k, v in model.state_dict().items())
+    # a model on the meta device has no data at all, so nothing can have been computed
+    big = load_model("regnet_y_128gf")
+    assert all(p.device.type == "meta" for p in big.parameters())
+    assert rflens.analyze(big, (3, 224, 224))["trunk_output"].stride == (32, 32)
+
+
+def test_unknown_layer_suggests_close_names(resnet18):
+    with pytest.raises(rflens.LayerNotFoundError, match="layer1.0.conv1"):
+        resnet18["layer1.0.conv"]
+
+
+def test_unit_outside_the_grid_names_the_grid(resnet18):
+    with pytest.raises(rflens.UnitError, match=r"\(8, 8\)"):
+        resnet18["layer2"].unit((8, 0))
+    with pytest.raises(rflens.UnitError, match="2-D grid"):
+        resnet18["layer2"].unit((1,))
+
+
+def test_an_input_too_small_names_the_layer_that_collapses():
+    with pytest.raises(rflens.InputTooSmallError, match="features"):
+        rflens.analyze(load_model("alexnet"), (3, 32, 32))
+
+
+@pytest.mark.parametrize("bad", ["3x", (3,), (3, 0, 8), (3, 8, 8, 8, 8), "axb"])
+def test_bad_input_sizes_are_refused(bad):
+    with pytest.raises(rflens.RFLensError):
+        rflens.analyze(nn.Conv2d(3, 1, 1), bad)
