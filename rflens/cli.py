@@ -32,6 +32,16 @@ def _model_and_size(args, device="meta"):
     return model, size
 
 
+def dumps(obj) -> str:
+    """JSON with one line per field of a record (lists of numbers stay on one line)."""
+    def record(d: dict, pad: str) -> str:
+        fields = ",\n".join(f"{pad}  {json.dumps(k)}: {json.dumps(v)}" for k, v in d.items())
+        return f"{pad}{{\n{fields}\n{pad}}}"
+    if isinstance(obj, dict):
+        return record(obj, "")
+    return "[\n" + ",\n".join(record(d, "  ") for d in obj) + "\n]"
+
+
 def _fmt(values) -> str:
     values = list(values)
     if len(set(map(str, values))) == 1:
@@ -64,7 +74,7 @@ def cmd_table(args) -> int:
     model, size = _model_and_size(args)
     records = analyze(model, size).table()
     if args.format == "json":
-        print(json.dumps(records, indent=2))
+        print(dumps(records))
     elif args.format == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)
@@ -81,10 +91,14 @@ def cmd_table(args) -> int:
         from rich.table import Table
         table = Table(title=f"{args.model} at {'x'.join(map(str, size))}: theoretical receptive fields")
         for c in TABLE_COLUMNS:
-            table.add_column(c.replace("_", " "), justify="right" if c in ("rf_size", "stride", "start") else "left")
+            table.add_column(c.replace("_", " "), no_wrap=c != "flags",
+                             justify="right" if c in ("rf_size", "stride", "start") else "left")
         for r in records:
             table.add_row(*_row(r))
-        Console().print(table)
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=max(100, max(len(r["name"]) for r in records) + 90))
+        console.print(table)
     return 0
 
 
@@ -146,7 +160,7 @@ def cmd_unit(args) -> int:
     if args.mask_out:
         _atomic_save_npy(args.mask_out, unit.mask)
     if args.format == "json":
-        print(json.dumps(record, indent=2))
+        print(dumps(record))
     else:
         lines = [
             f"model        {args.model} at {'x'.join(map(str, size))}",
@@ -205,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rflens: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into head & co.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
         print(f"rflens: internal error: {type(e).__name__}: {e}\n"
               "This is a bug in rflens; please report it with the command you ran.", file=sys.stderr)

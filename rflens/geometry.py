@@ -129,22 +129,34 @@ class Hull:
     jump: float
 
     def extended(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """lo/hi at (possibly out-of-range) grid positions; outside the grid the unit lattice is
-        continued with the spacing of its last two units, as padding continues a feature map."""
+        """lo/hi at (possibly out-of-range) grid positions (``nan``: no position); outside the
+        grid the unit lattice is continued with the spacing of its last two units, as padding
+        continues a feature map."""
         n = len(self.lo)
-        p = np.nan_to_num(positions, nan=0.0)
-        inside = np.clip(p, 0, n - 1).astype(np.int64)
-        lo, hi = self.lo[inside].astype(float), self.hi[inside].astype(float)
+        valid = ~np.isnan(positions)
+        if not valid.any():
+            empty = np.full(positions.shape, np.inf)
+            return empty, -empty
+        p = np.where(valid, positions, 0).astype(np.int64)
+        first, last = int(min(p.min(), 0)), int(max(p.max(), n - 1))
+        # a table over [first, last]: the grid itself plus its linear continuation
+        q = np.arange(first, last + 1)
         if n >= 2:
             j0, j1 = self.lo[1] - self.lo[0], self.lo[-1] - self.lo[-2]
             k0, k1 = self.hi[1] - self.hi[0], self.hi[-1] - self.hi[-2]
         else:
             j0 = j1 = k0 = k1 = self.jump
-        below, above = p < 0, p > n - 1
-        lo = np.where(below, self.lo[0] + p * j0, np.where(above, self.lo[-1] + (p - n + 1) * j1, lo))
-        hi = np.where(below, self.hi[0] + p * k0, np.where(above, self.hi[-1] + (p - n + 1) * k1, hi))
-        valid = ~np.isnan(positions)
-        return np.where(valid, lo, np.inf), np.where(valid, hi, -np.inf)
+        lo_t = np.empty(len(q))
+        hi_t = np.empty(len(q))
+        inner = slice(-first, -first + n)
+        lo_t[inner], hi_t[inner] = self.lo, self.hi
+        below, above = q < 0, q > n - 1
+        lo_t[below] = self.lo[0] + q[below] * j0
+        hi_t[below] = self.hi[0] + q[below] * k0
+        lo_t[above] = self.lo[-1] + (q[above] - n + 1) * j1
+        hi_t[above] = self.hi[-1] + (q[above] - n + 1) * k1
+        idx = p - first
+        return np.where(valid, lo_t[idx], np.inf), np.where(valid, hi_t[idx], -np.inf)
 
     def through(self, amap: AxisMap) -> "Hull":
         lo, hi = self.extended(amap.virtual)

@@ -1126,3 +1126,51 @@ def input_layout(table: Table, shape, k: int) -> Tracked:
     ndim = len(shape)
     comp = np.full((1,) * ndim, node, np.int64)
     return Tracked(tuple(shape), [Part(comp, tuple(ident_pos(ndim, 2 + a, shape[2 + a]) for a in range(k)))])
+
+
+# -------------------------------------------------------------------------------------------
+# shapes without meta kernels for the most common ops (the kernels' Python decompositions cost
+# more than the geometry); anything else runs its meta kernel
+
+
+_UNARY = {n.rstrip("_") for n in PASSTHROUGH} - {"native_dropout", "_to_copy", "copy", "fill", "zero"}
+
+
+def fast_meta(func, args, kwargs):
+    name = func._opname
+    overload = func._overloadname
+    if name.endswith("_") and name[:-1] in _UNARY and not kwargs:
+        return args[0]
+    if name in _UNARY and overload == "default" and not kwargs:
+        return torch.empty_like(args[0])
+    if name in ("add_", "mul_") and overload == "Tensor" and isinstance(args[1], torch.Tensor) \
+            and torch.broadcast_shapes(args[0].shape, args[1].shape) == args[0].shape and not kwargs:
+        return args[0]
+    if name in ("native_batch_norm", "_native_batch_norm_legit_no_training") and not (
+            name == "native_batch_norm" and args[5]):
+        x = args[0]
+        c = x.shape[1]
+        return torch.empty_like(x), x.new_empty((c,)), x.new_empty((c,))
+    if name == "convolution" and not kwargs:
+        return _conv_meta(*args)
+    return None
+
+
+def _conv_meta(x, w, b, stride, padding, dilation, transposed, output_padding, groups):
+    nd = x.ndim - 2
+    if isinstance(padding, str) or x.ndim < 3:
+        return None
+    stride, padding, dilation = _ilist(stride, nd), _ilist(padding, nd), _ilist(dilation, nd)
+    output_padding = _ilist(output_padding, nd)
+    ks = w.shape[2:]
+    if transposed:
+        cout = w.shape[1] * groups
+        sizes = [(n - 1) * s - 2 * p + d * (k - 1) + op + 1
+                 for n, s, p, d, k, op in zip(x.shape[2:], stride, padding, dilation, ks, output_padding)]
+    else:
+        cout = w.shape[0]
+        sizes = [(n + 2 * p - d * (k - 1) - 1) // s + 1
+                 for n, s, p, d, k in zip(x.shape[2:], stride, padding, dilation, ks)]
+    if any(n < 1 for n in sizes) or x.shape[1] != (w.shape[0] if transposed else w.shape[1] * groups):
+        return None  # the real kernel raises its own message
+    return torch.empty((x.shape[0], cout, *sizes), dtype=x.dtype, device=x.device)

@@ -15,6 +15,7 @@ In-place writes are followed through views with the real strides of the meta ten
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,7 +133,9 @@ class Flow(TorchDispatchMode):
                     and isinstance(kwargs[arg.name], torch.Tensor)]
         before = [spec(w) for w in written]
         try:
-            out = func(*args, **kwargs)
+            out = ops.fast_meta(func, args, kwargs)
+            if out is None:
+                out = func(*args, **kwargs)
         except (RuntimeError, NotImplementedError, ValueError) as e:
             raise _failure(func, self.module[0], e) from None
         flat, _ = tree_flatten((args, kwargs))
@@ -264,6 +267,18 @@ class _Tracer:
             def __init__(self, *a, **kw):
                 super().__init__(*a, **kw)
                 self.module_outputs: list[tuple[str, object]] = []
+                self._last_index: dict[str, int] = {}
+
+            def _get_node_qualname(self, module_qualname, node):
+                # NodePathTracer's naming, with a dict instead of a scan of all names so far
+                name = module_qualname
+                if node.op != "call_module":
+                    name = (name + "." if name else "") + str(node)
+                if re.match(r".+_[0-9]+$", name) is not None:
+                    name = name.rsplit("_", 1)[0]
+                index = self._last_index.get(name)
+                self._last_index[name] = 0 if index is None else index + 1
+                return name if index is None else f"{name}_{index + 1}"
 
             def call_module(self, m, forward, args, kwargs):
                 out = super().call_module(m, forward, args, kwargs)
@@ -373,8 +388,7 @@ def execute(model: nn.Module, x: torch.Tensor, emit, graph=None, flow: Flow | No
                     kind = type(model.get_submodule(qual)).__name__
                     by_node.setdefault(node, []).append((qual, kind))
                 interp = _Interp(gm, names, by_node, emit, flow)
-                state = _meta_state(gm) if params is not None else None
-                return _call(gm, state, lambda: interp.run(x))
+                return _call(gm, params, lambda: interp.run(x))
             return _call(model, params, lambda: model(x))
     finally:
         for m, t in was_training.items():
@@ -417,7 +431,7 @@ def run(model: nn.Module, input_size: tuple[int, ...], use_fx: bool = True) -> t
     x = torch.empty((1, *input_size), device="meta")
     with torch.device("meta"), torch.no_grad(), flow:
         flow.put(x, ops.input_layout(flow.table, x.shape, k))
-        execute(model, x, rec, graph, flow, params=_meta_state(model))
+        execute(model, x, rec, graph, flow, params=_meta_state(graph[0] if graph else model))
     return flow, rec
 
 
