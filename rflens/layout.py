@@ -90,6 +90,16 @@ def reshape_groups(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[in
     return groups
 
 
+def compact(arr: np.ndarray) -> np.ndarray:
+    """The same values with every dim along which they do not vary shrunk to size 1."""
+    for d in range(arr.ndim):
+        if arr.shape[d] > 1:
+            first = arr[(slice(None),) * d + (slice(0, 1),)]
+            if (arr == first).all():
+                arr = first
+    return arr
+
+
 def reshape(arr: np.ndarray, src: tuple[int, ...], dst: tuple[int, ...]) -> np.ndarray:
     if arr.size == 1:
         return arr.reshape((1,) * len(dst))
@@ -109,7 +119,8 @@ def reshape(arr: np.ndarray, src: tuple[int, ...], dst: tuple[int, ...]) -> np.n
             new_shape += [dst[d] for d in gj]
     if tuple(grow) != arr.shape:
         arr = np.broadcast_to(arr, grow)
-    return np.ascontiguousarray(arr).reshape(new_shape)
+    out = np.ascontiguousarray(arr).reshape(new_shape)
+    return compact(out) if out.ndim > 1 else out
 
 
 def slice_dim(arr: np.ndarray, dim: int, n: int, start, end, step) -> np.ndarray:
@@ -307,7 +318,7 @@ def _is_canonical(part: Part, op_dims: list[int], k: int) -> bool:
     return True
 
 
-def _sep_mix_matrix(arr: np.ndarray, shape, sep_dims, mix_dims) -> np.ndarray:
+def sep_mix_matrix(arr: np.ndarray, shape, sep_dims, mix_dims) -> np.ndarray:
     """``arr`` over (sep, mix) flattened to (S', M'), keeping broadcast axes at size 1."""
     rest = [d for d in range(arr.ndim) if d not in sep_dims and d not in mix_dims]
     idx = tuple(slice(0, 1) if d in rest else slice(None) for d in range(arr.ndim))
@@ -332,7 +343,7 @@ def _read_canonical(part, shape, op_dims, sep_dims, mix_dims, k):
         else:
             carrier.append(None)
             maps.append(int(arr.reshape(-1)[0]))
-    mat = _sep_mix_matrix(part.comp, shape, sep_dims, mix_dims)
+    mat = sep_mix_matrix(part.comp, shape, sep_dims, mix_dims)
     rows, inv = unique_rows(np.sort(mat, axis=1))
     masks = (None,) * len(op_dims)
     classes = [[Source(int(v), tuple(carrier), tuple(maps), masks) for v in np.unique(row) if v >= 0]

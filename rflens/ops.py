@@ -24,7 +24,7 @@ import torch
 
 from .errors import UnsupportedOpError
 from .geometry import AxisMap, Edge
-from .layout import (LayoutError, Part, Table, Tracked, Window, align, axis_map, concat,
+from .layout import (LayoutError, Part, Table, Tracked, Window, sep_mix_matrix, align, axis_map, concat,
                      constant_map, expand_dim, gate, pad_parts, read, reshape, slice_dim, take_dim,
                      unique_rows)
 
@@ -120,7 +120,13 @@ def broadcast_to(tr: Tracked, shape) -> Tracked:
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    return a is b or (a.shape == b.shape and np.array_equal(a, b))
+    if a is b:
+        return True
+    try:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        return False
+    return np.array_equal(np.broadcast_to(a, shape), np.broadcast_to(b, shape))
 
 
 def _all_one_grid(table: Table, comp: np.ndarray) -> bool:
@@ -895,41 +901,57 @@ def _mix(op: Op, tr: Tracked, dims: list[int], shape) -> Tracked:
 def _global(op: Op, tr: Tracked, dims: list[int], shape, kind: str) -> Tracked:
     """Every result reads all units present along ``dims`` (which hold all positions)."""
     k = op.k
-    table = op.table
     p = tr.parts[0]
     ndim = tr.ndim
     sep = [d for d in range(ndim) if d not in dims]
-    full = [np.broadcast_to(a, tr.shape) for a in p.arrays()]
-    lead = [int(np.prod([tr.shape[d] for d in sep])) if sep else 1, -1]
-    moved = [np.moveaxis(a, sep, list(range(len(sep)))).reshape(lead) for a in full]
-    comp, pos = moved[0], moved[1:]
-    sep_rows = comp.shape[0]
-    memo: dict = {}
-    ids = np.zeros(sep_rows, np.int64)
-    # identical rows are common (all channels read the same nodes): hash each row once
-    for r in range(sep_rows):
-        key = comp[r].tobytes() + b"".join(q[r].tobytes() for q in pos) if sep_rows > 1 else b""
-        if key not in memo:
-            edges = []
-            for v in np.unique(comp[r]):
-                if v < 0:
-                    continue
-                hit = comp[r] == v
-                units = np.unique(np.stack([q[r][hit] for q in pos], 1), axis=0)
-                node = table.nodes[int(v)]
-                axes_sets = [np.unique(units[:, a]) for a in range(k)]
-                if len(units) != int(np.prod([len(s) for s in axes_sets])):
-                    raise op.fail("global context over a set of positions that is not a product")
-                maps = tuple(AxisMap(s[None, :].astype(np.int64), s[None, :].astype(float), node.grid[a],
-                                     float(node.grid[a])) for a, s in enumerate(axes_sets))
-                edges.append(Edge(node, maps, op.via(kind)))
-            memo[key] = table.make(("global", op.via(kind), tuple(sorted(
-                (e.src.grid, id(e.src), tuple(m.taps.tobytes() for m in e.maps)) for e in edges))),
-                (1,) * k, edges) if edges else -1
-        ids[r] = memo[key]
-    comp_out = ids.reshape([tr.shape[d] for d in sep]) if sep else ids.reshape(())
-    comp_out = np.expand_dims(comp_out, dims) if dims else comp_out
+    canonical = all(p.comp.shape[d] == 1 for a in p.pos for d in range(ndim) if a.shape[d] > 1) and all(
+        sum(n > 1 for n in a.shape) <= 1 for a in p.pos)
+    if canonical:
+        # every comp sits at every position: the units read are the product of each axis' values
+        units = [np.unique(a) for a in p.pos]
+        mat = sep_mix_matrix(p.comp, tr.shape, sep, dims)
+        rows, inv = unique_rows(np.sort(mat, axis=1))
+        ids = np.array([_global_node(op, [(int(v), units) for v in np.unique(r) if v >= 0], kind)
+                        for r in rows], np.int64)[inv]
+        ids = ids.reshape([tr.shape[d] for d in sep] if mat.shape[0] > 1 else [1] * len(sep))
+    else:
+        full = [np.broadcast_to(a, tr.shape) for a in p.arrays()]
+        lead = [int(np.prod([tr.shape[d] for d in sep])) if sep else 1, -1]
+        comp, *pos = [np.moveaxis(a, sep, list(range(len(sep)))).reshape(lead) for a in full]
+        memo: dict = {}
+        ids = np.zeros(comp.shape[0], np.int64)
+        for r in range(comp.shape[0]):
+            key = comp[r].tobytes() + b"".join(q[r].tobytes() for q in pos)
+            if key not in memo:
+                reads = []
+                for v in np.unique(comp[r]):
+                    if v < 0:
+                        continue
+                    hit = comp[r] == v
+                    present = np.unique(np.stack([q[r][hit] for q in pos], 1), axis=0)
+                    units = [np.unique(present[:, a]) for a in range(k)]
+                    if len(present) != int(np.prod([len(u) for u in units])):
+                        raise op.fail("global context over a set of positions that is not a product")
+                    reads.append((int(v), units))
+                memo[key] = _global_node(op, reads, kind)
+            ids[r] = memo[key]
+        ids = ids.reshape([tr.shape[d] for d in sep]) if sep else ids.reshape(())
+    comp_out = np.expand_dims(ids, dims) if dims else ids
     return Tracked(tuple(shape), [Part(align(comp_out, ndim), tuple(zero_pos(ndim) for _ in range(k)))])
+
+
+def _global_node(op: Op, reads: list[tuple[int, list[np.ndarray]]], kind: str) -> int:
+    """A node of all-1 grid reading the given units of each source node."""
+    if not reads:
+        return -1
+    edges = []
+    for v, units in reads:
+        node = op.table.nodes[v]
+        maps = tuple(AxisMap(u[None, :].astype(np.int64), u[None, :].astype(float), node.grid[a],
+                             float(node.grid[a])) for a, u in enumerate(units))
+        edges.append(Edge(node, maps, op.via(kind)))
+    key = ("global", op.via(kind), tuple((v, tuple(u.tobytes() for u in units)) for v, units in reads))
+    return op.table.make(key, (1,) * op.k, edges)
 
 
 def _partial_global(op: Op, tr: Tracked, dims: list[int], positional: list[int], shape, kind) -> Tracked:

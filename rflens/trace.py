@@ -25,7 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from . import ops
-from .layout import LayoutError, Part, Table, Tracked, empty_part
+from .layout import LayoutError, Part, Table, Tracked, compact, empty_part
 from .errors import InputTooSmallError, TraceError, UnsupportedOpError
 from .ops import Op
 
@@ -138,8 +138,7 @@ class Flow(TorchDispatchMode):
                 out = func(*args, **kwargs)
         except (RuntimeError, NotImplementedError, ValueError) as e:
             raise _failure(func, self.module[0], e) from None
-        flat, _ = tree_flatten((args, kwargs))
-        tensors = [a for a in flat if isinstance(a, torch.Tensor)]
+        tensors = _tensors(args, kwargs)
         traced = [t for t in tensors if self.get(t) is not None]
         if not traced and not any(self.get(self._root(w)) is not None for w in written):
             return out
@@ -170,6 +169,16 @@ class Flow(TorchDispatchMode):
             else:
                 self.put(o, r)
         return out
+
+
+def _tensors(args, kwargs) -> list[torch.Tensor]:
+    out = []
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            out.append(a)
+        elif isinstance(a, (list, tuple)):
+            out += [b for b in a if isinstance(b, torch.Tensor)]
+    return out
 
 
 def spec(t: torch.Tensor) -> tuple:
@@ -205,7 +214,7 @@ def _flat_index(root, view) -> np.ndarray:
 def restride(tracked: Tracked, old, new, k: int) -> Tracked:
     """The layout of the elements at storage spec ``new``, given ``tracked`` at spec ``old``."""
     idx = _flat_index(old, new)
-    parts = [Part.of([a[idx] for a in arrays]) for arrays in _full(tracked, k)]
+    parts = [Part.of([compact(a[idx]) for a in arrays]) for arrays in _full(tracked, k)]
     return Tracked(tuple(new[0]), parts)
 
 
@@ -231,7 +240,7 @@ def _full(tr: Tracked, k: int) -> list[list[np.ndarray]]:
 
 def _gather(root_tr: Tracked, root: torch.Tensor, view: torch.Tensor, k: int) -> Tracked:
     idx = _flat_index(root, view)
-    parts = [Part.of([a[idx] for a in arrays]) for arrays in _full(root_tr, k)]
+    parts = [Part.of([compact(a[idx]) for a in arrays]) for arrays in _full(root_tr, k)]
     return Tracked(tuple(view.shape), parts)
 
 
@@ -249,7 +258,8 @@ def _scatter(root_tr: Tracked, root, view, tracked: Tracked | None, k: int) -> T
                 base[i][j][idx] = new[i][j]
             elif j == 0:
                 base[i][j][idx] = -1
-    return Tracked(tuple(root.shape), [Part.of([a.reshape(tuple(root.shape)) for a in arrays]) for arrays in base])
+    return Tracked(tuple(root.shape), [Part.of([compact(a.reshape(tuple(root.shape))) for a in arrays])
+                                       for arrays in base])
 
 
 # ---------------------------------------------------------------------------------------------
