@@ -88,7 +88,9 @@ class _Entries:
         comp = np.broadcast_to(comp, grid)
         for v in np.unique(comp):
             if v >= 0:
-                self.items.append((int(v), comp == v, tuple(np.broadcast_to(q, grid) for q in pos)))
+                m = comp == v
+                # units that read another node hold that node's positions: park them at 0
+                self.items.append((int(v), m, tuple(np.where(m, np.broadcast_to(q, grid), 0) for q in pos)))
 
 
 class Layer:

@@ -24,7 +24,8 @@ import torch
 
 from .errors import UnsupportedOpError
 from .geometry import AxisMap, Edge
-from .layout import (LayoutError, Part, Table, Tracked, Window, sep_mix_matrix, align, axis_map, concat,
+from .layout import (LayoutError, Part, Table, Tracked, Window, align, axis_map, compact, concat,
+                     sep_mix_matrix,
                      constant_map, expand_dim, gate, pad_parts, read, reshape, slice_dim, take_dim,
                      unique_rows)
 
@@ -138,26 +139,43 @@ def coalesce(table: Table, shape, parts: list[Part]) -> Tracked:
     """Merge parts that read their nodes at the same units (or at the only unit of an
     all-1 grid) into union nodes, keeping the layout small."""
     ndim = len(shape)
-    out: list[Part] = []
+    k = table_k(parts)
+    groups: dict[bytes, Part] = {}
+    consts: list[Part] = []
     for p in parts:
         if (p.comp < 0).all():
             continue
-        for i, q in enumerate(out):
-            same_units = all(_same(a, b) for a, b in zip(p.pos, q.pos))
-            p_const = all(a.size == 1 and int(a.flat[0]) == 0 for a in p.pos) and _all_one_grid(table, p.comp)
-            q_const = all(a.size == 1 and int(a.flat[0]) == 0 for a in q.pos) and _all_one_grid(table, q.comp)
-            if not (same_units or p_const or q_const):
-                continue
+        if all(a.size == 1 and int(a.flat[0]) == 0 for a in p.pos) and _all_one_grid(table, p.comp):
+            consts.append(p)
+            continue
+        key = _units_key(p, shape)
+        if key in groups:
             try:
-                out[i] = _merge(table, q if not q_const or p_const else p, p if not q_const or p_const else q, ndim)
+                groups[key] = _merge(table, groups[key], p, ndim)
+                continue
+            except LayoutError:
+                key = key + bytes(len(groups))
+        groups[key] = p
+    out = list(groups.values())
+    for c in consts:
+        for i, q in enumerate(out):
+            try:
+                out[i] = _merge(table, q, c, ndim)
                 break
             except LayoutError:
                 continue
         else:
-            out.append(p)
+            out.append(c)
     if not out:
-        out = [Part(np.full((1,) * ndim, -1, np.int64), tuple(zero_pos(ndim) for _ in range(table_k(parts))))]
+        out = [Part(np.full((1,) * ndim, -1, np.int64), tuple(zero_pos(ndim) for _ in range(k)))]
     return Tracked(tuple(shape), out)
+
+
+def _units_key(p: Part, shape) -> bytes:
+    """Equal for parts whose unit arrays are equal once broadcast to the tensor's shape."""
+    ndim = len(shape)
+    return b"|".join(str(c.shape).encode() + c.tobytes() for c in
+                     (compact(np.ascontiguousarray(align(a, ndim))) for a in p.pos))
 
 
 def table_k(parts: list[Part]) -> int:
@@ -166,12 +184,19 @@ def table_k(parts: list[Part]) -> int:
 
 def _merge(table: Table, a: Part, b: Part, ndim: int) -> Part:
     """Union of part ``b`` into part ``a`` (``b`` reads at ``a``'s units, or is all-1)."""
-    ca, cb = align(a.comp, ndim), align(b.comp, ndim)
+    ca, cb = compact(align(a.comp, ndim)), compact(align(b.comp, ndim))
     shape = np.broadcast_shapes(ca.shape, cb.shape)
     pairs = np.stack([np.broadcast_to(ca, shape).reshape(-1), np.broadcast_to(cb, shape).reshape(-1)], 1)
     rows, inv = unique_rows(pairs)
     ids = np.array([table.union((int(x), int(y))) for x, y in rows], np.int64)
-    return Part(ids[inv].reshape(shape), a.pos)
+    pos = a.pos
+    if (ca < 0).any():
+        # where only b is read, its units apply
+        only_b = np.broadcast_to(ca < 0, shape)
+        pos = tuple(compact(np.where(only_b, np.broadcast_to(align(q, ndim), np.broadcast_shapes(shape, q.shape)),
+                                     np.broadcast_to(align(p, ndim), np.broadcast_shapes(shape, p.shape))))
+                    for p, q in zip(a.pos, b.pos))
+    return Part(ids[inv].reshape(shape), pos)
 
 
 def union_of(op: Op, trs: list[Tracked], shape) -> Tracked:
@@ -859,20 +884,24 @@ def reduce(op: Op, tr: Tracked, dims: list[int], kind: str) -> Tracked:
 
 
 def _union_of_slices(op: Op, tr: Tracked, dims: list[int], shape, kind: str) -> Tracked:
+    """Reduction over dims that list differently placed copies (a stack, a patch-merging
+    concatenation): the union of the distinct slices."""
     listed = [d for d in dims if any(a.shape[d] > 1 for p in tr.parts for a in p.arrays())]
-    count = int(np.prod([tr.shape[d] for d in listed]))
-    if count > 256:
+    sizes = [tr.shape[d] for d in listed]
+    if int(np.prod(sizes)) > 65536:
         raise op.fail("a reduction over a dim that mixes differently placed positions")
-    slices = []
-    for index in np.ndindex(*[tr.shape[d] for d in listed]):
+    new_shape = tuple(1 if d in listed else n for d, n in enumerate(tr.shape))
+    distinct: dict[bytes, Tracked] = {}
+    for index in np.ndindex(*sizes):
         def pick(a, index=index):
             sl = [slice(None)] * a.ndim
             for d, i in zip(listed, index):
                 sl[d] = slice(0, 1) if a.shape[d] == 1 else slice(i, i + 1)
-            return a[tuple(sl)]
-        new_shape = tuple(1 if d in listed else n for d, n in enumerate(tr.shape))
-        slices.append(tr.map(pick, new_shape))
-    merged = union_of(op, slices, tuple(1 if d in listed else n for d, n in enumerate(tr.shape)))
+            return compact(a[tuple(sl)])
+        piece = tr.map(pick, new_shape)
+        key = b"|".join(a.tobytes() + str(a.shape).encode() for p in piece.parts for a in p.arrays())
+        distinct.setdefault(key, piece)
+    merged = union_of(op, list(distinct.values()), new_shape)
     rest = [d for d in dims if d not in listed]
     return reduce(op, merged, rest, kind) if rest else merged
 
@@ -1069,12 +1098,13 @@ def matmul(op: Op):
     if base not in ("mm", "addmm", "bmm", "baddbmm", "_addmm_activation"):
         raise op.fail("this matrix product form reached aten undecomposed")
     ta, tb = op.t(a), op.t(b)
+    kind = "attention" if "attn" in op.module.lower() or "attention" in op.module.lower() else (
+        "linear over spatial positions")
     if ta is not None:  # (..., m, k): reduce k, result varies along m
-        red = reduce(op, ta, [ta.ndim - 1], "linear over spatial positions")
+        red = reduce(op, ta, [ta.ndim - 1], kind)
         pieces.append(broadcast_to(red, shape))
     if tb is not None:  # (..., k, n): reduce k, result varies along n
-        red = reduce(op, tb, [tb.ndim - 2], "linear over spatial positions")
-        red = red.map(lambda arr: arr, red.shape)
+        red = reduce(op, tb, [tb.ndim - 2], kind)
         pieces.append(broadcast_to(red, shape))
     return union_of(op, pieces, shape)
 
