@@ -1,7 +1,7 @@
 """rflens: exact receptive fields for PyTorch models.
 
 >>> import torchvision, rflens
->>> analysis = rflens.analyze(torchvision.models.resnet50(), (3, 224, 224))
+>>> analysis = rflens.analyze(torchvision.models.resnet50(weights=None), (3, 224, 224))
 >>> analysis["layer4"].rf_size, analysis["layer4"].stride
 ((427, 427), (32, 32))
 """

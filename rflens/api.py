@@ -35,9 +35,11 @@ def analyze(model: nn.Module, input_size: Sequence[int] | str, method: str = "an
     brute-force gradients instead (slow; the ground truth the analytic engine is tested against).
 
     >>> import torchvision, rflens
-    >>> a = rflens.analyze(torchvision.models.vgg16(), (3, 224, 224))
-    >>> a["features.29"].unit((7, 7)).box
-    ((100, 224), (100, 224))
+    >>> a = rflens.analyze(torchvision.models.alexnet(), (3, 227, 227))
+    >>> a["features.12"].rf_size, a["features.12"].stride
+    ((195, 195), (32, 32))
+    >>> a["features.12"].unit((0, 0)).box
+    ((0, 129), (0, 129))
     """
     size = parse_input_size(input_size)
     if method == "probe":

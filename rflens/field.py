@@ -357,11 +357,12 @@ class Analysis:
     """The exact receptive fields of every layer of a model at one input size.
 
     >>> import torchvision, rflens
-    >>> a = rflens.analyze(torchvision.models.vgg16(), (3, 224, 224))
-    >>> a["features.30"].rf_size, a["features.30"].stride
-    ((212, 212), (32, 32))
-    >>> a["features.29"].unit((7, 7)).box
-    ((100, 224), (100, 224))
+    >>> a = rflens.analyze(torchvision.models.resnet18(), (3, 224, 224))
+    >>> a["layer1.0.add"].rf_size, a["layer1.0.add"].stride, a["layer1.0.add"].start
+    ((27, 27), (4, 4), (-13, -13))
+    >>> unit = a["layer1.0.add"].unit((0, 0))
+    >>> unit.box, unit.unclipped_box
+    (((0, 14), (0, 14)), ((-13, 14), (-13, 14)))
     """
 
     def __init__(self, flow: Flow, records: dict[str, Record], order: list[str], input_size):

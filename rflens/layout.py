@@ -48,6 +48,11 @@ class Tracked:
     def map(self, fn: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...]) -> "Tracked":
         return Tracked(tuple(shape), [Part.of([fn(a) for a in p.arrays()]) for p in self.parts])
 
+    def reshaped(self, shape) -> "Tracked":
+        """The layout of ``tensor.view(shape)``."""
+        shape = tuple(shape)
+        return self.map(lambda a: reshape(a, self.shape, shape), shape)
+
     def positional_dims(self) -> list[int]:
         """Tensor dims along which some part's unit position varies."""
         dims = set()
@@ -198,38 +203,33 @@ class Source:
         if self.vmasks is None:
             self.vmasks = self.masks
 
+
 @dataclass
 class Table:
-    """All nodes of one analysis, with memoised unions."""
+    """All nodes of one analysis, with memoised construction."""
 
     nodes: list[Node] = field(default_factory=list)
     _memo: dict = field(default_factory=dict)
+    _index: dict = field(default_factory=dict)  # id(node) -> position in ``nodes``
 
     def add(self, node: Node) -> int:
         self.nodes.append(node)
+        self._index[id(node)] = len(self.nodes) - 1
         return len(self.nodes) - 1
 
     def make(self, key, grid: tuple[int, ...], edges: list[Edge]) -> int:
         """Memoised node creation; a single identity edge is the source node itself."""
-        if key is not None and key in self._memo:
+        if key in self._memo:
             return self._memo[key]
-        if (len(edges) == 1 and edges[0].via is None and edges[0].src.grid == grid
-                and all(m.is_identity() for m in edges[0].maps)):
-            idx = self.nodes.index(edges[0].src) if key is None else self._index_of(edges[0].src)
+        e = edges[0]
+        if len(edges) == 1 and e.via is None and e.src.grid == grid and all(m.is_identity() for m in e.maps):
+            idx = self._index[id(e.src)]
         else:
             idx = self.add(Node.from_edges(grid, edges))
-        if key is not None:
-            self._memo[key] = idx
+        self._memo[key] = idx
         return idx
 
-    def _index_of(self, node: Node) -> int:
-        ids = self._memo.setdefault("__ids__", {})
-        if not ids or id(node) not in ids:
-            ids.clear()
-            ids.update({id(n): i for i, n in enumerate(self.nodes)})
-        return ids[id(node)]
-
-    def union(self, ids: tuple[int, ...], shift: dict | None = None) -> int:
+    def union(self, ids: tuple[int, ...]) -> int:
         """Node reading each of ``ids`` at the same unit (grids must agree, or be all-1)."""
         ids = tuple(sorted(set(i for i in ids if i >= 0)))
         if len(ids) == 0:

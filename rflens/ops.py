@@ -15,7 +15,6 @@ An op with traced inputs and no rule raises ``UnsupportedOpError``: the engine n
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,7 +25,7 @@ from .errors import UnsupportedOpError
 from .geometry import AxisMap, Edge
 from .layout import (LayoutError, Part, Table, Tracked, Window, align, axis_map, compact, concat,
                      sep_mix_matrix,
-                     constant_map, expand_dim, gate, pad_parts, read, reshape, slice_dim, take_dim,
+                     constant_map, expand_dim, gate, pad_parts, read, slice_dim, take_dim,
                      unique_rows)
 
 aten = torch.ops.aten
@@ -306,7 +305,7 @@ def view(op: Op):
     shape = out_shape(op)
     if op.args[0].dtype.itemsize != op.out.dtype.itemsize:
         raise op.fail("reinterpreting the dtype changes the element count")
-    return tr.map(lambda a: reshape(a, tr.shape, shape), shape)
+    return tr.reshaped(shape)
 
 
 @rule("permute", "permute_copy")
@@ -335,7 +334,7 @@ def expand(op: Op):
 def squeeze(op: Op):
     tr = op.t(op.args[0])
     shape = out_shape(op)
-    return tr.map(lambda a: reshape(a, tr.shape, shape), shape)
+    return tr.reshaped(shape)
 
 
 @rule("slice", "slice_copy")
@@ -396,7 +395,7 @@ def cat(op: Op):
             tr = op.t(t) or constant(op, tuple(t.shape))
             new = list(t.shape)
             new.insert(dim, 1)
-            tensors_tr.append(tr.map(lambda a, tr=tr, new=new: reshape(a, tr.shape, tuple(new)), tuple(new)))
+            tensors_tr.append(tr.reshaped(new))
     else:
         tensors_tr = [op.t(t) or constant(op, tuple(t.shape)) for t in tensors]
     sizes = [tr.shape[dim] for tr in tensors_tr]
@@ -427,7 +426,6 @@ def constant_pad(op: Op):
         for i in range(len(pads) // 2):
             dim = tr.ndim - 1 - i
             left, right = pads[2 * i], pads[2 * i + 1]
-            n = tr.shape[dim] if i == 0 else comp.shape[dim]
             n = tr.shape[dim]
             comp = _pad_dim(comp, dim, n, left, right, -1)
             pos = [_pad_dim(a, dim, n, left, right, 0) if a.shape[dim] > 1 else a for a in pos]
@@ -514,15 +512,10 @@ def repeat(op: Op):
     tr = op.t(op.args[0])
     reps = list(op.args[1])
     shape = out_shape(op)
-    tr = broadcast_to(tr, (1,) * (len(reps) - tr.ndim) + tr.shape) if len(reps) > tr.ndim else tr
-
-    def fn(a):
-        r = [1 if a.shape[d] == 1 and tr.shape[d] == 1 and False else reps[d] for d in range(len(reps))]
-        r = [1 if a.shape[d] == 1 else reps[d] for d in range(len(reps))]
-        return np.tile(a, r) if any(x > 1 for x in r) else a
-    res = tr.map(fn, shape)
-    # dims that were broadcast stay broadcast: repeat copies the same element
-    return res
+    if len(reps) > tr.ndim:
+        tr = broadcast_to(tr, (1,) * (len(reps) - tr.ndim) + tr.shape)
+    # a broadcast dim repeats the same element: it stays broadcast
+    return tr.map(lambda a: np.tile(a, [1 if a.shape[d] == 1 else r for d, r in enumerate(reps)]), shape)
 
 
 @rule("pixel_shuffle", "pixel_unshuffle")
@@ -544,7 +537,7 @@ def pixel_shuffle(op: Op):
     cur = tr
     for new_shape, perm in steps:
         if perm is None:
-            cur = cur.map(lambda a, s=cur.shape, n=new_shape: reshape(a, s, n), new_shape)
+            cur = cur.reshaped(new_shape)
         else:
             cur = cur.map(lambda a, p=perm: a.transpose(p), tuple(cur.shape[i] for i in perm))
     return cur
@@ -703,8 +696,7 @@ def convolution(op: Op):
     n, c = x.shape[0], x.shape[1]
     cout = shape[1]
     g = groups
-    grouped = tr.map(lambda a: reshape(a, tr.shape, (n, g, c // g) + tuple(x.shape[2:])),
-                     (n, g, c // g) + tuple(x.shape[2:]))
+    grouped = tr.reshaped((n, g, c // g) + tuple(x.shape[2:]))
     op_dims = list(range(3, 3 + nd))
 
     def place(ids):  # (n, g) -> (n, cout, 1...)
@@ -1030,10 +1022,7 @@ def reduction(op: Op):
     dims = [_dim(d, x.ndim) for d in dims]
     kind = "global pooling" if op.name.split(".")[0] in ("mean", "amax", "max", "sum", "nanmean") else "reduction"
     red = reduce(op, tr, dims, kind)
-    res = []
-    for o in outs:
-        o_shape = tuple(o.shape)
-        res.append(red.map(lambda a: reshape(a, red.shape, o_shape), o_shape))
+    res = [red.reshaped(o.shape) for o in outs]
     return res if isinstance(op.out, (tuple, list)) else res[0]
 
 
@@ -1053,8 +1042,7 @@ def layer_norm(op: Op):
     if not isinstance(op.out, (tuple, list)):
         return out
     stats = reduce(op, tr, dims, "norm over spatial dims")
-    return [out] + [stats.map(lambda a, s=tuple(o.shape): reshape(a, stats.shape, s), tuple(o.shape))
-                    for o in op.out[1:]]
+    return [out] + [stats.reshaped(o.shape) for o in op.out[1:]]
 
 
 @rule("native_group_norm", "group_norm")
@@ -1064,22 +1052,14 @@ def group_norm(op: Op):
     n, c = tr.shape[:2]
     rest = tr.shape[2:]
     grouped_shape = (n, g, c // g) + tuple(rest)
-    grouped = tr.map(lambda a: reshape(a, tr.shape, grouped_shape), grouped_shape)
+    grouped = tr.reshaped(grouped_shape)
     dims = list(range(2, len(grouped_shape)))
     out = normalized(op, grouped, dims, "norm over spatial dims")
-    out = out.map(lambda a: reshape(a, grouped_shape, tr.shape), tr.shape)
+    out = out.reshaped(tr.shape)
     if not isinstance(op.out, (tuple, list)):
         return out
     stats = reduce(op, grouped, dims, "norm over spatial dims")
-    return [out] + [stats.map(lambda a, s=tuple(o.shape): reshape(a, stats.shape, s), tuple(o.shape))
-                    for o in op.out[1:]]
-
-
-def _contract(op: Op, tr: Tracked, dim: int, out_ndim: int, free_dim: int) -> Tracked:
-    """Operand of a matmul: reduce its contracted dim and move it to the output's other free dim."""
-    red = reduce(op, tr, [dim], "linear over spatial positions")
-    moved = red.map(lambda a: np.moveaxis(a, dim, free_dim - (out_ndim - red.ndim) if False else -1), red.shape)
-    return moved
+    return [out] + [stats.reshaped(o.shape) for o in op.out[1:]]
 
 
 @rule("mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_addmm_activation", "addmv", "mv",
@@ -1089,7 +1069,6 @@ def matmul(op: Op):
     a, b = (op.args[1], op.args[2]) if base in ("addmm", "baddbmm", "_addmm_activation", "addmv") else (
         op.args[0], op.args[1])
     shape = out_shape(op)
-    ndim = len(shape)
     pieces = []
     if base in ("addmm", "baddbmm", "_addmm_activation", "addmv"):
         bias = op.t(op.args[0])

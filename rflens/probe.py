@@ -13,7 +13,6 @@ follow.  It is slow: one forward and backward per batch of units.
 from __future__ import annotations
 
 import copy
-import math
 
 import numpy as np
 import torch
@@ -223,7 +222,7 @@ class ProbeAnalysis:
     >>> import torchvision, rflens
     >>> p = rflens.analyze(torchvision.models.alexnet(), (3, 224, 224), method="probe")
     >>> p["features.2"].unit((0, 0)).box
-    ((0, 19), (0, 19))
+    ((0, 17), (0, 17))
     """
 
     def __init__(self, model: nn.Module, input_size: tuple[int, ...], fx_names: bool = True,

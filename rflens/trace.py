@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,7 +39,6 @@ class Record:
     shape: tuple[int, ...]
     op: str
     module: str
-    sdims: tuple | None = None
 
 
 @dataclass
@@ -266,51 +265,40 @@ def _scatter(root_tr: Tracked, root, view, tracked: Tracked | None, k: int) -> T
 # naming
 
 
-class _Tracer:
+def _tracer():
     """torchvision's NodePathTracer, also noting the output node of every non-leaf module."""
+    from torchvision.models.feature_extraction import NodePathTracer, _set_default_tracer_kwargs
 
-    @staticmethod
-    def build():
-        from torchvision.models.feature_extraction import NodePathTracer, _set_default_tracer_kwargs
+    class Tracer(NodePathTracer):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.module_outputs: list[tuple[str, object]] = []
+            self._last_index: dict[str, int] = {}
 
-        class Tracer(NodePathTracer):
-            def __init__(self, *a, **kw):
-                super().__init__(*a, **kw)
-                self.module_outputs: list[tuple[str, object]] = []
-                self._last_index: dict[str, int] = {}
+        def _get_node_qualname(self, module_qualname, node):
+            # NodePathTracer's naming, with a dict instead of a scan of all names so far
+            name = module_qualname
+            if node.op != "call_module":
+                name = (name + "." if name else "") + str(node)
+            if re.match(r".+_[0-9]+$", name) is not None:
+                name = name.rsplit("_", 1)[0]
+            index = self._last_index.get(name)
+            self._last_index[name] = 0 if index is None else index + 1
+            return name if index is None else f"{name}_{index + 1}"
 
-            def _get_node_qualname(self, module_qualname, node):
-                # NodePathTracer's naming, with a dict instead of a scan of all names so far
-                name = module_qualname
-                if node.op != "call_module":
-                    name = (name + "." if name else "") + str(node)
-                if re.match(r".+_[0-9]+$", name) is not None:
-                    name = name.rsplit("_", 1)[0]
-                index = self._last_index.get(name)
-                self._last_index[name] = 0 if index is None else index + 1
-                return name if index is None else f"{name}_{index + 1}"
+        def call_module(self, m, forward, args, kwargs):
+            out = super().call_module(m, forward, args, kwargs)
+            qual = self.path_of_module(m)
+            if not self.is_leaf_module(m, qual):
+                self.module_outputs.append((qual, out))
+            return out
 
-            def call_module(self, m, forward, args, kwargs):
-                out = super().call_module(m, forward, args, kwargs)
-                qual = self.path_of_module(m)
-                if not self.is_leaf_module(m, qual):
-                    self.module_outputs.append((qual, out))
-                return out
-
-        return Tracer(**_set_default_tracer_kwargs(None))
-
-
-def _dedupe(name: str, seen: dict[str, int]) -> str:
-    if name not in seen:
-        seen[name] = 0
-        return name
-    seen[name] += 1
-    return f"{name}_{seen[name]}"
+    return Tracer(**_set_default_tracer_kwargs(None))
 
 
 def fx_graph(model: nn.Module):
     """(GraphModule, node -> name, module name -> output node) or None where FX cannot trace."""
-    tracer = _Tracer.build()
+    tracer = _tracer()
     try:
         graph = tracer.trace(model)
     except Exception:  # noqa: BLE001 - any tracing failure means: no FX names

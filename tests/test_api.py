@@ -71,7 +71,7 @@ def test_squeeze_excitation_layers_are_global_and_local_field_ignores_the_gates(
     model = load_model("mobilenet_v3_small")
     a = rflens.analyze(model, (3, 96, 96))
     from torchvision.ops import SqueezeExcitation
-    for name, m in list(model.named_modules()):
+    for _, m in list(model.named_modules()):
         for child_name, child in list(m.named_children()):
             if isinstance(child, SqueezeExcitation):
                 setattr(m, child_name, nn.Identity())
@@ -130,3 +130,30 @@ def test_an_input_too_small_names_the_layer_that_collapses():
 def test_bad_input_sizes_are_refused(bad):
     with pytest.raises(rflens.RFLensError):
         rflens.analyze(nn.Conv2d(3, 1, 1), bad)
+
+
+@pytest.mark.parametrize("name,size", [("resnet50", 64), ("inception_v3", 299), ("efficientnet_b0", 64),
+                                       ("convnext_tiny", 64)])
+def test_every_graph_node_name_of_torchvision_is_a_layer(name, size):
+    from torchvision.models.feature_extraction import get_graph_node_names
+    model = load_model(name)
+    _, eval_names = get_graph_node_names(model.eval())
+    a = rflens.analyze(model, (3, size, size))
+    from rflens.trace import fx_graph
+    _, node_names, _ = fx_graph(model)
+    kinds = {name: (node.op, str(node.target)) for node, name in node_names.items()}
+    missing = [n for n in eval_names if n not in a]
+    # parameters and shape arithmetic do not depend on the input: they have no receptive field
+    assert all(kinds[n][0] == "get_attr" or any(s in kinds[n][1] for s in ("size", "getattr", "_assert", "eq"))
+               for n in missing), [(n, kinds[n]) for n in missing]
+    assert len(missing) < len(eval_names) / 4
+
+
+def test_vision_transformer_tokens_are_global_through_attention_and_local_to_their_patch():
+    a = rflens.analyze(load_model("vit_b_16"), (3, 224, 224))
+    block = a["encoder.layers.encoder_layer_0"]
+    assert block.grid_shape == (197,) and block.is_global and "attention" in block.global_via[0]
+    assert block.local.rf_size == (16, 16)
+    # token 1 is the first patch (token 0 is the class token, which sees everything only globally)
+    assert block.local.unit((1,)).box == ((0, 16), (0, 16))
+    assert block.unit((0,)).support_size == 224 * 224
