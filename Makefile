@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 # the versions this project is developed and tested with (any torch>=2.2 works)
 TORCH   = torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-slow test-all bench figures clean
+.PHONY: setup demo test test-slow test-all bench clean
 
 setup: $(VENV)/.installed
 
@@ -29,9 +29,7 @@ test-slow: setup
 test-all: test test-slow
 
 bench: setup
-	$(BIN)/python benchmarks/bench_analyze.py
-	$(BIN)/python benchmarks/bench_masks.py
-	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

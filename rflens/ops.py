@@ -554,10 +554,14 @@ def embedding(op: Op):
 
 @rule("index", "_unsafe_index", "index_select", "gather", "take_along_dim", "index_put", "index_put_",
       "scatter", "scatter_", "scatter_add", "masked_select", "masked_scatter", "nonzero", "_local_scalar_dense",
-      "item", "im2col", "col2im", "unfold")
+      "item", "sort", "topk", "argsort", "kthvalue", "unique", "_unique2")
 def data_dependent(op: Op):
-    raise op.fail("the elements it reads depend on tensor values or raw strides, which rflens "
-                  "does not follow exactly")
+    raise op.fail("which elements it reads depends on tensor values")
+
+
+@rule("im2col", "col2im", "unfold", "unfold_backward")
+def patches(op: Op):
+    raise op.fail("patch extraction (unfold/fold) is not followed by the analytic engine yet")
 
 
 @rule("as_strided", "as_strided_", "as_strided_copy")

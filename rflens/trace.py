@@ -317,6 +317,7 @@ class _Interp(fx.Interpreter):
 
     def __init__(self, gm, names: dict, modules: dict, emit, flow: Flow | None):
         super().__init__(gm)
+        self.extra_traceback = False  # keep rflens' messages as they are
         self.names, self.modules, self.emit, self.flow = names, modules, emit, flow
 
     def run_node(self, n):
@@ -386,8 +387,11 @@ def execute(model: nn.Module, x: torch.Tensor, emit, graph=None, flow: Flow | No
                     kind = type(model.get_submodule(qual)).__name__
                     by_node.setdefault(node, []).append((qual, kind))
                 interp = _Interp(gm, names, by_node, emit, flow)
-                return _call(gm, params, lambda: interp.run(x))
-            return _call(model, params, lambda: model(x))
+                out = _call(gm, params, lambda: interp.run(x))
+            else:
+                out = _call(model, params, lambda: model(x))
+            emit("output", out, "output", "")
+            return out
     finally:
         for m, t in was_training.items():
             m.training = t
