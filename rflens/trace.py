@@ -131,6 +131,11 @@ class Flow(TorchDispatchMode):
                     if arg.name in kwargs and arg.alias_info is not None and arg.alias_info.is_write
                     and isinstance(kwargs[arg.name], torch.Tensor)]
         before = [spec(w) for w in written]
+        devices = {t.device.type for t in _tensors(args, kwargs)}
+        if "meta" in devices and len(devices) > 1:
+            # a tensor the model made itself (torch.zeros(...) without a device): it holds no
+            # input dependency, only its shape matters
+            args, kwargs = _to_meta(args), {k: _to_meta(v) for k, v in kwargs.items()}
         try:
             out = ops.fast_meta(func, args, kwargs)
             if out is None:
@@ -178,6 +183,14 @@ def _tensors(args, kwargs) -> list[torch.Tensor]:
         elif isinstance(a, (list, tuple)):
             out += [b for b in a if isinstance(b, torch.Tensor)]
     return out
+
+
+def _to_meta(a):
+    if isinstance(a, torch.Tensor) and a.device.type != "meta":
+        return a.to("meta")
+    if isinstance(a, (list, tuple)):
+        return type(a)(_to_meta(b) for b in a)
+    return a
 
 
 def spec(t: torch.Tensor) -> tuple:
@@ -431,7 +444,7 @@ def run(model: nn.Module, input_size: tuple[int, ...], use_fx: bool = True) -> t
     rec = Recorder(flow)
     graph = fx_graph(model) if use_fx else None
     x = torch.empty((1, *input_size), device="meta")
-    with torch.device("meta"), torch.no_grad(), flow:
+    with torch.no_grad(), flow:
         flow.put(x, ops.input_layout(flow.table, x.shape, k))
         execute(model, x, rec, graph, flow, params=_meta_state(graph[0] if graph else model))
     return flow, rec
