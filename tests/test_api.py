@@ -47,7 +47,7 @@ def test_models_fx_cannot_trace_fall_back_to_module_names():
             return x
 
     a = rflens.analyze(Shape(), (1, 16, 16))
-    assert a.layers == ["input", "a", "a_1"] and a["a_1"].rf_size == (5, 5)
+    assert a.layers == ["input", "a", "a_1", "output"] and a["a_1"].rf_size == (5, 5)
     with pytest.raises(rflens.TraceError, match="probe"):
         rflens.analyze(ShapeBranch(), (1, 16, 16))
 
