@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from torch import nn
 
-from .errors import RFLensError
+from .errors import RFLensError, TraceError
 from .field import Analysis
 from .trace import run
 
@@ -47,5 +48,28 @@ def analyze(model: nn.Module, input_size: Sequence[int] | str, method: str = "an
         return ProbeAnalysis(model, size, fx_names=fx_names)
     if method != "analytic":
         raise RFLensError(f"method must be 'analytic' or 'probe', not {method!r}")
-    flow, rec = run(model, size, use_fx=fx_names)
+    if not isinstance(model, nn.Module):
+        raise RFLensError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    try:
+        flow, rec = run(model, size, use_fx=fx_names)
+    except RFLensError:
+        raise
+    except Exception as e:
+        if _raised_by_rflens(e):
+            raise
+        raise TraceError(
+            f"the model failed when called on one input of shape {(1, *size)} (meta tensors): "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. rflens calls "
+            "model(x) with a single (N, C, *spatial) tensor.") from e
     return Analysis(flow, rec.records, rec.order, size)
+
+
+def _raised_by_rflens(e: BaseException) -> bool:
+    """True where the innermost frame is rflens' own geometry code: a bug to report, not bad input."""
+    tb = e.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    here = os.path.dirname(os.path.abspath(__file__))
+    return last is not None and os.path.dirname(os.path.abspath(last)) == here

@@ -41,13 +41,14 @@ class AxisMap:
     virtual: np.ndarray
     n_src: int
     step: float
+    identity: bool = False  # known to be the identity (checked lazily otherwise)
 
     @property
     def n_out(self) -> int:
         return self.taps.shape[0]
 
     def is_identity(self) -> bool:
-        return (
+        return self.identity or (
             self.n_out == self.n_src
             and self.taps.shape[1] == 1
             and bool((self.taps[:, 0] == np.arange(self.n_src)).all())
@@ -57,13 +58,15 @@ class AxisMap:
 
     def apply(self, matrix: np.ndarray) -> np.ndarray:
         """Rows of the source term matrix gathered and OR-ed along this map."""
+        if self.identity:
+            return matrix
         padded = np.concatenate([matrix, np.zeros((1, matrix.shape[1]), bool)])
         return padded[self.taps].any(axis=1)
 
 
 def identity_map(n: int) -> AxisMap:
     idx = np.arange(n)[:, None]
-    return AxisMap(idx.copy(), idx.astype(float), n, 1.0)
+    return AxisMap(idx.copy(), idx.astype(float), n, 1.0, identity=True)
 
 
 @dataclass(frozen=True)
@@ -159,11 +162,15 @@ class Hull:
         return np.where(valid, lo_t[idx], np.inf), np.where(valid, hi_t[idx], -np.inf)
 
     def through(self, amap: AxisMap) -> "Hull":
+        if amap.identity:
+            return self
         lo, hi = self.extended(amap.virtual)
         return Hull(np.floor(lo.min(axis=1)), np.ceil(hi.max(axis=1)), self.jump * amap.step)
 
     @staticmethod
     def union(hulls: list["Hull"]) -> "Hull":
+        if all(h is hulls[0] for h in hulls):
+            return hulls[0]
         lo = np.minimum.reduce([h.lo for h in hulls])
         hi = np.maximum.reduce([h.hi for h in hulls])
         return Hull(lo, hi, max(h.jump for h in hulls))
@@ -173,6 +180,12 @@ class Hull:
 
     def central_size(self) -> float:
         return float(self.sizes()[len(self.lo) // 2])
+
+
+def _union_lists(lists: list[list[Hull]], k: int) -> list[Hull]:
+    if all(h is lists[0] for h in lists):
+        return lists[0]
+    return [Hull.union([h[a] for h in lists]) for a in range(k)]
 
 
 class Node:
@@ -207,21 +220,27 @@ class Node:
         local_hulls, all_hulls, cands = [], [], []
         via: list[str] = []
         for e in edges:
+            moved_hulls: dict[int, list[Hull]] = {}
+
+            def thru(hulls, e=e, cache=moved_hulls):
+                # chains share one hull list for all, local, min and max paths: move it once
+                if id(hulls) not in cache:
+                    cache[id(hulls)] = [h.through(m) for h, m in zip(hulls, e.maps)]
+                return cache[id(hulls)]
             moved = [tuple(m.apply(mat) for m, mat in zip(e.maps, term)) for term in e.src.local]
             moved_g = [tuple(m.apply(mat) for m, mat in zip(e.maps, term)) for term in e.src.glob]
             if e.via is None:
                 local += moved
                 glob += moved_g
                 if e.src.local_hull is not None:
-                    local_hulls.append([h.through(m) for h, m in zip(e.src.local_hull, e.maps)])
+                    local_hulls.append(thru(e.src.local_hull))
             else:
                 glob += moved + moved_g
                 via.append(e.via)
             via += [v for v in e.src.via if v not in via]
             if e.src.hull is not None:
-                all_hulls.append([h.through(m) for h, m in zip(e.src.hull, e.maps)])
-                cands.append(([h.through(m) for h, m in zip(e.src.min_hull, e.maps)],
-                              [h.through(m) for h, m in zip(e.src.max_hull, e.maps)]))
+                all_hulls.append(thru(e.src.hull))
+                cands.append((thru(e.src.min_hull), thru(e.src.max_hull)))
         local = simplify(local)
         glob = simplify(glob)
         if local and glob:
@@ -230,8 +249,8 @@ class Node:
         if not all_hulls:
             return cls(grid, local, glob, None, None, None, None, tuple(via))
         k = len(grid)
-        hull = [Hull.union([h[a] for h in all_hulls]) for a in range(k)]
-        local_hull = [Hull.union([h[a] for h in local_hulls]) for a in range(k)] if local_hulls else None
+        hull = _union_lists(all_hulls, k)
+        local_hull = _union_lists(local_hulls, k) if local_hulls else None
         min_hull = min((c[0] for c in cands), key=lambda hs: sum(h.central_size() for h in hs))
         max_hull = max((c[1] for c in cands), key=lambda hs: sum(h.central_size() for h in hs))
         return cls(grid, local, glob, hull, local_hull, min_hull, max_hull, tuple(via))
