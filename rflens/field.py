@@ -231,17 +231,17 @@ class Layer:
 
     @property
     def min_rf(self) -> tuple[int, ...]:
-        return self._path_size("min_hull", min)
+        return self._path_size(0, min)
 
     @property
     def max_rf(self) -> tuple[int, ...]:
-        return self._path_size("max_hull", max)
+        return self._path_size(1, max)
 
-    def _path_size(self, which: str, pick) -> tuple[int, ...]:
-        hulls = [getattr(n, which) for n in self._nodes() if getattr(n, which) is not None]
-        if self.local_only or not hulls:
+    def _path_size(self, which: int, pick) -> tuple[int, ...]:
+        sizes = [n.path_sizes for n in self._nodes() if n.path_sizes is not None]
+        if self.local_only or not sizes:
             return self.rf_size
-        return tuple(int(pick(int(np.max(h[a].sizes())) for h in hulls)) for a in range(self.analysis.k))
+        return tuple(_num(pick(s[a][which] for s in sizes)) for a in range(self.analysis.k))
 
     @property
     def covers_input(self) -> tuple[bool, ...]:

@@ -188,72 +188,77 @@ def _union_lists(lists: list[list[Hull]], k: int) -> list[Hull]:
     return [Hull.union([h[a] for h in lists]) for a in range(k)]
 
 
+def _grow(lo_hi: tuple[float, float], hull: Hull, amap: AxisMap) -> tuple[float, float]:
+    """Path sizes through one map: the central unit's span of source units times their jump."""
+    row = amap.virtual[amap.n_out // 2]
+    row = row[~np.isnan(row)]
+    span = float(row.max() - row.min()) if row.size else 0.0
+    return lo_hi[0] + span * hull.jump, lo_hi[1] + span * hull.jump
+
+
 class Node:
     """A grid of units with exact dependency terms and unclipped hulls per axis.
 
     ``local`` terms reach the input without passing a global-context op; ``glob`` terms do.
+    ``path_sizes`` holds, per axis, the smallest and largest RF over single paths (the
+    classic size recursion ``size + span * jump`` along each path, as rfa-toolbox does).
     """
 
     def __init__(self, grid: tuple[int, ...], local: list[Term], glob: list[Term],
                  hull: list[Hull] | None, local_hull: list[Hull] | None,
-                 min_hull: list[Hull] | None, max_hull: list[Hull] | None,
-                 via: tuple[str, ...] = ()):
+                 path_sizes: list[tuple[float, float]] | None, via: tuple[str, ...] = ()):
         self.grid = grid
         self.local = local
         self.glob = glob
         self.hull = hull
         self.local_hull = local_hull
-        self.min_hull = min_hull
-        self.max_hull = max_hull
+        self.path_sizes = path_sizes
         self.via = via
 
     @classmethod
     def input(cls, spatial: tuple[int, ...]) -> "Node":
         term = tuple(np.eye(n, dtype=bool) for n in spatial)
         hull = [Hull(np.arange(n, dtype=float), np.arange(n, dtype=float) + 1, 1.0) for n in spatial]
-        return cls(tuple(spatial), [term], [], hull, hull, hull, hull)
+        return cls(tuple(spatial), [term], [], hull, hull, [(1.0, 1.0)] * len(spatial))
 
     @classmethod
     def from_edges(cls, grid: tuple[int, ...], edges: list[Edge]) -> "Node":
         local: list[Term] = []
         glob: list[Term] = []
-        local_hulls, all_hulls, cands = [], [], []
+        local_hulls, all_hulls, sizes = [], [], []
         via: list[str] = []
         for e in edges:
-            moved_hulls: dict[int, list[Hull]] = {}
-
-            def thru(hulls, e=e, cache=moved_hulls):
-                # chains share one hull list for all, local, min and max paths: move it once
-                if id(hulls) not in cache:
-                    cache[id(hulls)] = [h.through(m) for h, m in zip(hulls, e.maps)]
-                return cache[id(hulls)]
             moved = [tuple(m.apply(mat) for m, mat in zip(e.maps, term)) for term in e.src.local]
             moved_g = [tuple(m.apply(mat) for m, mat in zip(e.maps, term)) for term in e.src.glob]
+            if e.src.hull is not None:
+                all_hulls.append([h.through(m) for h, m in zip(e.src.hull, e.maps)])
+                sizes.append([_grow(lo_hi, h, m) for lo_hi, h, m in zip(e.src.path_sizes, e.src.hull, e.maps)])
             if e.via is None:
                 local += moved
                 glob += moved_g
-                if e.src.local_hull is not None:
-                    local_hulls.append(thru(e.src.local_hull))
+                if e.src.local_hull is e.src.hull and all_hulls:
+                    local_hulls.append(all_hulls[-1])
+                elif e.src.local_hull is not None:
+                    local_hulls.append([h.through(m) for h, m in zip(e.src.local_hull, e.maps)])
             else:
                 glob += moved + moved_g
                 via.append(e.via)
             via += [v for v in e.src.via if v not in via]
-            if e.src.hull is not None:
-                all_hulls.append(thru(e.src.hull))
-                cands.append((thru(e.src.min_hull), thru(e.src.max_hull)))
         local = simplify(local)
         glob = simplify(glob)
         if local and glob:
             # a global term adds nothing where a local term already covers it
             glob = [g for g in glob if not any(all((a <= b).all() for a, b in zip(g, t)) for t in local)]
         if not all_hulls:
-            return cls(grid, local, glob, None, None, None, None, tuple(via))
+            return cls(grid, local, glob, None, None, None, tuple(via))
         k = len(grid)
         hull = _union_lists(all_hulls, k)
         local_hull = _union_lists(local_hulls, k) if local_hulls else None
-        min_hull = min((c[0] for c in cands), key=lambda hs: sum(h.central_size() for h in hs))
-        max_hull = max((c[1] for c in cands), key=lambda hs: sum(h.central_size() for h in hs))
-        return cls(grid, local, glob, hull, local_hull, min_hull, max_hull, tuple(via))
+        if local_hull is not None and len(local_hulls) == len(all_hulls) and all(
+                a is b for a, b in zip(local_hulls, all_hulls)):
+            local_hull = hull  # one list for both: later edges move it once
+        path_sizes = [(min(s[a][0] for s in sizes), max(s[a][1] for s in sizes)) for a in range(k)]
+        return cls(grid, local, glob, hull, local_hull, path_sizes, tuple(via))
 
     # -- queries ---------------------------------------------------------------------------
     def terms(self, local_only: bool = False) -> list[Term]:
