@@ -1188,6 +1188,19 @@ def fast_meta(func, args, kwargs):
         return torch.empty_like(x), x.new_empty((c,)), x.new_empty((c,))
     if name == "convolution" and not kwargs:
         return _conv_meta(*args)
+    if name in ("add", "sub", "mul", "div") and overload in ("Tensor", "Scalar") and len(args) == 2 and (
+            "alpha" not in kwargs or len(kwargs) == 1) and set(kwargs) <= {"alpha"}:
+        a, b = args
+        shape = torch.broadcast_shapes(a.shape, b.shape) if isinstance(b, torch.Tensor) else a.shape
+        return torch.empty(shape, dtype=torch.result_type(a, b), device="meta")
+    if name in ("mm", "addmm", "bmm") and not kwargs:
+        a, b = (args[1], args[2]) if name == "addmm" else (args[0], args[1])
+        if a.shape[-1] == b.shape[-2]:
+            return torch.empty((*a.shape[:-1], b.shape[-1]), dtype=a.dtype, device="meta")
+    if name == "native_layer_norm" and not kwargs:
+        x, n = args[0], len(args[1])
+        stats = (*x.shape[: x.ndim - n], *([1] * n))
+        return torch.empty_like(x), x.new_empty(stats), x.new_empty(stats)
     return None
 
 
