@@ -167,7 +167,13 @@ def coalesce(table: Table, shape, parts: list[Part]) -> Tracked:
             out.append(c)
     if not out:
         out = [Part(np.full((1,) * ndim, -1, np.int64), tuple(zero_pos(ndim) for _ in range(k)))]
+    if len(out) > MAX_PARTS:
+        raise LayoutError(f"its output reads more than {MAX_PARTS} differently placed copies of its inputs "
+                          "(as window attention over reshaped windows does)")
     return Tracked(tuple(shape), out)
+
+
+MAX_PARTS = 64
 
 
 def _units_key(p: Part, shape) -> bytes:

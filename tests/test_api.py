@@ -157,3 +157,8 @@ def test_vision_transformer_tokens_are_global_through_attention_and_local_to_the
     # token 1 is the first patch (token 0 is the class token, which sees everything only globally)
     assert block.local.unit((1,)).box == ((0, 16), (0, 16))
     assert block.unit((0,)).support_size == 224 * 224
+
+
+def test_window_attention_is_refused_with_the_module_named_not_guessed():
+    with pytest.raises(rflens.UnsupportedOpError, match=r"features\.1\.1\.attn.*method='probe'"):
+        rflens.analyze(load_model("swin_t"), (3, 224, 224))
