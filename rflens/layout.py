@@ -151,19 +151,14 @@ def expand_dim(arr: np.ndarray, dim: int, n: int) -> np.ndarray:
 
 
 def concat(arrs: list[np.ndarray], dim: int, sizes: list[int]) -> np.ndarray:
-    ndim = arrs[0].ndim
-    if all(a.shape[dim] == 1 for a in arrs) and all(s != 1 for s in sizes) or all(a.shape[dim] == 1 for a in arrs):
+    """Concatenate along ``dim`` arrays that broadcast to tensors of ``sizes[i]`` there."""
+    if all(a.shape[dim] == 1 for a in arrs):
         common = np.broadcast_shapes(*[a.shape for a in arrs])
         first = np.broadcast_to(arrs[0], common)
-        if all(np.array_equal(first, np.broadcast_to(a, common)) for a in arrs[1:]) and all(
-            a.shape[dim] == 1 for a in arrs
-        ):
-            return arrs[0]
-    others = [max(a.shape[d] for a in arrs) if d != dim else None for d in range(ndim)]
-    grown = []
-    for a, n in zip(arrs, sizes):
-        shape = [n if d == dim else others[d] for d in range(ndim)]
-        grown.append(np.broadcast_to(a, shape))
+        if all(np.array_equal(first, np.broadcast_to(a, common)) for a in arrs[1:]):
+            return arrs[0]  # one value all along the joined dim: it stays broadcast
+    others = [max(a.shape[d] for a in arrs) for d in range(arrs[0].ndim)]
+    grown = [np.broadcast_to(a, others[:dim] + [n] + others[dim + 1:]) for a, n in zip(arrs, sizes)]
     return np.concatenate(grown, axis=dim)
 
 

@@ -406,16 +406,8 @@ def cat(op: Op):
         tensors_tr = [op.t(t) or constant(op, tuple(t.shape)) for t in tensors]
     sizes = [tr.shape[dim] for tr in tensors_tr]
     columns = pad_parts(tensors_tr, ndim, op.k)
-    parts = []
-    for pi in range(len(columns[0])):
-        arrays = []
-        for j in range(1 + op.k):
-            arrs = [col[pi].arrays()[j] for col in columns]
-            if j == 0:
-                arrs = [expand_dim(a, dim, n) if a.shape[dim] == 1 and n > 1 and not (a < 0).all() else a
-                        for a, n in zip(arrs, sizes)]
-            arrays.append(concat(arrs, dim, sizes))
-        parts.append(Part.of(arrays))
+    parts = [Part.of([concat([col[pi].arrays()[j] for col in columns], dim, sizes) for j in range(1 + op.k)])
+             for pi in range(len(columns[0]))]
     return coalesce(op.table, shape, parts)
 
 
