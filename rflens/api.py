@@ -61,7 +61,7 @@ def analyze(model: nn.Module, input_size: Sequence[int] | str, method: str = "an
             f"the model failed when called on one input of shape {(1, *size)} (meta tensors): "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. rflens calls "
             "model(x) with a single (N, C, *spatial) tensor.") from e
-    return Analysis(flow, rec.records, rec.order, size)
+    return Analysis(flow, rec.records, rec.order, size, type(model).__name__)
 
 
 def _raised_by_rflens(e: BaseException) -> bool:

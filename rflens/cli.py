@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -180,6 +181,82 @@ def cmd_unit(args) -> int:
     return 0
 
 
+def _output_path(args, default: str) -> str:
+    if args.output:
+        return args.output
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", default)
+
+
+def _analysis(args, model_name: str | None = None):
+    model, size = _model_and_size(args)
+    a = analyze(model, size)
+    a.model_name = model_name or args.model
+    return a
+
+
+def _picture_for(args, analysis):
+    if not getattr(args, "image", None):
+        return None
+    from .images import load_image
+    if len(analysis.spatial) != 2:
+        raise RFLensError("--image needs a model with 2-D inputs")
+    return load_image(args.image, analysis.spatial)
+
+
+def cmd_show(args) -> int:
+    from .plot import save, unit_figure
+    analysis = _analysis(args)
+    layer = analysis[args.layer]
+    if args.local:
+        layer = layer.local or _no_local(layer)
+    unit = layer.unit(_parse_unit(args.unit))
+    picture = _picture_for(args, analysis)
+    fig = unit_figure(layer, unit, picture, args.model)
+    path = _output_path(args, f"rf_{args.model}_{args.layer}_{'-'.join(map(str, unit.index))}.png")
+    print(save(fig, path))
+    return 0
+
+
+def _no_local(layer):
+    raise RFLensError(f"layer '{layer.name}' has no local receptive field: every path to it passes "
+                      f"global context ({', '.join(layer.global_via[:2])})")
+
+
+def cmd_grid(args) -> int:
+    from .plot import grid_figure, save, select_layers
+    analysis = _analysis(args)
+    unit = _parse_unit(args.unit)
+    if unit is None:
+        raise RFLensError("--unit must be indices such as 3,3 for a grid of layers")
+    fig = grid_figure(analysis, unit, select_layers(analysis, args.layers), args.model)
+    print(save(fig, _output_path(args, f"grid_{args.model}_{'-'.join(map(str, unit))}.png")))
+    return 0
+
+
+def cmd_growth(args) -> int:
+    from .plot import growth_figure, save
+    analyses = {}
+    for spec in args.models:
+        model = load_model(spec, parse_model_args(args.model_arg))
+        size = parse_input_size(args.input_size) if args.input_size else default_input_size(spec)
+        analyses[f"{spec} ({'x'.join(map(str, size[1:]))})"] = analyze(model, size)
+    fig = growth_figure(analyses, args.layers)
+    print(save(fig, _output_path(args, "growth_" + "_".join(args.models) + ".png")))
+    return 0
+
+
+def cmd_overlay(args) -> int:
+    from .plot import overlay_figure, save
+    analysis = _analysis(args)
+    picture = _picture_for(args, analysis)
+    layers = [n.strip() for n in args.layers.split(",") if n.strip()]
+    for n in layers:
+        analysis[n]  # unknown names fail here, with close matches
+    fig = overlay_figure(analysis, picture, layers, args.units, args.model)
+    print(save(fig, _output_path(args, f"overlay_{args.model}.png")))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rflens", description="Exact receptive fields of PyTorch models.")
     p.add_argument("--version", action="version", version=f"rflens {__version__}")
@@ -205,6 +282,42 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--method", choices=["analytic", "probe"], default="analytic")
     u.add_argument("--local", action="store_true", help="ignore global-context paths (SE gates, ...)")
     u.set_defaults(func=cmd_unit)
+
+    def output(sp):
+        sp.add_argument("-o", "--output", help="picture to write: .png, .svg or .pdf (default: a name "
+                        "from the arguments, in the current folder)")
+
+    sh = sub.add_parser("show", help="picture: one unit's exact RF on the input or an image")
+    common(sh)
+    sh.add_argument("--layer", required=True)
+    sh.add_argument("--unit", default="center", help="0-based unit index, e.g. 7,7 (default: center)")
+    sh.add_argument("--image", help="draw on this picture (resized and centre-cropped to the input size)")
+    sh.add_argument("--local", action="store_true", help="ignore global-context paths")
+    output(sh)
+    sh.set_defaults(func=cmd_show)
+
+    g = sub.add_parser("grid", help="picture: one unit's RF in every selected layer")
+    common(g)
+    g.add_argument("--unit", required=True, help="0-based unit index; clamped on smaller grids")
+    g.add_argument("--layers", default="conv,pool", help="op kinds (conv,pool), 'all', or a regex on names")
+    output(g)
+    g.set_defaults(func=cmd_grid)
+
+    gr = sub.add_parser("growth", help="chart: RF size and stride against depth, several models")
+    gr.add_argument("models", nargs="+", metavar="MODEL")
+    gr.add_argument("--input-size", help="C x spatial for every model (default: each model's usual size)")
+    gr.add_argument("--model-arg", action="append", metavar="KEY=VALUE")
+    gr.add_argument("--layers", default="conv,pool", help="which layers count as depth")
+    output(gr)
+    gr.set_defaults(func=cmd_growth)
+
+    ov = sub.add_parser("overlay", help="picture: RF boxes of a few units per layer on a photograph")
+    common(ov)
+    ov.add_argument("--image", required=True)
+    ov.add_argument("--layers", required=True, help="comma-separated layer names")
+    ov.add_argument("--units", default="center,corners", help="center, corners and/or i:j, comma-separated")
+    output(ov)
+    ov.set_defaults(func=cmd_overlay)
     return p
 
 

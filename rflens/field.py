@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -28,6 +28,19 @@ class Unit:
     box: tuple[tuple[int, int], ...]
     unclipped_box: tuple[tuple[int, int], ...]
     center: tuple[float, ...]
+    owner: "Layer | None" = field(default=None, repr=False, compare=False)
+
+    def plot(self, image=None):
+        """This unit's RF on the input (or ``image``: a path or an HxWx3 array), beside its
+        layer's grid; a matplotlib Figure."""
+        from .plot import unit_figure
+        if self.owner is None:
+            raise ValueError("this unit was not made by a Layer, so it has no grid to draw")
+        return unit_figure(self.owner, self, _picture(image, self.owner.analysis.spatial))
+
+    def _repr_png_(self) -> bytes | None:
+        from .plot import to_png
+        return to_png(self.plot()) if self.owner is not None and self.mask.ndim == 2 else None
 
     @property
     def support_size(self) -> int:
@@ -298,7 +311,11 @@ class Layer:
         box = tuple((int(blo[a][u]), int(bhi[a][u])) if bhi[a][u] >= 0 else (0, 0) for a in range(len(shape)))
         unclipped = tuple((_num(float(lo[a][u])), _num(float(hi[a][u]))) for a in range(len(shape)))
         center = tuple(None if l is None else _num((l + h - 1) / 2) for l, h in unclipped)
-        return Unit(self.name, u, mask, box, unclipped, center)
+        return Unit(self.name, u, mask, box, unclipped, center, self)
+
+    def plot(self, unit=None, image=None):
+        """Shortcut for ``layer.unit(unit).plot(image)`` (default: the centre unit)."""
+        return self.unit(unit).plot(image)
 
     def projective_field(self, pixel=None, box=None) -> np.ndarray:
         """Units of this layer (bool over its grid) that see an input pixel or box.
@@ -341,6 +358,20 @@ class Layer:
         }
 
 
+def _picture(image, spatial):
+    """A path, an HxWx3 (or HxW) array in [0, 1] or 0..255, or a Picture, fitted to the input."""
+    from .images import Picture, fit, load_image
+    if image is None or isinstance(image, Picture):
+        return image
+    size = tuple(spatial[-2:])
+    if isinstance(image, np.ndarray):
+        arr = image.astype(float)
+        arr = arr / 255 if arr.max() > 1 else arr
+        arr = np.repeat(arr[..., None], 3, axis=2) if arr.ndim == 2 else arr[..., :3]
+        return fit(arr, size)
+    return load_image(image, size)
+
+
 def _num(x: float):
     """int where whole, None where a unit reads nothing (e.g. a padding slot)."""
     x = float(x)
@@ -365,7 +396,9 @@ class Analysis:
     (((0, 14), (0, 14)), ((-13, 14), (-13, 14)))
     """
 
-    def __init__(self, flow: Flow, records: dict[str, Record], order: list[str], input_size):
+    def __init__(self, flow: Flow, records: dict[str, Record], order: list[str], input_size,
+                 model_name: str = ""):
+        self.model_name = model_name
         self.nodes = flow.table.nodes
         self.k = flow.k
         self.input_size = tuple(input_size)
@@ -396,6 +429,29 @@ class Analysis:
 
     def table(self) -> list[dict]:
         return [self[n].to_dict() for n in self._order]
+
+    def plot(self, layers: str = "conv,pool"):
+        """RF size and stride against depth (a matplotlib Figure)."""
+        from .plot import growth_figure
+        return growth_figure({self.model_name or "model": self}, layers)
+
+    def plot_grid(self, unit, layers: str = "conv,pool"):
+        """One panel per layer with the same unit's RF (indices clamped to smaller grids)."""
+        from .plot import grid_figure, select_layers
+        return grid_figure(self, tuple(unit), select_layers(self, layers))
+
+    def _repr_html_(self) -> str:
+        import html
+        head = ["layer", "op", "output", "RF", "stride", "start", "global"]
+        rows = []
+        for r in self.table():
+            cells = [r["name"], r["op"], "x".join(map(str, r["output_shape"])),
+                     "x".join(map(str, r["rf_size"])), "x".join(map(str, r["stride"])),
+                     "x".join(map(str, r["start"])), "global" if r["global"] else ""]
+            rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+        return (f"<p>{html.escape(self.model_name)} at {'x'.join(map(str, self.input_size))}: "
+                f"{len(self)} layers</p><table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
+                + "".join(rows) + "</table>")
 
     def __repr__(self) -> str:
         return f"<Analysis input={list(self.input_size)} layers={len(self)}>"

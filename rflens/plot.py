@@ -1,0 +1,273 @@
+"""Pictures of receptive fields, drawn from the engine's exact masks.
+
+Every function returns a ``matplotlib.figure.Figure`` built without pyplot (no global state, no
+display needed); ``save`` writes one atomically (PNG, SVG or PDF by extension).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from .errors import RFLensError
+from .images import Picture
+
+MASK_RGB = (1.0, 0.42, 0.0)       # the support: orange
+MASK_ALPHA = 0.6
+BOX_RGB = (0.0, 0.45, 0.9)        # the clipped box
+UNCLIPPED_RGB = (0.5, 0.5, 0.5)   # the classic box, reaching into padding
+UNIT_RGB = (0.85, 0.1, 0.1)
+LAYER_COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"]
+
+
+def _fmt(values) -> str:
+    values = [v for v in values]
+    return str(values[0]) if len(set(values)) == 1 else "x".join(str(v) for v in values)
+
+
+def _plane(mask: np.ndarray) -> tuple[np.ndarray, str]:
+    """A 2-D view of a 1-, 2- or 3-D mask, and a note on how it was made."""
+    if mask.ndim == 1:
+        return mask[None, :], ""
+    if mask.ndim == 3:
+        return mask.any(axis=0), "projected over time"
+    return mask, ""
+
+
+def draw_field(ax, unit, shape: tuple[int, ...], picture: Picture | None = None, rgb=MASK_RGB,
+               boxes: bool = True) -> None:
+    """The unit's exact mask (and boxes) on the input grid or picture, one data unit per pixel."""
+    plane, _ = _plane(unit.mask)
+    h, w = plane.shape
+    extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+    if picture is not None:
+        ax.imshow(picture.pixels, extent=extent, interpolation="nearest")
+    else:
+        ax.imshow(np.ones((h, w, 3)), extent=extent, interpolation="nearest")
+        if max(h, w) <= 64:
+            ax.set_xticks(np.arange(-0.5, w, 1), minor=True)
+            ax.set_yticks(np.arange(-0.5, h, 1), minor=True)
+            ax.grid(which="minor", color="0.85", linewidth=0.4)
+    overlay = np.zeros((h, w, 4))
+    overlay[plane] = (*rgb, MASK_ALPHA)
+    ax.imshow(overlay, extent=extent, interpolation="nearest")
+    if boxes and unit.mask.any():
+        (y0, y1), (x0, x1) = _yx(unit.box, len(shape))
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=BOX_RGB,
+                               linewidth=1.5))
+        ax.annotate(f"{y1 - y0}x{x1 - x0}" if len(shape) > 1 else f"{x1 - x0}", (x0 - 0.5, y0 - 0.5),
+                    xytext=(1, 2), textcoords="offset points", fontsize=8, color=BOX_RGB,
+                    annotation_clip=True)
+        if unit.clipped and unit.unclipped_box[0][0] is not None:
+            (uy0, uy1), (ux0, ux1) = _yx(unit.unclipped_box, len(shape))
+            ax.add_patch(Rectangle((ux0 - 0.5, uy0 - 0.5), ux1 - ux0, uy1 - uy0, fill=False,
+                                   edgecolor=UNCLIPPED_RGB, linewidth=1, linestyle="--", clip_on=True))
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+
+
+def _yx(box, k: int):
+    if k == 1:
+        return (0, 1), box[0]
+    return box[-2], box[-1]
+
+
+def unit_figure(layer, unit, picture: Picture | None = None, model_name: str = "") -> Figure:
+    """The RF of one unit on the input (left) and the unit on its layer's grid (right)."""
+    analysis = layer.analysis
+    fig = Figure(figsize=(10, 5.2), dpi=100, layout="constrained")
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1]})
+    draw_field(left, unit, analysis.spatial, picture)
+    _, how = _plane(unit.mask)
+    sub = [f"box {' x '.join(f'[{a},{b})' for a, b in unit.box)}", f"support {unit.support_size} px"]
+    if picture is not None:
+        sub.append(f"image: {picture.transform}")
+    if how:
+        sub.append(how)
+    left.set_title("input " + "x".join(map(str, analysis.spatial)) + "\n" + ", ".join(sub), fontsize=9)
+    grid = layer.grid_shape
+    g = np.zeros(grid if len(grid) == 2 else (1, max(1, int(np.prod(grid)))))
+    cell = unit.index if len(grid) == 2 else (0, int(np.ravel_multi_index(unit.index, grid)) if grid else 0)
+    right.imshow(g, cmap="Greys", vmin=0, vmax=1, extent=(-0.5, g.shape[1] - 0.5, g.shape[0] - 0.5, -0.5))
+    right.add_patch(Rectangle((cell[1] - 0.5, cell[0] - 0.5), 1, 1, color=UNIT_RGB))
+    if max(g.shape) <= 64:
+        right.set_xticks(np.arange(-0.5, g.shape[1], 1), minor=True)
+        right.set_yticks(np.arange(-0.5, g.shape[0], 1), minor=True)
+        right.grid(which="minor", color="0.8", linewidth=0.4)
+    right.set_title(f"layer {layer.name}: grid {'x'.join(map(str, grid)) or '1'}, unit "
+                    f"{', '.join(map(str, unit.index)) or '()'}", fontsize=9)
+    clipped = "clipped by the border" if unit.clipped else "not clipped"
+    glob = ", global" if layer.is_global else ""
+    fig.suptitle(f"{model_name or analysis.model_name} · {layer.name} · unit ({', '.join(map(str, unit.index))}) — "
+                 f"RF {_fmt(layer.rf_size)}, stride {_fmt(layer.stride)}, {clipped}{glob}", fontsize=11)
+    return fig
+
+
+def select_layers(analysis, select: str = "conv,pool") -> list[str]:
+    """Layer names by kind ("conv,pool", any comma list of op fragments), "all", or a regex."""
+    names = [n for n in analysis.layers if n not in ("x", "input", "output")]
+    if select == "all":
+        return names
+    kinds = [s.strip().lower() for s in select.split(",")]
+    if all(re.fullmatch(r"[a-z0-9_]+", s) for s in kinds):
+        chosen = [n for n in names if any(s in analysis[n].op.lower() for s in kinds)]
+        if chosen:
+            return chosen
+    try:
+        pattern = re.compile(select)
+    except re.error as e:
+        raise RFLensError(f"--layers {select!r} is neither op kinds (conv,pool), 'all', nor a regex: {e}") from None
+    chosen = [n for n in names if pattern.search(n)]
+    if not chosen:
+        raise RFLensError(f"no layer matches {select!r}")
+    return chosen
+
+
+def grid_figure(analysis, unit, layers: list[str], model_name: str = "", cols: int = 6) -> Figure:
+    """One panel per layer with the same unit's exact mask (the VGG-16 figure)."""
+    rows = -(-len(layers) // cols)
+    fig = Figure(figsize=(2.3 * min(cols, len(layers)), 2.5 * rows), dpi=100, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, min(cols, len(layers)), squeeze=False)).ravel()
+    for ax, name in zip(axes, layers):
+        layer = analysis[name]
+        want = tuple(unit)
+        grid = layer.grid_shape
+        if len(grid) != len(want):
+            ax.set_axis_off()
+            ax.set_title(f"{name}\n(no {len(want)}-D grid)", fontsize=8)
+            continue
+        idx = tuple(min(u, n - 1) for u, n in zip(want, grid))
+        u = layer.unit(idx)
+        draw_field(ax, u, analysis.spatial, boxes=False)
+        note = f"\nclamped to {idx}" if idx != want else ""
+        ax.set_title(f"{name}  RF {_fmt(layer.rf_size)}{note}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[len(layers):]:
+        ax.set_axis_off()
+    fig.suptitle(f"{model_name or analysis.model_name}: unit ({', '.join(map(str, unit))}) across layers",
+                 fontsize=11)
+    return fig
+
+
+def growth_figure(analyses: dict, select: str = "conv,pool") -> Figure:
+    """RF size and effective stride against depth, several models on one chart."""
+    fig = Figure(figsize=(9, 6.5), dpi=100, layout="constrained")
+    size_ax, stride_ax = fig.subplots(2, 1, sharex=True)
+    inputs = set()
+    for (name, analysis), colour in zip(analyses.items(), LAYER_COLOURS * 4):
+        layers = main_path(analysis, select)
+        depth = np.arange(1, len(layers) + 1)
+        size = [max((l.local or l).rf_size) for l in layers]
+        stride = [max(l.stride) for l in layers]
+        size_ax.plot(depth, size, "-o", ms=3, color=colour, label=name)
+        g = [i for i, l in enumerate(layers) if l.is_global]
+        if g:
+            size_ax.plot(depth[g], np.array(size)[g], "x", ms=6, color=colour)
+        stride_ax.plot(depth, stride, "-o", ms=3, color=colour, label=name)
+        inputs.add(max(analysis.spatial))
+    for i, n in enumerate(sorted(inputs)):
+        size_ax.axhline(n, color="0.4", linestyle="--", linewidth=1)
+        size_ax.annotate(f"input {n} px", (0, n), xycoords=("axes fraction", "data"), xytext=(4 + 70 * i, 3),
+                         textcoords="offset points", fontsize=8, color="0.3")
+    size_ax.set_ylabel("RF size (px, largest axis)")
+    size_ax.set_title("receptive field growth along the deepest path; above the input size a layer "
+                      "sees everything (x: global context, local field plotted)", fontsize=9)
+    size_ax.legend(fontsize=8)
+    stride_ax.set_ylabel("effective stride (px)")
+    stride_ax.set_yscale("log", base=2)
+    stride_ax.set_xlabel(f"depth ({select} layers)")
+    return fig
+
+
+def main_path(analysis, select: str = "conv,pool") -> list:
+    """Selected layers in execution order, keeping those that do not shrink the RF: parallel
+    branches with smaller fields (Inception) drop out, leaving growth along the deepest path.
+    Layers with global context and no local field are left out."""
+    kept, best = [], 0
+    for n in select_layers(analysis, select):
+        layer = analysis[n]
+        if len(layer.grid_shape) != analysis.k:
+            continue
+        field = layer.local if layer.is_global else layer
+        if field is None:
+            continue
+        size = max(field.rf_size)
+        if size >= best:
+            kept.append(layer)
+            best = size
+    return kept
+
+
+def overlay_figure(analysis, picture: Picture, layers: list[str], units: str = "center,corners",
+                   model_name: str = "") -> Figure:
+    """Boxes of a few units per layer drawn on a photograph, a colour per layer (AlexNet figure)."""
+    fig = Figure(figsize=(7, 7.4), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    h, w = analysis.spatial[-2:]
+    ax.imshow(picture.pixels, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+    for name, colour in zip(layers, LAYER_COLOURS * 4):
+        layer = analysis[name]
+        for u in _pick_units(layer.grid_shape, units):
+            unit = layer.unit(u)
+            (y0, y1), (x0, x1) = unit.box[-2], unit.box[-1]
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour,
+                                   linewidth=2))
+        ax.plot([], [], color=colour, linewidth=2, label=f"{name}: RF {_fmt(layer.rf_size)}")
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.legend(loc="upper right", fontsize=8, framealpha=0.85)
+    ax.set_title(f"{model_name or analysis.model_name}: receptive fields ({units})\nimage: {picture.transform}",
+                 fontsize=10)
+    return fig
+
+
+def _pick_units(grid: tuple[int, ...], which: str) -> list[tuple[int, ...]]:
+    if len(grid) != 2:
+        raise RFLensError(f"overlay needs layers with a 2-D grid, not {grid}")
+    h, w = grid
+    picks: list[tuple[int, int]] = []
+    for part in which.split(","):
+        part = part.strip()
+        if part in ("center", "centre"):
+            picks.append((h // 2, w // 2))
+        elif part == "corners":
+            picks += [(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1)]
+        elif re.fullmatch(r"\d+:\d+", part):
+            i, j = (int(v) for v in part.split(":"))
+            picks.append((min(i, h - 1), min(j, w - 1)))
+        else:
+            raise RFLensError(f"--units {which!r}: use center, corners or i:j, comma-separated")
+    return list(dict.fromkeys(picks))
+
+
+def save(fig: Figure, path: str | Path) -> Path:
+    """Write the figure (format from the extension) without leaving a half-written file."""
+    path = Path(path)
+    ext = path.suffix.lower().lstrip(".")
+    if ext not in ("png", "svg", "pdf"):
+        raise RFLensError(f"cannot write '{path}': use a .png, .svg or .pdf name")
+    if not path.parent.exists():
+        raise RFLensError(f"cannot write '{path}': folder '{path.parent}' does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=f".{ext}.part")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format=ext)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def to_png(fig: Figure) -> bytes:
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
