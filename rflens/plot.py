@@ -59,8 +59,9 @@ def draw_field(ax, unit, shape: tuple[int, ...], picture: Picture | None = None,
     ax.imshow(overlay, extent=extent, interpolation="nearest")
     if boxes and unit.mask.any():
         (y0, y1), (x0, x1) = _yx(unit.box, len(shape))
+        # above the axes frame, so a box clipped by the border is seen on it
         ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=BOX_RGB,
-                               linewidth=1.5))
+                               linewidth=1.5, zorder=5, clip_on=False))
         ax.annotate(f"{y1 - y0}x{x1 - x0}" if len(shape) > 1 else f"{x1 - x0}", (x0 - 0.5, y0 - 0.5),
                     xytext=(1, 2), textcoords="offset points", fontsize=8, color=BOX_RGB,
                     annotation_clip=True)
