@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 # the versions this project is developed and tested with (any torch>=2.2 works)
 TORCH   = torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-slow test-all bench clean
+.PHONY: setup demo test test-slow test-all bench figures clean
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/rflens table vgg16
 	$(BIN)/rflens unit vgg16 --layer features.29 --unit 7,7
+	$(BIN)/rflens show vgg16 --layer features.29 --unit 7,7
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2
@@ -30,6 +31,9 @@ test-all: test test-slow
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+figures: setup
+	$(BIN)/python docs/make_figures.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -65,12 +65,16 @@ def draw_field(ax, unit, shape: tuple[int, ...], picture: Picture | None = None,
         ax.annotate(f"{y1 - y0}x{x1 - x0}" if len(shape) > 1 else f"{x1 - x0}", (x0 - 0.5, y0 - 0.5),
                     xytext=(1, 2), textcoords="offset points", fontsize=8, color=BOX_RGB,
                     annotation_clip=True)
-        if unit.clipped and unit.unclipped_box[0][0] is not None:
-            (uy0, uy1), (ux0, ux1) = _yx(unit.unclipped_box, len(shape))
-            ax.add_patch(Rectangle((ux0 - 0.5, uy0 - 0.5), ux1 - ux0, uy1 - uy0, fill=False,
-                                   edgecolor=UNCLIPPED_RGB, linewidth=1, linestyle="--", clip_on=True))
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
+    if boxes and unit.clipped and unit.unclipped_box[0][0] is not None:
+        # widen the view to the classic box: the grey margin is padding, where the box reaches
+        (uy0, uy1), (ux0, ux1) = _yx(unit.unclipped_box, len(shape))
+        ax.add_patch(Rectangle((ux0 - 0.5, uy0 - 0.5), ux1 - ux0, uy1 - uy0, fill=False,
+                               edgecolor=UNCLIPPED_RGB, linewidth=1.2, linestyle="--", zorder=4))
+        ax.set_facecolor("0.85")
+        ax.set_xlim(min(-0.5, ux0 - 0.5), max(w - 0.5, ux1 - 0.5))
+        ax.set_ylim(max(h - 0.5, uy1 - 0.5), min(-0.5, uy0 - 0.5))
 
 
 def _yx(box, k: int):
@@ -86,12 +90,15 @@ def unit_figure(layer, unit, picture: Picture | None = None, model_name: str = "
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1]})
     draw_field(left, unit, analysis.spatial, picture)
     _, how = _plane(unit.mask)
-    sub = [f"box {' x '.join(f'[{a},{b})' for a, b in unit.box)}", f"support {unit.support_size} px"]
+    lines = [f"input {'x'.join(map(str, analysis.spatial))}: box {' x '.join(f'[{a},{b})' for a, b in unit.box)}, "
+             f"support {unit.support_size} px"]
+    if unit.clipped:
+        lines.append(f"dashed: unclipped box {' x '.join(f'[{a},{b})' for a, b in unit.unclipped_box)}; grey: padding")
     if picture is not None:
-        sub.append(f"image: {picture.transform}")
+        lines.append(f"image: {picture.transform}")
     if how:
-        sub.append(how)
-    left.set_title("input " + "x".join(map(str, analysis.spatial)) + "\n" + ", ".join(sub), fontsize=9)
+        lines.append(how)
+    left.set_title("\n".join(lines), fontsize=8)
     grid = layer.grid_shape
     g = np.zeros(grid if len(grid) == 2 else (1, max(1, int(np.prod(grid)))))
     cell = unit.index if len(grid) == 2 else (0, int(np.ravel_multi_index(unit.index, grid)) if grid else 0)
