@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 import datetime
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from rflens.files import atomic_write
 
 HERE = Path(__file__).parent
 DOC = HERE.parent / "docs" / "benchmarks.md"
@@ -48,10 +48,7 @@ def main() -> None:
             sys.exit(f"{script} failed:\n{res.stderr}")
         parts += [f"## {title}", "", text, "", f"Command: `python benchmarks/{script}`", "", res.stdout.strip(), ""]
     DOC.parent.mkdir(exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=DOC.parent, suffix=".md.part")
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(parts))
-    os.replace(tmp, DOC)
+    atomic_write(DOC, lambda tmp: Path(tmp).write_text("\n".join(parts)))
     print(DOC.read_text())
 
 

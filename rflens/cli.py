@@ -13,14 +13,13 @@ import json
 import os
 import re
 import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from .api import analyze, parse_input_size
 from .errors import RFLensError
+from .files import atomic_write
 from .models import default_input_size, load_model, parse_model_args
 
 EXIT_BAD_INPUT = 2
@@ -112,18 +111,11 @@ def _parse_unit(text: str) -> tuple[int, ...]:
         raise RFLensError(f"--unit {text!r} is not a comma-separated list of integers (e.g. 7,7)") from None
 
 
-def _atomic_save_npy(path: str, array: np.ndarray) -> None:
-    target = Path(path)
-    if target.parent and not target.parent.exists():
-        raise RFLensError(f"cannot write '{path}': folder '{target.parent}' does not exist")
-    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", suffix=".npy.part")
-    try:
-        with os.fdopen(fd, "wb") as f:
+def _save_npy(path: str, array: np.ndarray) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a name
             np.save(f, array)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, write)
 
 
 def cmd_unit(args) -> int:
@@ -159,7 +151,7 @@ def cmd_unit(args) -> int:
         record["rf_size"] = list(rf_size)
         record["stride"] = list(stride)
     if args.mask_out:
-        _atomic_save_npy(args.mask_out, unit.mask)
+        _save_npy(args.mask_out, unit.mask)
     if args.format == "json":
         print(dumps(record))
     else:

@@ -6,9 +6,7 @@ display needed); ``save`` writes one atomically (PNG, SVG or PDF by extension).
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .errors import RFLensError
+from .files import atomic_write
 from .images import Picture
 
 MASK_RGB = (1.0, 0.42, 0.0)       # the support: orange
@@ -261,17 +260,7 @@ def save(fig: Figure, path: str | Path) -> Path:
     ext = path.suffix.lower().lstrip(".")
     if ext not in ("png", "svg", "pdf"):
         raise RFLensError(f"cannot write '{path}': use a .png, .svg or .pdf name")
-    if not path.parent.exists():
-        raise RFLensError(f"cannot write '{path}': folder '{path.parent}' does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=f".{ext}.part")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format=ext)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=ext))
 
 
 def to_png(fig: Figure) -> bytes:
