@@ -598,22 +598,7 @@ def spatial(op: Op, tr: Tracked, op_dims: list[int], sep_dims: list[int], mix_di
         ids, classes = read(tr, op_dims, sep_dims, mix_dims, k)
     except LayoutError as e:
         raise op.fail(str(e)) from None
-    carriers: dict[int, int] = {}
-    for srcs in classes:
-        for s in srcs:
-            for a, i in enumerate(s.carrier):
-                if i is not None:
-                    if carriers.get(a, i) != i or (i in carriers.values() and carriers.get(a) != i):
-                        raise op.fail("spatial axes permuted or merged across the op's dims")
-                    carriers[a] = i
-    dim_of_axis = []
-    for a in range(k):
-        if a in carriers:
-            dim_of_axis.append(carriers[a])
-        elif len(op_dims) == k and a not in carriers.values() and all(v != a for v in carriers.values()):
-            dim_of_axis.append(a)
-        else:
-            dim_of_axis.append(None)
+    dim_of_axis = _axis_dims(op, classes, len(op_dims))
     grid = tuple(n_out[i] if i is not None else 1 for i in dim_of_axis)
     free = [i for i in range(len(op_dims)) if i not in dim_of_axis]
     node_ids = []
@@ -643,6 +628,22 @@ def spatial(op: Op, tr: Tracked, op_dims: list[int], sep_dims: list[int], mix_di
         i = dim_of_axis[a]
         pos.append(ident_pos(ndim, out_op_dims[i], n_out[i]) if i is not None else zero_pos(ndim))
     return Tracked(tuple(out_shape_), [Part(align(comp, ndim), tuple(pos))])
+
+
+def _axis_dims(op: Op, classes, n_op: int) -> list[int | None]:
+    """The op dim carrying each input axis: where the sources say, else op dim ``a`` for axis
+    ``a`` when the op has one dim per axis and that dim is free (None: a size-1 axis)."""
+    carriers: dict[int, int] = {}
+    for srcs in classes:
+        for s in srcs:
+            for a, i in enumerate(s.carrier):
+                if i is not None and carriers.setdefault(a, i) != i:
+                    raise op.fail("spatial axes permuted across the op's dims")
+    used = set(carriers.values())
+    if len(used) != len(carriers):
+        raise op.fail("two spatial axes merged into one of the op's dims")
+    k = op.k
+    return [carriers.get(a, a if n_op == k and a not in used else None) for a in range(k)]
 
 
 def _source_key(s) -> tuple:
