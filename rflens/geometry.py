@@ -178,9 +178,6 @@ class Hull:
     def sizes(self) -> np.ndarray:
         return np.maximum(self.hi - self.lo, 0)
 
-    def central_size(self) -> float:
-        return float(self.sizes()[len(self.lo) // 2])
-
 
 def _union_lists(lists: list[list[Hull]], k: int) -> list[Hull]:
     if all(h is lists[0] for h in lists):

@@ -119,16 +119,6 @@ def broadcast_to(tr: Tracked, shape) -> Tracked:
     return Tracked(shape, [Part.of([align(a, len(shape)) for a in p.arrays()]) for p in tr.parts])
 
 
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    if a is b:
-        return True
-    try:
-        shape = np.broadcast_shapes(a.shape, b.shape)
-    except ValueError:
-        return False
-    return np.array_equal(np.broadcast_to(a, shape), np.broadcast_to(b, shape))
-
-
 def _all_one_grid(table: Table, comp: np.ndarray) -> bool:
     ids = np.unique(comp)
     return all(i < 0 or all(n == 1 for n in table.nodes[i].grid) for i in ids)
