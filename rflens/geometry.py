@@ -175,9 +175,6 @@ class Hull:
         hi = np.maximum.reduce([h.hi for h in hulls])
         return Hull(lo, hi, max(h.jump for h in hulls))
 
-    def sizes(self) -> np.ndarray:
-        return np.maximum(self.hi - self.lo, 0)
-
 
 def _union_lists(lists: list[list[Hull]], k: int) -> list[Hull]:
     if all(h is lists[0] for h in lists):
