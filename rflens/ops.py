@@ -38,7 +38,6 @@ class Op:
     kwargs: dict
     out: object
     module: str
-    module_types: tuple
     flow: "object"  # trace.Flow: .get(tensor) -> Tracked | None, .table, .k
     before: list = None  # (size, stride, offset) of written tensors before an in-place op
 
@@ -215,8 +214,8 @@ mish mish_ clamp clamp_ clamp_min clamp_min_ clamp_max clamp_max_ abs abs_ neg n
 log_ log1p sqrt sqrt_ rsqrt rsqrt_ reciprocal reciprocal_ square sign sgn erf erf_ sin cos
 floor ceil round trunc frac logical_not bitwise_not threshold threshold_ _to_copy clone alias
 detach detach_ lift_fresh lift_fresh_copy contiguous _conj resolve_conj resolve_neg
-native_dropout dropout feature_dropout alpha_dropout _log_softmax_backward_data nan_to_num
-isnan isinf isfinite logit rrelu_with_noise glu_backward fill_ zero_ copy
+native_dropout dropout feature_dropout alpha_dropout nan_to_num
+isnan isinf isfinite logit rrelu_with_noise fill_ zero_ copy prelu _prelu_kernel
 """.split()
 
 
@@ -232,16 +231,11 @@ def passthrough(op: Op):
     return first
 
 
-@rule("prelu", "_prelu_kernel")
-def prelu(op: Op):
-    return passthrough(op)
-
-
 ELEMENTWISE = """
 add add_ sub sub_ rsub mul mul_ div div_ true_divide floor_divide maximum minimum fmax fmin where
 masked_fill masked_fill_ pow pow_ addcmul addcmul_ addcdiv addcdiv_ lerp lerp_ eq ne gt lt ge le
 logical_and logical_or logical_xor bitwise_and bitwise_or bitwise_xor atan2 fmod remainder hypot
-copysign xlogy heaviside clamp_tensor mse_loss_elementwise glu_elementwise
+copysign xlogy heaviside
 """.split()
 
 
@@ -980,13 +974,9 @@ def _partial_global(op: Op, tr: Tracked, dims: list[int], positional: list[int],
             windows.append(Window.of(np.arange(n)[None, :], float(n)))
         else:
             windows.append(Window.of(np.arange(n), 1.0))
-    nd_sep = len(sep)
 
-    def place(ids):
-        full = ids.reshape([tr.shape[d] for d in sep] if ids.size > 1 else [1] * nd_sep)
-        arr = np.expand_dims(full, [d for d in range(tr.ndim) if d not in sep]) if sep else full.reshape(
-            (1,) * tr.ndim)
-        return arr
+    def place(ids):  # ids over the sep dims (ascending), put back in their places
+        return ids.reshape([tr.shape[d] if d in sep and ids.size > 1 else 1 for d in range(tr.ndim)])
     return spatial(op, tr, op_dims, sep, mix, windows, op_dims, shape, place, op.via(kind))
 
 
@@ -1019,7 +1009,7 @@ def reduction(op: Op):
     return res if isinstance(op.out, (tuple, list)) else res[0]
 
 
-@rule("_softmax", "softmax", "_log_softmax", "log_softmax", "_safe_softmax", "cumsum_global")
+@rule("_softmax", "softmax", "_log_softmax", "log_softmax", "_safe_softmax")
 def softmax(op: Op):
     tr = op.t(op.args[0])
     dim = _dim(op.args[1], tr.ndim)
@@ -1056,7 +1046,7 @@ def group_norm(op: Op):
 
 
 @rule("mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_addmm_activation", "addmv", "mv",
-      "dot", "vdot", "outer", "einsum_matmul")
+      "dot", "vdot", "outer")
 def matmul(op: Op):
     base = op.name.split(".")[0]
     a, b = (op.args[1], op.args[2]) if base in ("addmm", "baddbmm", "_addmm_activation", "addmv") else (
@@ -1127,7 +1117,7 @@ def cumulative(op: Op):
 FACTORIES = """
 empty empty_like zeros zeros_like ones ones_like full full_like rand rand_like randn randn_like
 randint randint_like arange linspace scalar_tensor new_empty new_zeros new_ones new_full
-empty_strided new_empty_strided eye tensor lift_fresh_copy_const _to_dense sym_size sym_stride
+empty_strided new_empty_strided eye tensor _to_dense sym_size sym_stride
 sym_numel sym_storage_offset size stride is_same_size _has_compatible_shallow_copy_type
 """.split()
 

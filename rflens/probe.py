@@ -29,7 +29,7 @@ relu relu6 hardtanh hardsigmoid hardswish silu gelu sigmoid tanh elu selu celu l
 mish clamp clamp_min clamp_max clip abs neg negative sign sgn round floor ceil trunc exp log log1p
 sqrt rsqrt reciprocal dropout dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout
 threshold prelu logsigmoid softsign tanhshrink hardshrink softshrink erf sin cos nan_to_num
-square rrelu glu_identity
+square rrelu
 """.split())
 
 
@@ -118,18 +118,18 @@ class PositiveSurrogate(TorchFunctionMode):
             out = parts[0] * 1.0
             for p in parts[1:]:
                 out = out + p
-            return out + args[0].to(out.dtype) * 0 if isinstance(args[0], torch.Tensor) else out
+            return out  # the condition is boolean: it carries no gradient either way
         if base in ("masked_fill",):
             return args[0] if inplace else args[0] * 1.0
-        if base in ("amax", "amin", "max", "min") and len(args) >= 2 and not isinstance(args[1], torch.Tensor):
-            x, dim = args[0], args[1]
+        if base in ("amax", "amin", "max", "min") and not isinstance(_arg(args, 1, None), torch.Tensor):
+            x, dim = args[0], kwargs.get("dim", _arg(args, 1, None))
+            if dim is None or (isinstance(dim, (list, tuple)) and not dim):
+                return x.sum()
             keep = kwargs.get("keepdim", _arg(args, 2, False))
             s = x.sum(dim=dim, keepdim=keep)
             if base in ("max", "min"):
                 return torch.return_types.max((s, torch.zeros_like(s, dtype=torch.long)))
             return s
-        if base in ("amax", "amin", "max", "min") and len(args) == 1:
-            return args[0].sum()
         if base in ("var", "std"):
             x = args[0]
             dim = kwargs.get("dim", _arg(args, 1, None))

@@ -58,7 +58,7 @@ class Flow(TorchDispatchMode):
         self.table = Table()
         self.entries: dict[int, _Entry] = {}
         self.writes: dict[int, int] = {}
-        self.module_stack: list[tuple[str, str]] = []
+        self.module_stack: list[str] = []
         self.current_node: str | None = None
 
     # -- tensor bookkeeping ----------------------------------------------------------------
@@ -114,12 +114,11 @@ class Flow(TorchDispatchMode):
         self.put(target, tracked, root)
 
     @property
-    def module(self) -> tuple[str, tuple]:
+    def module(self) -> str:
+        """Qualified name of the module (or FX node's module) running now."""
         if self.current_node is not None:
-            return self.current_node, ()
-        if self.module_stack:
-            return self.module_stack[-1][0], tuple(t for _, t in self.module_stack)
-        return "", ()
+            return self.current_node
+        return self.module_stack[-1] if self.module_stack else ""
 
     # -- the dispatch hook ------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -141,17 +140,17 @@ class Flow(TorchDispatchMode):
             if out is None:
                 out = func(*args, **kwargs)
         except (RuntimeError, NotImplementedError, ValueError) as e:
-            raise _failure(func, self.module[0], e) from None
+            raise _failure(func, self.module, e) from None
         tensors = _tensors(args, kwargs)
         traced = [t for t in tensors if self.get(t) is not None]
         if not traced and not any(self.get(self._root(w)) is not None for w in written):
             return out
-        module, types_ = self.module
+        module = self.module
         rule = ops.lookup(func)
         name = func.name().split("::")[-1]
         if rule is None:
             raise UnsupportedOpError(name, module)
-        op = Op(name, tuple(args), dict(kwargs), out, module, types_, self, before)
+        op = Op(name, tuple(args), dict(kwargs), out, module, self, before)
         try:
             result = rule(op) if traced else None
         except LayoutError as e:
@@ -366,7 +365,7 @@ def module_hooks(model: nn.Module, emit, flow: Flow | None):
 
         def pre(mod, args, qual=qual):
             if flow is not None:
-                flow.module_stack.append((qual, type(mod).__name__))
+                flow.module_stack.append(qual)
 
         def post(mod, args, output, qual=qual):
             if flow is not None and flow.module_stack:

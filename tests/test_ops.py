@@ -303,3 +303,21 @@ def test_an_op_without_an_exact_rule_names_itself_and_its_module(module, op):
         rflens.analyze(net, (1, 8, 8))
     msg = str(e.value)
     assert f"'{op}" in msg and "module '1'" in msg and "method='probe'" in msg and "\n" not in msg
+
+
+class RowColumnContext(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 3, 3)
+
+    def forward(self, x):
+        y = self.c(x)
+        return y + y.mean(dim=2, keepdim=True) + y.amax(dim=-1, keepdim=True)
+
+
+def test_reductions_over_one_spatial_axis_give_a_cross_of_full_strips():
+    a = assert_exact(RowColumnContext(), (1, 9, 11))
+    layer = a["add_1"]
+    assert layer.is_global and layer.local.rf_size == (3, 3)
+    # its 3 columns over the full height plus its 3 rows over the full width
+    assert layer.unit((3, 4)).support_size == 9 * 3 + 3 * 11 - 9
