@@ -12,9 +12,12 @@ from .api import analyze
 from .errors import (InputTooSmallError, LayerNotFoundError, ModelNotFoundError, RFLensError,
                      TraceError, UnitError, UnsupportedOpError)
 from .field import Analysis, Layer, Unit
+from .gradient import EffectiveField, GradientField, effective_field, gradient_field
 
 __all__ = [
-    "analyze", "Analysis", "Layer", "Unit", "RFLensError", "UnsupportedOpError", "TraceError",
-    "InputTooSmallError", "LayerNotFoundError", "UnitError", "ModelNotFoundError",
+    "analyze", "gradient_field", "effective_field",
+    "Analysis", "Layer", "Unit", "GradientField", "EffectiveField",
+    "RFLensError", "UnsupportedOpError", "TraceError", "InputTooSmallError", "LayerNotFoundError",
+    "UnitError", "ModelNotFoundError",
 ]
 __version__ = "0.1.0"

@@ -80,3 +80,43 @@ def fit(pixels: np.ndarray, size: tuple[int, int]) -> Picture:
     if (nh, nw) != (th, tw):
         steps.append(f"centre crop {tw}x{th}")
     return Picture(arr, ", ".join(steps) or "as is")
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """Every file under ``folder`` (recursive, sorted, hidden files and folders left out);
+    which of them Pillow can read is found out when they are loaded."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise RFLensError(f"no folder at '{folder}'")
+    if not folder.is_dir():
+        raise RFLensError(f"'{folder}' is a file, not a folder of images")
+    files = sorted(p for p in folder.rglob("*")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    if not files:
+        raise RFLensError(f"folder '{folder}' holds no files")
+    return files
+
+
+def to_tensor(picture: Picture, channels: int = 3, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """A (C, H, W) float32 tensor normalised as the model expects (ImageNet statistics by
+    default; ``mean=0, std=1`` keeps [0, 1]).  One-channel models get the grey level.
+
+    >>> import numpy as np
+    >>> to_tensor(Picture(np.ones((4, 4, 3)), "as is"), mean=0, std=1).shape
+    torch.Size([3, 4, 4])
+    """
+    import torch
+
+    pixels = picture.pixels
+    if channels == 1:
+        pixels = pixels.mean(axis=2, keepdims=True)
+    elif channels != 3:
+        raise RFLensError(f"images have 1 or 3 channels; this model takes {channels}")
+    mean = np.broadcast_to(np.asarray(mean, np.float64), (channels,))
+    std = np.broadcast_to(np.asarray(std, np.float64), (channels,))
+    arr = (pixels - mean) / std
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float()

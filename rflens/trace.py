@@ -26,7 +26,7 @@ from torch.utils._pytree import tree_flatten
 
 from . import ops
 from .layout import LayoutError, Part, Table, Tracked, compact, empty_part
-from .errors import InputTooSmallError, TraceError, UnsupportedOpError
+from .errors import InputTooSmallError, LayerNotFoundError, TraceError, UnsupportedOpError
 from .ops import Op
 
 
@@ -418,22 +418,50 @@ class Recorder:
         self.order: list[str] = []
 
     def __call__(self, name: str, value, op: str, module: str) -> None:
-        if not isinstance(value, torch.Tensor):
-            flat, _ = tree_flatten(value)
-            tensors = [v for v in flat if isinstance(v, torch.Tensor)]
-            if len(tensors) == 1:
-                value = tensors[0]
-            else:
-                for i, v in enumerate(tensors):
-                    self(f"{name}[{i}]", v, op, module)
-                return
-        if name in self.records:
-            return
-        tr = self.flow.get(value)
-        if tr is None:
-            return
-        self.records[name] = Record(name, tr, tuple(value.shape), op, module)
-        self.order.append(name)
+        for n, t in named_tensors(name, value):
+            if n in self.records:
+                continue
+            tr = self.flow.get(t)
+            if tr is None:
+                continue
+            self.records[n] = Record(n, tr, tuple(t.shape), op, module)
+            self.order.append(n)
+
+
+def named_tensors(name: str, value) -> list[tuple[str, torch.Tensor]]:
+    """The tensors of a named value: itself, its only tensor, or ``name[i]`` for each of several."""
+    if isinstance(value, torch.Tensor):
+        return [(name, value)]
+    flat, _ = tree_flatten(value)
+    tensors = [v for v in flat if isinstance(v, torch.Tensor)]
+    if len(tensors) == 1:
+        return [(name, tensors[0])]
+    return [(f"{name}[{i}]", v) for i, v in enumerate(tensors)]
+
+
+class _Reached(Exception):
+    def __init__(self, value: torch.Tensor):
+        self.value = value
+
+
+def capture(model: nn.Module, x: torch.Tensor, name: str, graph=None) -> torch.Tensor:
+    """The value named ``name`` (as ``analyze`` names it) when ``model`` runs on ``x``; the
+    forward pass stops there, so nothing after the layer is computed."""
+    seen: list[str] = []
+
+    def emit(n, value, op, module):
+        if seen and seen[-1] is _Reached:
+            return  # modules unwinding after the stop report again; ignore them
+        for n2, t in named_tensors(n, value):
+            if n2 == name:
+                seen.append(_Reached)
+                raise _Reached(t)
+            seen.append(n2)
+    try:
+        execute(model, x, emit, graph)
+    except _Reached as r:
+        return r.value
+    raise LayerNotFoundError(name, seen)
 
 
 def run(model: nn.Module, input_size: tuple[int, ...], use_fx: bool = True) -> tuple[Flow, Recorder]:
