@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["rflens", "rflens.api", "rflens.field", "rflens.models", "rflens.probe"])
+@pytest.mark.parametrize("module", ["rflens", "rflens.api", "rflens.field", "rflens.models", "rflens.probe",
+                                    "rflens.gradient", "rflens.spread", "rflens.images", "rflens.checkpoints"])
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
