@@ -11,13 +11,10 @@ model is left as it was (device, training flags, ``requires_grad``).
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -28,8 +25,9 @@ from . import spread
 from .api import analyze
 from .errors import RFLensError, UnitError
 from .field import Layer, Unit
-from .files import atomic_write
 from .probe import PositiveSurrogate, _name
+from .running import (Checkpoint, Source, fingerprint, input_size_or_default, model_dtype, normalization,
+                      pick_device, prepared)
 from .trace import capture, fx_graph
 
 # activations whose derivative is exactly zero somewhere (dead units, the kink at 0)
@@ -79,41 +77,6 @@ def _blend(real, twin):
     if isinstance(real, torch.Tensor):
         return real.detach() + (twin - twin.detach())
     return type(real)((_blend(real[0], twin[0]), *real[1:]))
-
-
-@contextlib.contextmanager
-def _prepared(model: nn.Module, device: torch.device):
-    """The model on ``device`` without parameter gradients; put back as it was afterwards."""
-    devices = {t.device for t in list(model.parameters()) + list(model.buffers())}
-    if any(d.type == "meta" for d in devices):
-        raise RFLensError("the model's weights are on the meta device (no values): gradients need real "
-                          "weights; build it on the CPU or load a checkpoint (CLI: --weights PATH)")
-    grads = {p: p.requires_grad for p in model.parameters()}
-    home = devices.pop() if len(devices) == 1 else None
-    try:
-        for p in grads:
-            p.requires_grad_(False)
-        if home is None or home != device:
-            model.to(device)
-        yield
-    finally:
-        for p, r in grads.items():
-            p.requires_grad_(r)
-        if home is not None and home != device:
-            model.to(home)
-
-
-def _device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _dtype(model: nn.Module) -> torch.dtype:
-    for p in list(model.parameters()) + list(model.buffers()):
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float32
 
 
 class _Target:
@@ -254,10 +217,10 @@ def gradient_field(model: nn.Module, layer: str, unit=None, input=None, channel:
     """
     x, kind = _one_input(model, input, input_size, normalize)
     target = _Target(model, layer, unit, channel, tuple(x.shape))
-    dev = _device(device)
-    xb = x.unsqueeze(0).to(dev, _dtype(model))
+    dev = pick_device(device)
+    xb = x.unsqueeze(0).to(dev, model_dtype(model))
     maps = []
-    with _prepared(model, dev):
+    with prepared(model, dev):
         maps.append(target.gradient(xb)[0])
         act = StraightThrough(ACTIVATIONS)
         with act:
@@ -274,39 +237,24 @@ def gradient_field(model: nn.Module, layer: str, unit=None, input=None, channel:
 
 def _one_input(model, input, input_size, normalize) -> tuple[torch.Tensor, str]:
     if input is None or (isinstance(input, str) and input == "zeros"):
-        size = _size(input_size)
+        size = input_size_or_default(input_size)
         return torch.zeros(size), "zeros"
     if isinstance(input, torch.Tensor):
         x = input.detach()
         # (1, C, *spatial) is a batch of one; without input_size, 3 dims are (C, H, W)
-        batched = x.ndim == len(_size(input_size)) + 1 if input_size is not None else x.ndim >= 4
+        batched = x.ndim == len(input_size_or_default(input_size)) + 1 if input_size is not None else x.ndim >= 4
         if batched and x.shape[0] == 1:
             x = x[0]
-        if input_size is not None and tuple(x.shape) != _size(input_size):
-            raise RFLensError(f"the input has shape {tuple(x.shape)}, not the input size {_size(input_size)}")
+        want = input_size_or_default(input_size)
+        if input_size is not None and tuple(x.shape) != want:
+            raise RFLensError(f"the input has shape {tuple(x.shape)}, not the input size {want}")
         return x.cpu(), "tensor"
     if isinstance(input, (str, Path)):
         from .images import load_image, to_tensor
-        size = _size(input_size)
-        mean, std = _normalize(normalize)
+        size = input_size_or_default(input_size)
+        mean, std = normalization(normalize)
         return to_tensor(load_image(input, size[1:]), size[0], mean, std), f"image {input}"
     raise RFLensError(f"input must be a tensor, an image path or None (zeros), not {type(input).__name__}")
-
-
-def _size(input_size) -> tuple[int, ...]:
-    from .api import parse_input_size
-    return parse_input_size(input_size) if input_size is not None else (3, 224, 224)
-
-
-def _normalize(normalize):
-    from .images import IMAGENET_MEAN, IMAGENET_STD
-    if normalize is None:
-        return IMAGENET_MEAN, IMAGENET_STD
-    try:
-        mean, std = normalize
-    except (TypeError, ValueError):
-        raise RFLensError("normalize must be a pair (mean, std)") from None
-    return mean, std
 
 
 # -- the effective RF: the mean over many inputs ----------------------------------------------
@@ -451,186 +399,38 @@ def effective_field(model: nn.Module, layer: str, unit="center", inputs=64, *, i
         raise RFLensError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     if batch_size < 1:
         raise RFLensError("batch_size must be at least 1")
-    source = _Source(inputs, input_size, limit, seed, normalize)
+    source = Source(inputs, input_size, limit, seed, normalize)
     target = _Target(model, layer, unit, channel, source.size)
-    dev = _device(device)
-    dtype = _dtype(model)
+    dev = pick_device(device)
+    dtype = model_dtype(model)
     config = {"layer": target.layer.name, "unit": list(target.unit.index), "channel": channel, "mode": mode,
-              "source": source.describe, "size": list(source.size), "seed": seed, "model": _fingerprint(model)}
-    state = _State.open(checkpoint, config, source.size)
-    total = source.total
-    with _prepared(model, dev):
-        for batch in source.batches(batch_size, start=state.consumed, skipped=state.skipped):
+              "source": source.describe, "size": list(source.size), "seed": seed, "model": fingerprint(model)}
+    keep = Checkpoint(checkpoint, config, "ERF")
+    total_heat = np.zeros(source.size[1:], np.float64)
+    count, consumed, skipped = 0, 0, []
+    saved = keep.load()
+    if saved is not None:
+        total_heat = saved[0]["total"].astype(np.float64)
+        count, consumed = saved[1]["count"], saved[1]["consumed"]
+        skipped = [tuple(s) for s in saved[1]["skipped"]]
+    with prepared(model, dev):
+        for batch in source.batches(batch_size, start=consumed, skipped=skipped):
             if batch.inputs is not None:
                 g = target.gradient(batch.inputs.to(dev, dtype), mode)
                 per = (g.clamp_min(0) if mode == "replknet" else g.abs()).sum(dim=1, dtype=torch.float64)
                 ok = torch.isfinite(per.flatten(1).sum(1))
                 for i in torch.nonzero(~ok).flatten().tolist():
-                    state.skipped.append((batch.labels[i], "gradient is NaN or infinite"))
-                state.add(per[ok].sum(0).cpu().numpy(), int(ok.sum()))
-            state.consumed += batch.consumed
-            state.save()
+                    skipped.append((batch.labels[i], "gradient is NaN or infinite"))
+                total_heat += per[ok].sum(0).cpu().numpy()
+                count += int(ok.sum())
+            consumed += batch.consumed
+            keep.save({"total": total_heat}, {"count": count, "consumed": consumed, "skipped": skipped})
             if progress is not None:
-                progress(state.consumed, total)
-    if state.count == 0:
-        raise RFLensError(f"no usable inputs in {source.describe} ({len(state.skipped)} skipped"
-                          + (f", e.g. {state.skipped[0][0]}: {state.skipped[0][1]})" if state.skipped else ")"))
-    return EffectiveField(state.total / state.count, state.count, target.layer.name, target.unit.index, channel,
-                          mode, target.unit, source.describe, tuple(state.skipped))
+                progress(consumed, source.total)
+    if count == 0:
+        raise RFLensError(f"no usable inputs in {source.describe} ({len(skipped)} skipped"
+                          + (f", e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ")"))
+    return EffectiveField(total_heat / count, count, target.layer.name, target.unit.index, channel,
+                          mode, target.unit, source.describe, tuple(skipped))
 
 
-def _fingerprint(model: nn.Module) -> str:
-    """Names, shapes and sums of the weights: enough to refuse resuming with another model."""
-    h = hashlib.sha256()
-    with torch.no_grad():
-        for n, t in list(model.state_dict().items()):
-            h.update(f"{n}{tuple(t.shape)}".encode())
-            if t.device.type != "meta" and t.is_floating_point() and t.numel():
-                h.update(f"{float(t.double().sum()):.10g}".encode())
-    return h.hexdigest()[:16]
-
-
-@dataclass
-class _Batch:
-    inputs: torch.Tensor | None
-    labels: list[str]
-    consumed: int
-
-
-class _Source:
-    """Inputs in a fixed order, so a run can resume after the ones it has used."""
-
-    def __init__(self, inputs, input_size, limit, seed, normalize):
-        self.seed, self.limit = seed, limit
-        self.mean, self.std = _normalize(normalize)
-        self.files: list[Path] | None = None
-        self.tensor: torch.Tensor | None = None
-        self.iterable: Iterable | None = None
-        if isinstance(inputs, bool):
-            raise RFLensError("inputs must be a count, a folder, a tensor or an iterable of batches")
-        if isinstance(inputs, int):
-            if inputs < 1:
-                raise RFLensError(f"the number of noise inputs must be at least 1, not {inputs}")
-            self.size = _size(input_size)
-            self.count = inputs
-            self.describe = f"{inputs} Gaussian noise inputs (seed {seed})"
-        elif isinstance(inputs, (str, Path)):
-            from .images import image_files
-            self.size = _size(input_size)
-            self.files = image_files(inputs)
-            self.count = len(self.files)
-            self.describe = f"images in {inputs}"
-        elif isinstance(inputs, torch.Tensor):
-            if inputs.ndim < 3:
-                raise RFLensError(f"an input tensor must be (N, C, *spatial), not {tuple(inputs.shape)}")
-            self.tensor = inputs.detach()
-            self.size = tuple(inputs.shape[1:])
-            self.count = inputs.shape[0]
-            self.describe = f"a tensor of {inputs.shape[0]} inputs"
-        elif isinstance(inputs, Iterable):
-            self.iterable = inputs
-            first = next(iter(inputs), None)
-            t = first[0] if isinstance(first, (tuple, list)) else first
-            if not isinstance(t, torch.Tensor) or t.ndim < 3:
-                raise RFLensError("an iterable of inputs must yield (N, C, *spatial) tensors or (tensor, label) pairs")
-            self.size = tuple(t.shape[1:])
-            self.count = len(inputs.dataset) if hasattr(inputs, "dataset") else (
-                len(inputs) if hasattr(inputs, "__len__") and not hasattr(inputs, "batch_size") else None)
-            self.describe = f"{type(inputs).__name__} of inputs"
-        else:
-            raise RFLensError(f"inputs must be a count, a folder, a tensor or an iterable, not {type(inputs).__name__}")
-        if limit is not None and self.count is not None:
-            self.count = min(self.count, limit)
-
-    @property
-    def total(self) -> int | None:
-        return self.count
-
-    def _samples(self, start: int) -> Iterator[tuple[torch.Tensor | None, str]]:
-        if self.files is not None:
-            from .images import load_image, to_tensor
-            for path in self.files[start:self.count]:
-                try:
-                    yield to_tensor(load_image(path, self.size[1:]), self.size[0], self.mean, self.std), str(path)
-                except RFLensError as e:
-                    yield None, f"{path}\t{e}"
-        elif self.tensor is not None:
-            for i in range(start, self.count):
-                yield self.tensor[i], f"input {i}"
-        elif self.iterable is not None:
-            i = 0
-            for item in self.iterable:
-                batch = item[0] if isinstance(item, (tuple, list)) else item
-                for t in batch:
-                    if self.limit is not None and i >= self.limit:
-                        return
-                    if i >= start:
-                        if tuple(t.shape) != self.size:
-                            yield None, f"input {i}\tshape {tuple(t.shape)} differs from {self.size}"
-                        else:
-                            yield t, f"input {i}"
-                    i += 1
-        else:
-            for i in range(start, self.count):
-                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-                yield torch.randn(self.size, generator=gen), f"noise {i}"
-
-    def batches(self, batch_size: int, start: int, skipped: list) -> Iterator[_Batch]:
-        pending: list[tuple[torch.Tensor, str]] = []
-        consumed = 0
-        for t, label in self._samples(start):
-            consumed += 1
-            if t is None:
-                skipped.append(tuple(label.split("\t", 1)))
-            else:
-                pending.append((t, label))
-            if len(pending) == batch_size:
-                yield _Batch(torch.stack([p[0] for p in pending]), [p[1] for p in pending], consumed)
-                pending, consumed = [], 0
-        if pending or consumed:
-            yield _Batch(torch.stack([p[0] for p in pending]) if pending else None,
-                         [p[1] for p in pending], consumed)
-
-
-@dataclass
-class _State:
-    """The running sum of gradient maps, optionally kept in a checkpoint file."""
-
-    path: Path | None
-    config: dict
-    total: np.ndarray
-    count: int = 0
-    consumed: int = 0
-    skipped: list = field(default_factory=list)
-
-    @classmethod
-    def open(cls, path, config: dict, size: tuple[int, ...]) -> "_State":
-        blank = cls(Path(path) if path else None, config, np.zeros(size[1:], np.float64))
-        if path is None or not Path(path).exists():
-            return blank
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                saved = json.loads(str(f["config"]))
-                state = cls(Path(path), config, f["total"].astype(np.float64), int(f["count"]),
-                            int(f["consumed"]), [tuple(s) for s in json.loads(str(f["skipped"]))])
-        except (OSError, ValueError, KeyError) as e:
-            raise RFLensError(f"cannot resume from '{path}': not an rflens ERF checkpoint ({e})") from None
-        if saved != config:
-            diff = ", ".join(k for k in config if saved.get(k) != config[k])
-            raise RFLensError(f"checkpoint '{path}' was made with other settings ({diff}); "
-                              "delete it or choose another path")
-        return state
-
-    def add(self, heat: np.ndarray, n: int) -> None:
-        self.total += heat
-        self.count += n
-
-    def save(self) -> None:
-        if self.path is None:
-            return
-
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as f:
-                np.savez(f, total=self.total, count=self.count, consumed=self.consumed,
-                         config=json.dumps(self.config), skipped=json.dumps(self.skipped))
-        atomic_write(self.path, write)
