@@ -13,10 +13,11 @@ from .errors import (InputTooSmallError, LayerNotFoundError, ModelNotFoundError,
                      TraceError, UnitError, UnsupportedOpError)
 from .field import Analysis, Layer, Unit
 from .gradient import EffectiveField, GradientField, effective_field, gradient_field
+from .scan import Scan, top_images
 
 __all__ = [
-    "analyze", "gradient_field", "effective_field",
-    "Analysis", "Layer", "Unit", "GradientField", "EffectiveField",
+    "analyze", "gradient_field", "effective_field", "top_images",
+    "Analysis", "Layer", "Unit", "GradientField", "EffectiveField", "Scan",
     "RFLensError", "UnsupportedOpError", "TraceError", "InputTooSmallError", "LayerNotFoundError",
     "UnitError", "ModelNotFoundError",
 ]

@@ -170,42 +170,44 @@ class Source:
             return i, None, f"input {i}\t{what} differs from {self.size}"
         return i, t, f"input {i}"
 
-    def samples(self, start: int = 0) -> Iterator[tuple[int, torch.Tensor | None, str]]:
-        """(position, tensor or None where it did not load, label or "label\treason")."""
+    def samples(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, torch.Tensor | None, str]]:
+        """(position, tensor or None where it did not load, label or "label\treason") for
+        positions ``start`` to ``stop`` (default: the end)."""
+        end = self.count if stop is None or self.count is None else min(stop, self.count)
         if self.files is not None:
             from .images import load_image, to_tensor
-            for i in range(start, self.count):
+            for i in range(start, end):
                 path = self.files[i]
                 try:
                     yield i, to_tensor(load_image(path, self.size[1:]), self.size[0], self.mean, self.std), str(path)
                 except RFLensError as e:
                     yield i, None, f"{path}\t{e}"
         elif self.tensor is not None:
-            for i in range(start, self.count):
+            for i in range(start, end):
                 yield i, self.tensor[i], f"input {i}"
         elif self.dataset is not None:
-            for i in range(start, self.count):
+            for i in range(start, end):
                 yield self._checked(i, _sample(self.dataset[i]))
         elif self.iterable is not None:
             i = 0
             for item in self.iterable:
                 for t in _sample(item):
-                    if self.limit is not None and i >= self.limit:
+                    if (self.limit is not None and i >= self.limit) or (stop is not None and i >= stop):
                         return
                     if i >= start:
                         yield self._checked(i, t)
                     i += 1
         else:
-            for i in range(start, self.count):
+            for i in range(start, end):
                 gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
                 yield i, torch.randn(self.size, generator=gen), f"noise {i}"
 
-    def batches(self, batch_size: int, start: int, skipped: list) -> Iterator[Batch]:
-        """Batches of ``batch_size`` loaded inputs from position ``start`` on; inputs that do
-        not load are appended to ``skipped`` as (label, reason)."""
+    def batches(self, batch_size: int, start: int, skipped: list, stop: int | None = None) -> Iterator[Batch]:
+        """Batches of ``batch_size`` loaded inputs from position ``start`` to ``stop``; inputs
+        that do not load are appended to ``skipped`` as (label, reason)."""
         pending: list[tuple[int, torch.Tensor, str]] = []
         consumed = 0
-        for i, t, label in self.samples(start):
+        for i, t, label in self.samples(start, stop):
             consumed += 1
             if t is None:
                 skipped.append(tuple(label.split("\t", 1)))

@@ -1,0 +1,269 @@
+"""A layer's top images: for every channel, the K inputs with the highest spatial-max activation
+and where that maximum is (the first step of Zhou et al., ICLR 2015, and of NetDissect).
+
+A scan is a set of shards merged exactly: each batch is a tiny scan merged into the running
+one with the same ``Scan.merge`` that joins scans made on different machines, so the result
+never depends on how the inputs were split.  Alongside the top K, a scan keeps every channel's
+largest activations over all positions of all inputs, enough to give NetDissect's top-quantile
+threshold exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .api import analyze
+from .errors import RFLensError, UnitError
+from .field import Layer
+from .running import Checkpoint, Source, fingerprint, model_dtype, pick_device, prepared
+from .trace import capture, fx_graph
+
+TOP_FRACTION = 0.005  # NetDissect's top 0.5% of activations
+
+
+@dataclass(frozen=True)
+class TopImage:
+    """One of a channel's top inputs: its position in the source, name, score and the grid
+    index of the maximum."""
+
+    index: int
+    name: str
+    score: float
+    where: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The top-``k`` inputs of every channel of ``layer``.
+
+    ``scores``/``images``/``where`` are (C, k) / (C, k) / (C, k, axes) arrays in descending
+    score order (ties: earlier input first); ``images`` holds positions in ``names`` (-1 where
+    fewer than k inputs were seen).  ``tail`` holds each channel's ``m`` largest activations over
+    every position of every input, ``m`` fixed from the source's size so that merging shards
+    stays exact.
+    """
+
+    layer: str
+    grid: tuple[int, ...]
+    names: tuple[str, ...]
+    scores: np.ndarray
+    images: np.ndarray
+    where: np.ndarray
+    tail: np.ndarray
+    seen: int
+    skipped: tuple[tuple[str, str], ...] = ()
+    config: dict = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        return self.scores.shape[1]
+
+    @property
+    def channels(self) -> int:
+        return self.scores.shape[0]
+
+    def top(self, channel: int) -> list[TopImage]:
+        """The channel's top inputs, best first."""
+        if not 0 <= channel < self.channels:
+            raise UnitError(f"channel {channel} is outside layer '{self.layer}', which has "
+                            f"{self.channels} channels (0..{self.channels - 1})")
+        out = []
+        for j in range(self.k):
+            i = int(self.images[channel, j])
+            if i >= 0:
+                out.append(TopImage(i, self.names[i], float(self.scores[channel, j]),
+                                    tuple(int(w) for w in self.where[channel, j])))
+        return out
+
+    def threshold(self, channel: int, fraction: float = TOP_FRACTION) -> float:
+        """The activation level that the top ``fraction`` of the channel's activations (over
+        all positions of all scanned inputs) reach: NetDissect's segmentation threshold."""
+        m = math.ceil(fraction * self.seen * math.prod(self.grid))
+        if m > self.tail.shape[1]:
+            raise RFLensError(f"this scan kept the top {self.tail.shape[1]} activations per channel; "
+                              f"the top {fraction:.2%} needs {m}")
+        return float(self.tail[channel, max(0, m - 1)])
+
+    def merge(self, other: Scan) -> Scan:
+        """The scan of both inputs sets (exact: top-K of the union of top-Ks)."""
+        if (self.layer, self.grid, self.names) != (other.layer, other.grid, other.names) or \
+                _settings(self.config) != _settings(other.config):
+            raise RFLensError("these scans do not belong together (different model, layer, settings or inputs)")
+        scores = np.concatenate([self.scores, other.scores], 1)
+        images = np.concatenate([self.images, other.images], 1)
+        where = np.concatenate([self.where, other.where], 1)
+        order = np.lexsort((np.where(images < 0, np.iinfo(np.int64).max, images), -scores), axis=1)[:, :self.k]
+        tail = np.concatenate([self.tail, other.tail], 1)
+        tail = -np.sort(-tail, axis=1)[:, :self.tail.shape[1]]
+        take = np.take_along_axis
+        return replace(self, scores=take(scores, order, 1), images=take(images, order, 1),
+                       where=take(where, order[..., None], 1), tail=tail, seen=self.seen + other.seen,
+                       skipped=self.skipped + other.skipped)
+
+    def save(self, path: str | Path) -> None:
+        """Write the scan to ``path`` (``.npz``), atomically."""
+        Checkpoint(path, self.config, "scan").save(*self._arrays())
+
+    def _arrays(self) -> tuple[dict, dict]:
+        arrays = {"scores": self.scores, "images": self.images, "where": self.where, "tail": self.tail}
+        record = {"layer": self.layer, "grid": list(self.grid), "names": list(self.names), "seen": self.seen,
+                  "skipped": [list(s) for s in self.skipped]}
+        return arrays, record
+
+    @classmethod
+    def load(cls, path: str | Path) -> Scan:
+        """A scan saved by ``save`` or by ``top_images(..., out=...)``."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "scan.npz"
+        if not path.exists():
+            raise RFLensError(f"no scan at '{path}' (make one with `rflens scan`)")
+        config = _peek_config(path)
+        arrays, record = Checkpoint(path, config, "scan").load()
+        return cls._from(arrays, record, config)
+
+    @classmethod
+    def _from(cls, arrays: dict, record: dict, config: dict) -> Scan:
+        return cls(record["layer"], tuple(record["grid"]), tuple(record["names"]), arrays["scores"],
+                   arrays["images"], arrays["where"], arrays["tail"], int(record["seen"]),
+                   tuple(tuple(s) for s in record["skipped"]), config)
+
+
+def _settings(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "shard"}
+
+
+def _peek_config(path: Path) -> dict:
+    import json
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return json.loads(str(f["__config__"]))
+    except (OSError, ValueError, KeyError) as e:
+        raise RFLensError(f"'{path}' is not an rflens scan ({e})") from None
+
+
+def _empty(layer: str, grid, names, channels: int, k: int, m: int, config: dict) -> Scan:
+    return Scan(layer, tuple(grid), tuple(names), np.full((channels, k), -np.inf, np.float32),
+                np.full((channels, k), -1, np.int64), np.zeros((channels, k, len(grid)), np.int64),
+                np.full((channels, m), -np.inf, np.float32), 0, (), config)
+
+
+def channel_layer(model: nn.Module, layer: str, input_size) -> Layer:
+    """The named layer, checked to be laid out (N, C, *grid) as scans and occlusion assume."""
+    found = analyze(model, input_size)[layer]
+    nd = len(found.output_shape)
+    if found.spatial_dims != list(range(2, nd)) or nd < 3:
+        raise RFLensError(f"layer '{layer}' has output {tuple(found.output_shape)} with its grid in dims "
+                          f"{found.spatial_dims}; top images need an (N, C, *grid) feature map")
+    return found
+
+
+def top_images(model: nn.Module, layer: str, images, k: int = 10, *, input_size=None, normalize=None,
+               limit: int | None = None, batch_size: int = 16, device=None, out: str | Path | None = None,
+               shard: tuple[int, int] | None = None, top_fraction: float = TOP_FRACTION,
+               progress: Callable[[int, int | None], None] | None = None) -> Scan:
+    """For every channel of ``layer``, the ``k`` inputs with the highest spatial-max activation.
+
+    ``images``: a folder (recursive, any file Pillow reads; unreadable files are skipped and
+    listed in ``skipped``), a tensor (N, C, *spatial), a dataset or a DataLoader (see
+    ``rflens.running.Source``).  ``out``: a folder for ``scan.npz``; while scanning, progress is
+    saved to ``scan.partial.npz`` (atomically, every batch), so an interrupted scan resumes
+    where it stopped when called again, and the finished scan is returned at once.
+    ``shard=(i, n)`` scans only the i-th of n equal blocks of the inputs; join the parts with
+    ``Scan.merge``.
+
+    >>> import torch, rflens
+    >>> net = torch.nn.Conv2d(1, 2, 3)
+    >>> scan = rflens.top_images(net, "output", torch.rand(6, 1, 8, 8), k=3, device="cpu")
+    >>> scan.scores.shape, len(scan.top(0))
+    ((2, 3), 3)
+    """
+    if k < 1:
+        raise RFLensError(f"k must be at least 1, not {k}")
+    source = Source(images, input_size, limit, 0, normalize)
+    if source.total is None:
+        raise RFLensError("a scan needs to know how many inputs there are: pass a folder, a tensor, a dataset "
+                          "or a DataLoader over a dataset")
+    target = channel_layer(model, layer, source.size)
+    grid = tuple(target.output_shape[2:])
+    channels = target.output_shape[1]
+    n = source.total
+    start, stop = 0, n
+    if shard is not None:
+        i, parts = shard
+        if not (parts >= 1 and 0 <= i < parts):
+            raise RFLensError(f"shard {shard} must be (i, n) with 0 <= i < n")
+        start, stop = i * n // parts, (i + 1) * n // parts
+    m = max(1, math.ceil(top_fraction * n * math.prod(grid)))
+    names = [str(p) for p in source.files] if source.files is not None else [f"input {i}" for i in range(n)]
+    config = {"layer": target.name, "k": k, "size": list(source.size), "source": source.describe,
+              "model": fingerprint(model), "top_fraction": top_fraction, "shard": list(shard) if shard else None}
+    final = Path(out) / "scan.npz" if out is not None else None
+    partial = Checkpoint(Path(out) / "scan.partial.npz" if out is not None else None, config, "scan")
+    if final is not None:
+        if not Path(out).is_dir():
+            raise RFLensError(f"'{out}' is not a folder (create it first)")
+        if final.exists():
+            done = Scan.load(final)
+            if done.config != config:
+                raise RFLensError(f"'{final}' holds a scan made with other settings; delete it or choose "
+                                  "another folder")
+            return done
+    scan = _empty(target.name, grid, names, channels, k, m, config)
+    consumed = start
+    saved = partial.load()
+    if saved is not None:
+        scan = Scan._from(saved[0], saved[1], config)
+        consumed = saved[1]["consumed"]
+    dev = pick_device(device)
+    dtype = model_dtype(model)
+    graph = fx_graph(model)
+    skipped = list(scan.skipped)
+    with prepared(model, dev), torch.no_grad():
+        for batch in source.batches(batch_size, start=consumed, skipped=skipped, stop=stop):
+            if batch.inputs is not None:
+                a = capture(model, batch.inputs.to(dev, dtype), target.name, graph)
+                scan = scan.merge(_batch_scan(scan, a, batch.indices))
+            consumed += batch.consumed
+            scan = replace(scan, skipped=tuple(skipped))
+            arrays, record = scan._arrays()
+            partial.save(arrays, {**record, "consumed": consumed})
+            if progress is not None:
+                progress(consumed - start, stop - start)
+    if final is not None:
+        scan.save(final)
+        partial.path.unlink(missing_ok=True)
+    return scan
+
+
+def _batch_scan(like: Scan, a: torch.Tensor, indices: list[int]) -> Scan:
+    """A batch's own scan, shaped like ``like`` so the two merge."""
+    flat = a.detach().flatten(2).float()  # (B, C, G)
+    flat = torch.nan_to_num(flat, nan=-torch.inf)
+    arg = flat.argmax(dim=2)  # the first maximum, so the answer is deterministic
+    top = flat.gather(2, arg[..., None])[..., 0]
+    b, c = top.shape
+    k, m = like.k, like.tail.shape[1]
+    scores = np.full((c, k), -np.inf, np.float32)
+    images = np.full((c, k), -1, np.int64)
+    where = np.zeros((c, k, len(like.grid)), np.int64)
+    kk = min(k, b)
+    s = top.T.cpu().numpy()
+    ids = np.broadcast_to(np.asarray(indices, np.int64), (c, b))
+    order = np.lexsort((ids, -s), axis=1)[:, :kk]
+    scores[:, :kk] = np.take_along_axis(s, order, 1)
+    images[:, :kk] = np.take_along_axis(ids, order, 1)
+    cells = np.stack(np.unravel_index(arg.T.cpu().numpy(), like.grid), -1)  # (C, B, axes)
+    where[:, :kk] = np.take_along_axis(cells, order[..., None], 1)
+    values = flat.transpose(0, 1).reshape(c, -1)
+    tail = torch.topk(values, min(m, values.shape[1]), dim=1).values.cpu().numpy()
+    full_tail = np.full((c, m), -np.inf, np.float32)
+    full_tail[:, :tail.shape[1]] = tail
+    return replace(like, scores=scores, images=images, where=where, tail=full_tail, seen=b, skipped=())
