@@ -13,11 +13,13 @@ from .errors import (InputTooSmallError, LayerNotFoundError, ModelNotFoundError,
                      TraceError, UnitError, UnsupportedOpError)
 from .field import Analysis, Layer, Unit
 from .gradient import EffectiveField, GradientField, effective_field, gradient_field
+from .occlusion import EmpiricalField, EmpiricalLayer, Occluder, empirical_field
 from .scan import Scan, top_images
 
 __all__ = [
-    "analyze", "gradient_field", "effective_field", "top_images",
+    "analyze", "gradient_field", "effective_field", "top_images", "empirical_field", "Occluder",
     "Analysis", "Layer", "Unit", "GradientField", "EffectiveField", "Scan",
+    "EmpiricalField", "EmpiricalLayer",
     "RFLensError", "UnsupportedOpError", "TraceError", "InputTooSmallError", "LayerNotFoundError",
     "UnitError", "ModelNotFoundError",
 ]

@@ -202,7 +202,7 @@ def top_images(model: nn.Module, layer: str, images, k: int = 10, *, input_size=
             raise RFLensError(f"shard {shard} must be (i, n) with 0 <= i < n")
         start, stop = i * n // parts, (i + 1) * n // parts
     m = max(1, math.ceil(top_fraction * n * math.prod(grid)))
-    names = [str(p) for p in source.files] if source.files is not None else [f"input {i}" for i in range(n)]
+    names = [str(p.resolve()) for p in source.files] if source.files is not None else [f"input {i}" for i in range(n)]
     config = {"layer": target.name, "k": k, "size": list(source.size), "source": source.describe,
               "model": fingerprint(model), "top_fraction": top_fraction, "shard": list(shard) if shard else None}
     final = Path(out) / "scan.npz" if out is not None else None
