@@ -15,11 +15,12 @@ from .field import Analysis, Layer, Unit
 from .gradient import EffectiveField, GradientField, effective_field, gradient_field
 from .occlusion import EmpiricalField, EmpiricalLayer, Occluder, empirical_field
 from .scan import Scan, top_images
+from .segment import Segment, segment
 
 __all__ = [
-    "analyze", "gradient_field", "effective_field", "top_images", "empirical_field", "Occluder",
+    "analyze", "gradient_field", "effective_field", "top_images", "empirical_field", "segment", "Occluder",
     "Analysis", "Layer", "Unit", "GradientField", "EffectiveField", "Scan",
-    "EmpiricalField", "EmpiricalLayer",
+    "EmpiricalField", "EmpiricalLayer", "Segment",
     "RFLensError", "UnsupportedOpError", "TraceError", "InputTooSmallError", "LayerNotFoundError",
     "UnitError", "ModelNotFoundError",
 ]
