@@ -359,7 +359,7 @@ def _misfit_message(shown: str, model: nn.Module, missing: Sequence[str], unexpe
     if state and target and not state.keys() & target.keys():
         message += (f". No key matches: the file's look like '{next(iter(state))}', "
                     f"the model's like '{next(iter(target))}'")
-    return message + ". Pass strict=False to load the tensors that fit."
+    return message + ". (In Python, load_weights(..., strict=False) loads the tensors that fit.)"
 
 
 def _named(items: Iterable[str]) -> str:

@@ -404,7 +404,8 @@ def effective_field(model: nn.Module, layer: str, unit="center", inputs=64, *, i
     dev = pick_device(device)
     dtype = model_dtype(model)
     config = {"layer": target.layer.name, "unit": list(target.unit.index), "channel": channel, "mode": mode,
-              "source": source.describe, "size": list(source.size), "seed": seed, "model": fingerprint(model)}
+              "source": source.describe, "size": list(source.size), "seed": seed,
+              "model": fingerprint(model) if checkpoint is not None else None}
     keep = Checkpoint(checkpoint, config, "ERF")
     total_heat = np.zeros(source.size[1:], np.float64)
     count, consumed, skipped = 0, 0, []

@@ -88,7 +88,8 @@ def replknet_area_ratio(heat: np.ndarray, threshold: float) -> tuple[int, float]
     h, w = data.shape
     total = np.sum(data)
     for i in range(1, h // 2):
-        part = data[h // 2 - i:h // 2 + 1 + i, w // 2 - i:w // 2 + 1 + i]
+        # their slice, kept inside the map (on non-square maps theirs would wrap to a sliver)
+        part = data[max(0, h // 2 - i):h // 2 + 1 + i, max(0, w // 2 - i):w // 2 + 1 + i]
         if np.sum(part) / total > threshold:
             return i * 2 + 1, (i * 2 + 1) / h * (i * 2 + 1) / w
     return None

@@ -12,8 +12,12 @@ from torch import nn
 
 import rflens
 from rflens.cli import main
+from rflens.field import Unit
+from rflens.gradient import EffectiveField
 from rflens.images import load_image
-from rflens.plot import MASK_ALPHA, MASK_RGB, grid_figure, growth_figure, overlay_figure, select_layers
+from rflens.plot import (CATEGORIES, GAUSS_RGB, HEAT_BOX_RGB, MASK_ALPHA, MASK_RGB, erf_comparison_figure, erf_figure,
+                         gradient_categories, gradient_figure, grid_figure, growth_figure, overlay_figure,
+                         select_layers)
 
 PAINT = np.array([255 * (MASK_ALPHA * c + 1 - MASK_ALPHA) for c in MASK_RGB])
 
@@ -168,3 +172,158 @@ def test_module_callable_models_draw_too(tmp_path, capsys, monkeypatch):
 def test_jupyter_shows_a_table_and_a_picture(toy):
     assert "<table>" in toy._repr_html_() and "AvgPool2d" in toy._repr_html_()
     assert toy["1"].unit((4, 5))._repr_png_()[:4] == b"\x89PNG"
+
+
+# -- gradient and effective receptive fields ---------------------------------------------------
+
+def colour_at(image: np.ndarray, ax, x: float, y: float) -> np.ndarray:
+    """The rendered colour at data point (x, y) = (column, row)."""
+    dx, dy = ax.transData.transform((x, y))
+    return image[int(round(image.shape[0] - dy)), int(round(dx))]
+
+
+def is_colour(rgb, target, tol: float = 40) -> bool:
+    return np.abs(np.asarray(rgb) - 255 * np.asarray(target)).max() < tol
+
+
+def ones_convs(n: int) -> nn.Sequential:
+    net = nn.Sequential(*[nn.Conv2d(1, 1, 3, padding=1, bias=False) for _ in range(n)])
+    for c in net:
+        nn.init.ones_(c.weight)
+    return net
+
+
+@pytest.fixture(scope="module")
+def five_convs():
+    """Five all-ones 3x3 convolutions on 33x33: the centre unit's RF is the 11x11 box [11, 22)."""
+    return rflens.effective_field(ones_convs(5), "4", inputs=2, input_size=(1, 33, 33), device="cpu")
+
+
+def synthetic(heat: np.ndarray) -> EffectiveField:
+    box = tuple((0, n) for n in heat.shape)
+    unit = Unit("synthetic", (0, 0), np.ones(heat.shape, bool), box, box, tuple((n - 1) / 2 for n in heat.shape))
+    return EffectiveField(heat, 1, "synthetic", (0, 0), None, "luo", unit, "a synthetic map")
+
+
+def test_erf_box_is_drawn_between_the_right_pixel_rows_and_columns(five_convs):
+    assert five_convs.rf.box == ((11, 22), (11, 22))
+    fig = erf_figure(five_convs, scale="both")
+    image = rendered(fig)
+    ax = fig.axes[1]  # the log panel (the legend sits on the linear one)
+    for t in range(12, 21):
+        for edge in (10.5, 21.5):  # left and right edges run between columns 10|11 and 21|22
+            assert is_colour(colour_at(image, ax, edge, t), HEAT_BOX_RGB)
+            assert is_colour(colour_at(image, ax, t, edge), HEAT_BOX_RGB)  # top and bottom
+        for inside_or_out in (10, 11, 21, 22):
+            assert not is_colour(colour_at(image, ax, inside_or_out, t), HEAT_BOX_RGB)
+    assert [a.get_title() for a in fig.axes[:2]] == [
+        "linear colour scale", "log colour scale (values below max/1000 shown at that floor)"]
+    title = fig._suptitle.get_text()
+    assert "effective RF · 4 · unit (16, 16) (all channels) · mode luo · 2 inputs" in title
+    assert "σ = 1.8 x 1.8 px" in title  # sqrt(2n/3) for n = 5 all-ones 3x3 convolutions
+
+
+def test_sigma_ellipses_follow_the_full_covariance_around_the_centre_of_mass():
+    cov = np.array([[16.0, 6.0], [6.0, 9.0]])  # (rows, cols): tilted, taller than wide
+    rows, cols = np.indices((41, 41), dtype=float)
+    d = np.stack([rows - 20.3, cols - 18.6])
+    heat = np.exp(-0.5 * np.einsum("i...,ij,j...->...", d, np.linalg.inv(cov), d))
+    field = synthetic(heat)
+    assert np.allclose(field.covariance, cov, atol=0.01) and np.allclose(field.center_of_mass, (20.3, 18.6))
+    fig = erf_figure(field, scale="both")
+    image = rendered(fig)
+    ax = fig.axes[1]
+    height = image.shape[0]
+    box = ax.get_window_extent()
+    ys, xs = np.nonzero(np.abs(image - 255 * np.array(GAUSS_RGB)).max(axis=2) < 60)
+    inside = (xs > box.x0 + 2) & (xs < box.x1 - 2) & (height - ys > box.y0 + 2) & (height - ys < box.y1 - 2)
+    points = ax.transData.inverted().transform(np.column_stack([xs[inside] + 0.5, height - ys[inside] - 0.5]))
+    v = np.column_stack([points[:, 1] - 20.3, points[:, 0] - 18.6])  # (row, col) offsets
+    mahalanobis = np.sqrt(np.einsum("ni,ij,nj->n", v, np.linalg.inv(field.covariance), v))
+    ring = mahalanobis[mahalanobis > 0.6]  # leave out the centre-of-mass cross
+    one, two = ring[ring < 1.5], ring[ring >= 1.5]
+    assert len(one) > 100 and len(two) > 100
+    assert np.abs(one - 1).max() < 0.12 and np.abs(two - 2).max() < 0.12
+    near = points[mahalanobis < 1.5][mahalanobis[mahalanobis < 1.5] > 0.6]
+    assert np.allclose(near.mean(axis=0), (18.6, 20.3), atol=0.3)  # the 1-sigma ring's centre (x, y)
+
+
+def test_erf_caption_gives_the_numbers_and_says_not_reached():
+    field = synthetic(np.ones((9, 9)))  # mass to the border: no centred square holds 99%
+    assert field.area_ratio[0.99] is None
+    caption = erf_figure(field, scale="linear")._supxlabel.get_text()
+    assert "σ 2.6 x 2.6 px; 4σ/TRF 1.15 x 1.15; centre of mass (4.0, 4.0) vs RF centre (4.0, 4.0)" in caption
+    assert "RepLKNet area ratio 20%: 0.309, 30%: 0.309, 50%: 0.605, 99%: not reached" in caption
+    assert "inputs: a synthetic map, 1 used" in caption
+
+
+def test_erf_of_a_3d_input_is_projected_and_says_so():
+    net = nn.Sequential(nn.Conv3d(1, 1, 3, padding=1), nn.Conv3d(1, 1, 3, padding=1))
+    field = rflens.effective_field(net, "1", inputs=1, input_size=(1, 5, 9, 9), device="cpu")
+    fig = erf_figure(field, scale="log")
+    assert fig.axes[0].images[0].get_array().shape == (9, 9)
+    assert "3-D input: max over the first axis" in fig._supxlabel.get_text()
+
+
+def test_erf_comparison_scales_each_panel_by_its_own_maximum(five_convs):
+    three = rflens.effective_field(ones_convs(3), "2", inputs=2, input_size=(1, 33, 33), device="cpu")
+    fig = erf_comparison_figure({"3 convs": three, "5 convs": five_convs}, scale="log")
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["3 convs", "5 convs"]
+    assert len(fig.axes) == 3  # one colour bar shared by both panels
+    image = rendered(fig)
+    for ax, (lo, hi) in zip(panels, [(13, 20), (11, 22)]):
+        assert np.isclose(ax.images[0].get_array().max(), 1.0)
+        assert sum(type(p).__name__ == "Ellipse" for p in ax.patches) == 2
+        assert is_colour(colour_at(image, ax, lo - 0.5, 16), HEAT_BOX_RGB)
+        assert is_colour(colour_at(image, ax, hi - 0.5, 16), HEAT_BOX_RGB)
+    assert "σ 1.4 x 1.4 px" in panels[0].get_xlabel() and "σ 1.8 x 1.8 px" in panels[1].get_xlabel()
+
+
+def painted_categories(fig, ax, shape) -> np.ndarray:
+    """For each input pixel, the index of the ``CATEGORIES`` colour drawn at its centre."""
+    image = rendered(fig)
+    palette = 255 * np.array([rgb for _, _, rgb in CATEGORIES])
+    out = np.zeros(shape, int)
+    for r in range(shape[0]):
+        for c in range(shape[1]):
+            out[r, c] = np.abs(palette - colour_at(image, ax, c, r)).max(axis=1).argmin()
+    return out
+
+
+def legend_texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_gradient_map_at_zeros_blames_every_pixel_on_the_relu_kink():
+    net = nn.Sequential(nn.Conv2d(1, 1, 3, bias=False), nn.ReLU(), nn.Conv2d(1, 1, 3, bias=False))
+    gf = rflens.gradient_field(net, "2", (4, 4), input_size=(1, 12, 12), device="cpu")
+    fig = gradient_figure(gf)
+    right = fig.axes[1]
+    expected = np.zeros((12, 12), int)
+    expected[4:9, 4:9] = 3  # the 5x5 support, every pixel missed for the activations
+    assert np.array_equal(painted_categories(fig, right, (12, 12)), expected)
+    assert "missed: activations with derivative 0 (ReLU input <= 0): 25" in legend_texts(right)
+    assert "nonzero gradient: 0" in legend_texts(right)
+    assert ("0 of 25 pixels of the theoretical RF have a nonzero gradient; missed: 25 activations, 0 max, "
+            "0 other; outside: 0") in fig._suptitle.get_text()
+
+
+def test_gradient_map_shows_max_pooling_routing_and_zeros_in_white():
+    torch = pytest.importorskip("torch")
+    net = nn.Sequential(nn.Conv2d(1, 1, 3, bias=False), nn.MaxPool2d(2))
+    nn.init.ones_(net[0].weight)
+    gf = rflens.gradient_field(net, "1", (1, 1), torch.rand(1, 12, 12, generator=torch.Generator().manual_seed(0)),
+                               device="cpu")
+    fig = gradient_figure(gf)
+    left, right = fig.axes[:2]
+    painted = painted_categories(fig, right, (12, 12))
+    assert np.array_equal(painted, gradient_categories(gf))
+    # the 4x4 support at rows/cols 2-5; the max picks one 3x3 window of it
+    assert (painted == 4).sum() == 9 and (painted == 2).sum() == 7 and (painted[2:6, 2:6] > 0).all()
+    assert "missed: max routing: 7" in legend_texts(right) and "nonzero gradient: 9" in legend_texts(right)
+    image = rendered(fig)
+    for r in range(12):
+        for c in range(12):
+            white = is_colour(colour_at(image, left, c, r), (1, 1, 1), tol=3)
+            assert white == (not gf.nonzero[r, c])
