@@ -33,6 +33,7 @@ test-slow: setup
 test-all: test test-slow
 
 bench: setup
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/run_all.py
 
 figures: setup
