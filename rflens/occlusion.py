@@ -36,7 +36,7 @@ from torch import nn
 from . import spread
 from .errors import RFLensError
 from .field import Layer, Unit
-from .running import Source, model_dtype, pick_device, prepared
+from .running import Checkpoint, Source, fingerprint, model_dtype, pick_device, prepared
 from .scan import Scan, TopImage, channel_layer, top_images
 from .trace import capture, execute, fx_graph, named_tensors
 
@@ -167,7 +167,8 @@ class EmpiricalLayer:
 def empirical_field(model: nn.Module, layer: str, units=None, images=None, *, scan: Scan | None = None,
                     k: int = 10, occluder: Occluder | None = None, discrepancy: str = "abs",
                     input_size=None, normalize=None, batch_size: int = 64, device=None, method: str = "fast",
-                    progress: Callable[[int, int], None] | None = None) -> EmpiricalLayer:
+                    progress: Callable[[int, int], None] | None = None,
+                    checkpoint: str | Path | None = None) -> EmpiricalLayer:
     """Empirical RFs (Zhou et al., 2015) of ``units`` (channel numbers; default all) of ``layer``.
 
     ``images``: where the top images come from (a folder, tensor or dataset as for
@@ -181,6 +182,10 @@ def empirical_field(model: nn.Module, layer: str, units=None, images=None, *, sc
     ``method``: ``"fast"`` (default, exact), or the reference procedures it is tested and
     benchmarked against: ``"full"`` (every occluder, the whole image, batched, stopping at the
     layer) and ``"naive"`` (one full forward of the model per occluded image per unit).
+
+    ``progress(done, total)`` is called after each image.  With ``checkpoint`` (a ``.npz``
+    path) every image's results are saved as they come (atomically), and a later call with the
+    same settings skips the images already done.
 
     >>> import torch, rflens
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2))
@@ -220,11 +225,23 @@ def empirical_field(model: nn.Module, layer: str, units=None, images=None, *, sc
             jobs.setdefault(t.index, []).append((c, t))
     dev = pick_device(device)
     engine = _Engine(model, target, occluder, batch_size, dev, model_dtype(model))
+    config = {"layer": target.name, "units": channels, "k": k, "method": method,
+              "occluder": [occluder.size, occluder.stride, occluder.fill, occluder.seed],
+              "scan": _scan_id(scan), "model": fingerprint(model) if checkpoint is not None else None}
+    keep = Checkpoint(checkpoint, config, "empirical RF")
+    saved = keep.load()
+    results: dict[str, np.ndarray] = dict(saved[0]) if saved else {}
     found: dict[tuple[int, int], Discrepancy] = {}
+    shape = tuple(source.size[1:])
     with prepared(model, dev), torch.no_grad():
         for done, (index, wanted) in enumerate(sorted(jobs.items())):
-            x = source.get(index)
-            for (c, t), d in zip(wanted, engine.run(x, index, wanted, method, discrepancy)):
+            if f"drops{index}" not in results:
+                clean, drops = engine.run(source.get(index), index, wanted, method)
+                results[f"drops{index}"], results[f"clean{index}"] = drops, clean
+                keep.save(results, {})
+            maps = engine.discrepancies(shape, wanted, results[f"clean{index}"], results[f"drops{index}"],
+                                        discrepancy)
+            for (c, t), d in zip(wanted, maps):
                 found[(c, t.index)] = d
             if progress is not None:
                 progress(done + 1, len(jobs))
@@ -235,6 +252,12 @@ def empirical_field(model: nn.Module, layer: str, units=None, images=None, *, sc
         canvas = np.mean([_centred(m.heat, m.rf.center) for m in maps], axis=0) if maps else np.zeros((2 * h, 2 * w))
         fields[c] = EmpiricalField(target.name, c, maps, canvas, tuple(target.rf_size))
     return EmpiricalLayer(target.name, fields, tuple(target.rf_size), occluder, discrepancy, scan, engine.crops)
+
+
+def _scan_id(scan: Scan) -> str:
+    import hashlib
+    h = hashlib.sha256(scan.images.tobytes() + scan.where.tobytes() + scan.scores.tobytes())
+    return h.hexdigest()[:16]
 
 
 def _as_list(units) -> list:
@@ -321,8 +344,10 @@ class _Engine:
         execute(self.model, x, emit, self.graph)
         return got[0]
 
-    def run(self, x: torch.Tensor, index: int, wanted: list[tuple[int, TopImage]], method: str,
-            discrepancy: str) -> list[Discrepancy]:
+    def run(self, x: torch.Tensor, index: int, wanted: list[tuple[int, TopImage]],
+            method: str) -> tuple[np.ndarray, np.ndarray]:
+        """Clean activations (units,) and drops (units, positions) of the units ``wanted`` on
+        input ``x``, position ``index`` of its source."""
         x = x.to(self.device, self.dtype)
         occ = self.occluder
         ys, xs = occ.grid(tuple(x.shape[1:]))
@@ -339,11 +364,16 @@ class _Engine:
             region, local, clean = self._region(x, rfs, cells, channels, crop=method == "fast")
             drops = self._occluded(x, corners, patches, use, region, local, channels, clean)
             drops = np.where(hits, drops, 0.0) if method == "fast" else drops
+        return clean, drops
+
+    def discrepancies(self, shape, wanted, clean, drops, discrepancy: str) -> list[Discrepancy]:
+        """Per-position drops of the units ``wanted`` on one image as discrepancy maps."""
+        ys, xs = self.occluder.grid(shape)
         out = []
         for u, (c, t) in enumerate(wanted):
             d = drops[u].reshape(len(ys), len(xs))
-            heat = _spread(np.abs(d) if discrepancy == "abs" else d, occ, tuple(x.shape[1:]))
-            out.append(Discrepancy(t, float(clean[u]), d, heat, rfs[u]))
+            heat = _spread(np.abs(d) if discrepancy == "abs" else d, self.occluder, shape)
+            out.append(Discrepancy(t, float(clean[u]), d, heat, self.layer.unit(t.where)))
         return out
 
     def _region(self, x, rfs: list[Unit], cells, channels, crop: bool):

@@ -192,3 +192,28 @@ def test_on_trained_onet_the_empirical_rf_is_smaller_than_the_theoretical_and_th
         ratio[layer] = res.sizes.mean() / res.theoretical[0]
     assert ratio["pool3"] < 1 and ratio["prelu4"] < 1
     assert ratio["pool2"] > ratio["pool3"] >= ratio["prelu4"] - 0.02
+
+
+def test_an_interrupted_empirical_run_resumes_without_redoing_images(images, tmp_path):
+    net = small_cnn()
+    occluder = rflens.Occluder(5, 3, "random")
+    scan = rflens.top_images(net, "4", images, k=2, device="cpu")
+    whole = rflens.empirical_field(net, "4", [0, 1, 2], images, scan=scan, k=2, occluder=occluder, device="cpu")
+    calls = []
+
+    def kill_after_first_image(done, total):
+        calls.append((done, total))
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        rflens.empirical_field(net, "4", [0, 1, 2], images, scan=scan, k=2, occluder=occluder, device="cpu",
+                               checkpoint=tmp_path / "occ.npz", progress=kill_after_first_image)
+    resumed = rflens.empirical_field(net, "4", [0, 1, 2], images, scan=scan, k=2, occluder=occluder, device="cpu",
+                                     checkpoint=tmp_path / "occ.npz", progress=kill_after_first_image)
+    total = calls[0][1]
+    assert [d for d, _ in calls] == [1] + list(range(1, total + 1))
+    for c in (0, 1, 2):
+        np.testing.assert_array_equal(resumed.fields[c].heat, whole.fields[c].heat)
+    with pytest.raises(rflens.RFLensError, match="other settings"):
+        rflens.empirical_field(net, "4", [0, 1], images, scan=scan, k=2, occluder=occluder, device="cpu",
+                               checkpoint=tmp_path / "occ.npz")
