@@ -91,7 +91,9 @@ def replknet_area_ratio(heat: np.ndarray, threshold: float) -> tuple[int, float]
         # their slice, kept inside the map (on non-square maps theirs would wrap to a sliver)
         part = data[max(0, h // 2 - i):h // 2 + 1 + i, max(0, w // 2 - i):w // 2 + 1 + i]
         if np.sum(part) / total > threshold:
-            return i * 2 + 1, (i * 2 + 1) / h * (i * 2 + 1) / w
+            side = i * 2 + 1
+            clipped = part.shape != (side, side)
+            return side, part.size / (h * w) if clipped else side / h * side / w
     return None
 
 

@@ -9,7 +9,10 @@ import torch
 import rflens
 from rflens.probe import ProbeAnalysis
 
-torch.set_num_threads(max(1, torch.get_num_threads()))
+import os
+
+# pytest -n N runs N workers; more torch threads than cores per worker only fight each other
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, torch.get_num_threads()))
 
 
 def sample_units(grid: tuple[int, ...]) -> list[tuple[int, ...]]:
