@@ -7,9 +7,9 @@ from typing import Sequence
 
 from torch import nn
 
-from .errors import RFLensError, TraceError
+from .errors import InputTooSmallError, RFLensError, TraceError
 from .field import Analysis
-from .trace import run
+from .trace import run, too_small
 
 
 def parse_input_size(input_size) -> tuple[int, ...]:
@@ -57,6 +57,9 @@ def analyze(model: nn.Module, input_size: Sequence[int] | str, method: str = "an
     except Exception as e:
         if _raised_by_rflens(e):
             raise
+        if too_small(str(e)):
+            raise InputTooSmallError(f"the input {(1, *size)} is too small for this model: "
+                                     f"{str(e).splitlines()[0]}. Use a larger input size.") from e
         raise TraceError(
             f"the model failed when called on one input of shape {(1, *size)} (meta tensors): "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. rflens calls "

@@ -229,13 +229,20 @@ def restride(tracked: Tracked, old, new, k: int) -> Tracked:
     return Tracked(tuple(new[0]), parts)
 
 
+def too_small(message: str) -> bool:
+    """Whether PyTorch's error message says an output would be empty."""
+    low = message.lower()
+    return any(s in low for s in ("too small", "can't be greater than actual input", "non-positive",
+                                  "output size is too small", "should be greater than 0", "must be greater than",
+                                  "invalid computed output size", "negative dimension"))
+
+
 def _failure(func, module: str, e: Exception) -> Exception:
     name = func.name().split("::")[-1]
     msg = str(e).strip().split("\n")[0]
     where = f"module '{module}'" if module else "the model's forward"
     low = msg.lower()
-    if any(s in low for s in ("too small", "can't be greater than actual input", "non-positive",
-                              "output size is too small", "should be greater than 0", "must be greater than")):
+    if too_small(msg):
         return InputTooSmallError(f"the input is too small for this model: op '{name}' in {where} would "
                                   f"produce an empty output ({msg}). Use a larger --input-size.")
     if "meta" in low or "item()" in low or "data-dependent" in low or "data dependent" in low:
