@@ -173,10 +173,14 @@ def cmd_unit(args) -> int:
     return 0
 
 
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
 def _output_path(args, default: str) -> str:
     if args.output:
         return args.output
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", default)
+    return _safe_name(default)
 
 
 def _analysis(args, model_name: str | None = None):
@@ -284,6 +288,8 @@ def _weighted_model(spec: str, args):
     torch.manual_seed(args.seed)
     model = load_model(spec, parse_model_args(args.model_arg), device="cpu")
     if not args.weights:
+        if ":" in spec:  # a callable may load trained weights itself (or draw them from the seed)
+            return model, f"weights as built by {spec} (torch seed {args.seed})"
         return model, f"random weights (torch seed {args.seed})"
     from .checkpoints import load_weights
     report = load_weights(model, args.weights, trust_checkpoint=args.trust_checkpoint)
@@ -480,6 +486,364 @@ def cmd_grad(args) -> int:
     return 0
 
 
+# -- top images, empirical RFs and segmentations: Zhou et al. (2015), NetDissect ----------------
+
+SETTINGS = "settings.json"  # beside scan.npz: what the scan's own record leaves out
+
+
+def _normalize_arg(text: str | None):
+    """``--normalize``: ``imagenet`` (None: the library's default), ``none`` ([0, 1] pixels),
+    ``MEAN,STD`` for every channel, or ``M1,M2,M3,S1,S2,S3`` per channel."""
+    if text is None or text.strip().lower() == "imagenet":
+        return None
+    if text.strip().lower() == "none":
+        return (0.0, 1.0)
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (2, 6):
+        raise RFLensError(f"--normalize {text!r}: use imagenet, none, MEAN,STD (e.g. 0.5,0.5) or "
+                          "M1,M2,M3,S1,S2,S3")
+    half = len(values) // 2
+    mean, std = values[:half], values[half:]
+    if min(std) <= 0:
+        raise RFLensError(f"--normalize {text!r}: the standard deviation must be positive")
+    return (mean[0], std[0]) if half == 1 else (tuple(mean), tuple(std))
+
+
+def _normalize_text(normalize) -> str:
+    if normalize is None:
+        return "ImageNet mean and std"
+    mean, std = normalize
+    return f"mean {_coords(np.atleast_1d(mean).tolist())}, std {_coords(np.atleast_1d(std).tolist())}"
+
+
+def _jsonable(normalize):
+    return None if normalize is None else json.loads(json.dumps(normalize))
+
+
+def _read_settings(folder) -> dict | None:
+    from pathlib import Path
+    path = Path(folder) / SETTINGS
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RFLensError(f"cannot read '{path}': {e}") from None
+
+
+def _short(spec: str) -> str:
+    """A model's name for a progress bar, which has no room for a path."""
+    return spec.rpartition(":")[2] or spec
+
+
+def _check_count(flag: str, value: int | None, least: int = 1) -> None:
+    if value is not None and value < least:
+        raise RFLensError(f"{flag} {value}: must be at least {least}")
+
+
+def _target(model, layer: str, size):
+    """The layer, checked by the library to be an (N, C, *grid) map, before any long job."""
+    from .scan import channel_layer
+    return channel_layer(model, layer, size)
+
+
+def cmd_scan(args) -> int:
+    from pathlib import Path
+
+    from .images import image_files
+    from .scan import top_images
+
+    _check_weights_flags(args, [args.model])
+    _check_count("--top-k", args.top_k)
+    _check_count("--batch-size", args.batch_size)
+    _check_count("--limit", args.limit)
+    normalize = _normalize_arg(args.normalize)
+    image_files(args.images)  # a missing or empty folder fails before any model is built
+    device = _device_arg(args.device)
+    out = Path(args.out or _safe_name(f"scan_{args.model}_{args.layer}"))
+    if out.exists() and not out.is_dir():
+        raise RFLensError(f"--out '{out}' is a file, not a folder")
+    settings = _read_settings(out) if out.is_dir() else None
+    state = "finished earlier" if (out / "scan.npz").exists() else (
+        "resumed" if (out / "scan.partial.npz").exists() else "new")
+    if settings is not None and state != "new":
+        # the scan's own record leaves these out: another value would be answered with the old
+        # scan, or resumed into a mix of both
+        given = {"normalize": (_jsonable(normalize), _normalize_flag), "limit": (args.limit, str)}
+        for key, (value, show) in given.items():
+            if settings.get(key) != value:
+                was = "no --limit" if key == "limit" and settings.get(key) is None else \
+                    f"--{key} {show(settings.get(key))}"
+                raise RFLensError(f"'{out}' holds a scan made with {was}; use the same, or another --out")
+    size = _size_for(args.model, args)
+    model, weights = _weighted_model(args.model, args)
+    target = _target(model, args.layer, size)
+    if not out.parent.exists():
+        raise RFLensError(f"cannot make '{out}': folder '{out.parent}' does not exist")
+    out.mkdir(exist_ok=True)
+    record = {"model": args.model, "layer": target.name, "input_size": list(size), "normalize": _jsonable(normalize),
+              "limit": args.limit, "weights": weights}
+    if settings is None or state == "new":
+        atomic_write(out / SETTINGS, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1) + "\n"))
+    try:
+        with _progress() as progress:
+            task = progress.add_task(f"scanning {_short(args.model)} {target.name}", total=None)
+
+            def report(done: int, total: int | None) -> None:
+                progress.update(task, completed=done, total=total)
+            scan = top_images(model, args.layer, args.images, args.top_k, input_size=size, normalize=normalize,
+                              limit=args.limit, batch_size=args.batch_size, device=device, out=out, progress=report)
+    except KeyboardInterrupt:
+        if (out / "scan.partial.npz").exists():
+            print(f"rflens: the images scanned so far are kept in {out / 'scan.partial.npz'}; run the same "
+                  "command to resume", file=sys.stderr)
+        raise
+    path = str(out / "scan.npz")
+    if args.format == "json":
+        print(dumps({**record, "k": scan.k, "channels": scan.channels, "grid": list(scan.grid), "seen": scan.seen,
+                     "skipped": len(scan.skipped), "skipped_files": [list(x) for x in scan.skipped],
+                     "state": state, "scan": path}))
+        return 0
+    lines = [
+        f"model        {args.model} at {'x'.join(map(str, size))}, {weights}",
+        f"layer        {target.name}: {scan.channels} channels on a {'x'.join(map(str, scan.grid))} grid, "
+        f"top {scan.k} images each",
+        f"images       {scan.seen} scanned in {args.images}" + (f"; {len(scan.skipped)} skipped" if scan.skipped
+                                                                  else "") + f" ({_normalize_text(normalize)})",
+        *(f"skipped      {name}: {why}" for name, why in scan.skipped),
+        f"scan         {path}" + {"new": "", "resumed": "  (resumed)",
+                                   "finished earlier": "  (finished earlier: delete it to scan again)"}[state],
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+def _normalize_flag(value) -> str:
+    if value is None:
+        return "imagenet"
+    mean, std = value
+    return ",".join(str(v) for v in (np.atleast_1d(mean).tolist() + np.atleast_1d(std).tolist()))
+
+
+def _parse_units(text: str | None, layer, flag: str = "--units") -> list[int]:
+    """``0-15``, ``0,3,7`` or a mix; None: the first 16 channels (all of a layer is often
+    hundreds, each with k images of occluded forwards)."""
+    channels = layer.output_shape[1]
+    if text is None:
+        return list(range(min(16, channels)))
+    units: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if re.fullmatch(r"\d+\s*-\s*\d+", part):
+                a, b = (int(v) for v in part.split("-"))
+                if b < a:
+                    raise ValueError
+                units += range(a, b + 1)
+            else:
+                units.append(int(part))
+        except ValueError:
+            raise RFLensError(f"{flag} {text!r}: use channel numbers such as 0-15 or 0,3,7") from None
+    bad = [u for u in units if not 0 <= u < channels]
+    if bad:
+        raise RFLensError(f"{flag} {text}: channel {bad[0]} is outside layer '{layer.name}', which has {channels} "
+                          f"channels (0..{channels - 1})")
+    return list(dict.fromkeys(units))
+
+
+class _ScanInputs:
+    """The scan named by ``--scan`` (checked against the model and flags) or the folder named by
+    ``--images``, with the input size and normalisation to use."""
+
+    def __init__(self, args, model, weights: str):
+        from .running import fingerprint
+        from .scan import Scan
+
+        self.scan = None
+        self.normalize = _normalize_arg(args.normalize)
+        size = parse_input_size(args.input_size) if args.input_size else None
+        if getattr(args, "scan", None):
+            from pathlib import Path
+            folder = Path(args.scan)
+            if folder.is_dir() and not (folder / "scan.npz").exists() and (folder / "scan.partial.npz").exists():
+                raise RFLensError(f"the scan in '{folder}' is not finished: run the `rflens scan` command that "
+                                  "made it again to complete it")
+            self.scan = Scan.load(folder)
+            scanned = tuple(self.scan.config.get("size", ()))
+            if size is not None and scanned and size != scanned:
+                raise RFLensError(f"--input-size {args.input_size}: the scan in '{args.scan}' was made at "
+                                  f"{'x'.join(map(str, scanned))}")
+            size = scanned or size or _size_for(args.model, args)
+            settings = _read_settings(folder) if folder.is_dir() else None
+            if settings is not None:
+                if args.normalize is None:
+                    self.normalize = settings.get("normalize")
+                    if self.normalize is not None:
+                        self.normalize = tuple(tuple(v) if isinstance(v, list) else v for v in self.normalize)
+                elif _jsonable(self.normalize) != settings.get("normalize"):
+                    raise RFLensError(f"--normalize {args.normalize}: the scan in '{args.scan}' was made with "
+                                      f"--normalize {_normalize_flag(settings.get('normalize'))}")
+            if self.scan.config.get("model") not in (None, fingerprint(model)):
+                made = f" ({settings['weights']})" if settings and settings.get("weights") else ""
+                raise RFLensError(f"the scan in '{args.scan}' was made with other weights{made} than these "
+                                  f"({weights}); pass the same model and --weights")
+            if self.scan.layer != args.layer:
+                _target(model, args.layer, size)  # an unknown name fails with close matches first
+                raise RFLensError(f"the scan in '{args.scan}' is of layer '{self.scan.layer}', not '{args.layer}'")
+        self.size = size or _size_for(args.model, args)
+        self.images = getattr(args, "images", None)
+
+    def k(self, top_k: int | None) -> int:
+        if self.scan is None:
+            return top_k or 10
+        if top_k is not None and top_k > self.scan.k:
+            raise RFLensError(f"--top-k {top_k}: the scan kept {self.scan.k} images per channel; use at most "
+                              f"{self.scan.k}, or scan again with --top-k {top_k}")
+        return top_k or self.scan.k
+
+    def files(self) -> list:
+        """The scanned files, for the library calls that look images up by position."""
+        from pathlib import Path
+        return [Path(n) for n in self.scan.names]
+
+
+def _occluder(args, size):
+    from .occlusion import Occluder
+    occluder = Occluder(args.occluder, args.stride, args.fill, args.seed)
+    occluder.grid(tuple(size[1:]))  # too big for the input: fails before the long job
+    return occluder
+
+
+def _scan_for(args, model, inputs: _ScanInputs, k: int, device, progress):
+    """The given scan, or a scan of ``--images`` made now (kept in memory)."""
+    from .scan import top_images
+    if inputs.scan is not None:
+        return inputs.scan
+    task = progress.add_task(f"scanning {_short(args.model)} {args.layer}", total=None)
+
+    def report(done: int, total: int | None) -> None:
+        progress.update(task, completed=done, total=total)
+    return top_images(model, args.layer, args.images, k, input_size=inputs.size, normalize=inputs.normalize,
+                      batch_size=16, device=device, progress=report)
+
+
+def cmd_empirical(args) -> int:
+    from .images import image_files
+    from .occlusion import empirical_field
+    from .plot import empirical_figure, empirical_grid_figure, save
+
+    _check_weights_flags(args, [args.model])
+    _check_count("--top-k", args.top_k)
+    _check_count("--batch-size", args.batch_size)
+    if args.images:
+        image_files(args.images)
+    output = _output_path(args, f"empirical_{args.model}_{args.layer}.png")
+    _check_output(output)
+    if args.checkpoint and not args.checkpoint.endswith(".npz"):
+        raise RFLensError(f"--checkpoint {args.checkpoint!r} must end in .npz")
+    device = _device_arg(args.device)
+    model, weights = _weighted_model(args.model, args)
+    inputs = _ScanInputs(args, model, weights)
+    target = _target(model, args.layer, inputs.size)
+    units = _parse_units(args.units, target)
+    occluder = _occluder(args, inputs.size)
+    k = inputs.k(args.top_k)
+    with _progress() as progress:
+        scan = _scan_for(args, model, inputs, k, device, progress)
+        task = progress.add_task(f"occluding {len(units)} units", total=None)
+
+        def report(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total)
+        result = empirical_field(model, args.layer, units, inputs.files() if inputs.scan is not None else args.images,
+                                 scan=scan, k=k, occluder=occluder, discrepancy=args.discrepancy,
+                                 input_size=inputs.size, normalize=inputs.normalize, batch_size=args.batch_size,
+                                 device=device, progress=report, checkpoint=args.checkpoint)
+    if len(units) == 1:
+        fig = empirical_figure(result.fields[units[0]], occluder, args.discrepancy)
+    else:
+        fig = empirical_grid_figure(result, units[:16], title=_short(args.model))
+    path = str(save(fig, output))
+    row = result.to_dict()
+    sizes = {c: f.size for c, f in result.fields.items()}
+    if args.format == "json":
+        print(dumps({"model": args.model, "weights": weights, "input_size": list(inputs.size),
+                     "scan": args.scan, **row, "unit_sizes": {str(c): s for c, s in sizes.items()}, "figure": path}))
+        return 0
+    theo = _fmt(result.theoretical)
+    dead = [c for c, s in sizes.items() if s == 0]
+    mean = ("n/a (no occluder changed any unit)" if row["empirical_mean"] is None
+            else f"{row['empirical_mean']:.2f} ± {row['empirical_std']:.2f} px")
+    lines = [
+        f"model        {args.model} at {'x'.join(map(str, inputs.size))}, {weights}",
+        f"top images   {k} per unit from " + (f"the scan in {args.scan}" if args.scan else f"a scan of {args.images}")
+        + f" ({scan.seen} images)",
+        f"occluder     {occluder.size}x{occluder.size}, stride {occluder.stride}, {occluder.fill} fill "
+        f"(seed {occluder.seed}); discrepancy {args.discrepancy}",
+        f"layer        {result.layer}",
+        f"theoretical  {theo} px",
+        f"empirical    {mean} over {len(result.sizes)} units  (smallest centred square holding "
+        f"{row['mass']:.0%} of the averaged map)",
+        "unit sizes   " + ", ".join(f"{c}: {s}" for c, s in sizes.items()),
+    ]
+    if dead:
+        lines.append(f"left out     {', '.join(map(str, dead))}: no occluder changed these units")
+    print("\n".join(lines))
+    print(path)
+    return 0
+
+
+def cmd_segment(args) -> int:
+    from .plot import save, segment_sheet
+    from .segment import segment
+
+    _check_weights_flags(args, [args.model])
+    _check_count("--top-k", args.top_k)
+    methods = ["netdissect", "occlusion"] if args.method == "both" else [args.method]
+    output = _output_path(args, f"segment_{args.model}_{args.layer}_{args.unit}.png")
+    _check_output(output)
+    device = _device_arg(args.device)
+    model, weights = _weighted_model(args.model, args)
+    inputs = _ScanInputs(args, model, weights)
+    target = _target(model, args.layer, inputs.size)
+    _parse_units(str(args.unit), target, "--unit")
+    occluder = _occluder(args, inputs.size) if "occlusion" in methods else None
+    k = inputs.k(args.top_k)
+    segments = []
+    with _progress() as progress:
+        task = progress.add_task(f"segmenting channel {args.unit}", total=len(methods))
+        for i, method in enumerate(methods):
+            # the scanned files, not the scan, as images: segment() hands a lone scan on to
+            # empirical_field as images, which refuses it (see the report on rflens/segment.py)
+            segments += segment(model, args.layer, args.unit, inputs.files(), scan=inputs.scan, k=k, method=method,
+                                occluder=occluder, input_size=inputs.size, normalize=inputs.normalize, device=device)
+            progress.update(task, completed=i + 1)
+    title = f"{_short(args.model)} · {target.name} · channel {args.unit}: top {k} of {inputs.scan.seen} images"
+    path = str(save(segment_sheet(segments, title), output))
+    records = [{"method": s.method, "rank": rank, "image": s.image.name, "score": round(s.image.score, 5),
+                "where": list(s.image.where), "level": round(s.level, 5), "mask_pixels": int(s.mask.sum()),
+                "mask_fraction": round(float(s.mask.mean()), 4)}
+               for method in methods for rank, s in enumerate(x for x in segments if x.method == method)]
+    if args.format == "json":
+        print(dumps({"model": args.model, "weights": weights, "layer": target.name, "channel": args.unit,
+                     "scan": args.scan, "segments": records, "figure": path}))
+        return 0
+    lines = [f"model        {args.model} at {'x'.join(map(str, inputs.size))}, {weights}",
+             f"unit         {target.name}, channel {args.unit}: top {k} images of the scan in {args.scan}"]
+    for method in methods:
+        mine = [r for r in records if r["method"] == method]
+        how = (f"activation >= {mine[0]['level']:.4g} (the scan's top 0.5%)" if method == "netdissect"
+               else "|activation change| >= half of each map's maximum")
+        lines.append(f"{method:<12} {how}")
+        lines += [f"  {r['rank'] + 1:>2}. {os.path.basename(r['image'])}  score {r['score']:.4g}, "
+                  f"{r['mask_pixels']} px in the mask ({r['mask_fraction']:.1%})" for r in mine]
+    print("\n".join(lines))
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rflens", description="Exact receptive fields of PyTorch models.")
     p.add_argument("--version", action="version", version=f"rflens {__version__}")
@@ -542,15 +906,16 @@ def build_parser() -> argparse.ArgumentParser:
     output(ov)
     ov.set_defaults(func=cmd_overlay)
 
-    def weights(sp):
+    def weights(sp, channel: bool = True, seed: str = "seed of the random weights (and of --noise inputs)"):
         sp.add_argument("--weights", metavar="PATH", help="load these weights (safetensors, torch.save state "
                         "dict or TorchScript) instead of random ones")
         sp.add_argument("--trust-checkpoint", action="store_true",
                         help="allow a --weights file that pickles Python objects (runs its code: trusted files only)")
-        sp.add_argument("--seed", type=int, default=0, help="seed of the random weights (and of --noise inputs)")
+        sp.add_argument("--seed", type=int, default=0, help=seed)
         sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                        help="where gradients are computed (auto: CUDA when present)")
-        sp.add_argument("--channel", type=int, help="one output channel (default: the sum over channels)")
+                        help="where the model runs (auto: CUDA when present)")
+        if channel:
+            sp.add_argument("--channel", type=int, help="one output channel (default: the sum over channels)")
 
     e = sub.add_parser("erf", help="effective RF: the mean gradient map over many inputs (Luo et al. 2016)")
     e.add_argument("models", nargs="+", metavar="MODEL",
@@ -586,6 +951,74 @@ def build_parser() -> argparse.ArgumentParser:
     weights(gd)
     output(gd)
     gd.set_defaults(func=cmd_grad)
+
+    def images(sp, required: bool = False):
+        sp.add_argument("--input-size", help="C x spatial, e.g. 3x48x48: images are resized and centre-cropped "
+                        "to it (default: the model's usual size, or the scan's)")
+        sp.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                        help="keyword argument for the model constructor (repeatable)")
+        sp.add_argument("--normalize", metavar="MEAN,STD",
+                        help="pixel normalisation, on [0, 1] pixels: imagenet (the default), none, MEAN,STD for "
+                        "every channel (MTCNN: 0.5,0.5) or M1,M2,M3,S1,S2,S3; with --scan: the scan's")
+
+    def occluders(sp):
+        sp.add_argument("--occluder", type=int, default=11, metavar="PX", help="occluder side in pixels (11)")
+        sp.add_argument("--stride", type=int, default=3, metavar="PX", help="occluder step in pixels (3)")
+        sp.add_argument("--fill", choices=["random", "zeros", "mean", "blur"], default="random",
+                        help="what an occluder shows (random: uniform noise in the image's range)")
+
+    seed = "seed of the random weights and of random occluder fills"
+    sc = sub.add_parser("scan", help="top images: each channel's K most activating images in a folder "
+                        "(resumable)")
+    sc.add_argument("model", help="torchvision architecture name or package.module:callable (path/to/file.py:callable)")
+    sc.add_argument("--layer", required=True)
+    sc.add_argument("--images", required=True, metavar="DIR",
+                    help="a folder of images (recursive; unreadable files are skipped and listed)")
+    sc.add_argument("--top-k", type=int, default=10, metavar="K", help="images kept per channel (10)")
+    sc.add_argument("--out", metavar="DIR", help="folder for scan.npz (default: scan_MODEL_LAYER); progress is "
+                    "kept there, so the same command resumes an interrupted scan")
+    sc.add_argument("--limit", type=int, metavar="N", help="scan only the first N files")
+    sc.add_argument("--batch-size", type=int, default=16)
+    sc.add_argument("--format", choices=["text", "json"], default="text")
+    images(sc)
+    weights(sc, channel=False, seed="seed of the random weights")
+    sc.set_defaults(func=cmd_scan)
+
+    em = sub.add_parser("empirical", help="empirical RF by occlusion on top images (Zhou et al. 2015): "
+                        "theoretical vs empirical size")
+    em.add_argument("model", help="torchvision architecture name or package.module:callable (path/to/file.py:callable)")
+    em.add_argument("--layer", required=True)
+    where = em.add_mutually_exclusive_group(required=True)
+    where.add_argument("--images", metavar="DIR", help="a folder of images, scanned first (kept in memory)")
+    where.add_argument("--scan", metavar="DIR", help="a folder made by `rflens scan`")
+    em.add_argument("--units", metavar="LIST", help="channels: 0-15, 0,3,7 or a mix (default: the first 16)")
+    em.add_argument("--top-k", type=int, metavar="K", help="top images per unit (default: 10, or all the scan kept)")
+    em.add_argument("--discrepancy", choices=["abs", "drop"], default="abs",
+                    help="abs: |activation change| (default); drop: signed activation minus occluded activation")
+    em.add_argument("--batch-size", type=int, default=64, help="occluded images per forward")
+    em.add_argument("--checkpoint", metavar="PATH.npz", help="save each image's results as they come; rerun the "
+                    "same command to resume after an interruption")
+    em.add_argument("--format", choices=["text", "json"], default="text")
+    occluders(em)
+    images(em)
+    weights(em, channel=False, seed=seed)
+    output(em)
+    em.set_defaults(func=cmd_empirical)
+
+    sg = sub.add_parser("segment", help="segmentations of one channel's top images (NetDissect and/or occlusion)")
+    sg.add_argument("model", help="torchvision architecture name or package.module:callable (path/to/file.py:callable)")
+    sg.add_argument("--layer", required=True)
+    sg.add_argument("--unit", type=int, required=True, metavar="C", help="the channel (a number, not a position)")
+    sg.add_argument("--scan", required=True, metavar="DIR", help="a folder made by `rflens scan` (NetDissect's "
+                    "threshold is the top 0.5%% of the channel's activations over the whole scan)")
+    sg.add_argument("--method", choices=["netdissect", "occlusion", "both"], default="netdissect")
+    sg.add_argument("--top-k", type=int, metavar="K", help="top images (default: all the scan kept)")
+    sg.add_argument("--format", choices=["text", "json"], default="text")
+    occluders(sg)
+    images(sg)
+    weights(sg, channel=False, seed=seed)
+    output(sg)
+    sg.set_defaults(func=cmd_segment)
     return p
 
 

@@ -204,6 +204,8 @@ def top_images(model: nn.Module, layer: str, images, k: int = 10, *, input_size=
     m = max(1, math.ceil(top_fraction * n * math.prod(grid)))
     names = [str(p.resolve()) for p in source.files] if source.files is not None else [f"input {i}" for i in range(n)]
     config = {"layer": target.name, "k": k, "size": list(source.size), "source": source.describe,
+              "normalize": [np.broadcast_to(np.asarray(v, float), (3,)).tolist() for v in (source.mean, source.std)],
+              "limit": limit,
               "model": fingerprint(model), "top_fraction": top_fraction, "shard": list(shard) if shard else None}
     final = Path(out) / "scan.npz" if out is not None else None
     partial = Checkpoint(Path(out) / "scan.partial.npz" if out is not None else None, config, "scan")

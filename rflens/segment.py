@@ -82,7 +82,7 @@ def segment(model: nn.Module, layer: str, channel: int, images=None, *, scan: Sc
     lookup = _Lookup(images if images is not None else _paths(scan), scan, input_size, normalize)
     target = channel_layer(model, layer, lookup.size)
     if method == "occlusion":
-        found = empirical_field(model, layer, [channel], images if images is not None else scan, scan=scan, k=k,
+        found = empirical_field(model, layer, [channel], images, scan=scan, k=k,
                                 occluder=occluder, input_size=input_size, normalize=normalize, device=device)
         out = []
         for m in found.fields[channel].maps:

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from trained import weights_file
 
 from rflens.cli import main
 
@@ -269,3 +270,260 @@ def test_an_interrupted_erf_exits_130_and_says_how_to_resume(capsys, tmp_path, m
     assert err.splitlines() == [f"rflens: the inputs done so far are kept in {tmp_path / 'run.npz'}; run the same "
                                 "command to resume", "rflens: interrupted"]
     assert not (tmp_path / "erf.png").exists()
+
+
+# -- scan, empirical and segment on a trained network: MTCNN's ONet on LFW faces ----------------
+
+needs_mtcnn = pytest.mark.skipif(weights_file() is None, reason="facenet-pytorch not installed (make setup)")
+ONET = f"{os.path.join(os.path.dirname(__file__), 'trained.py')}:trained_onet"
+# ONet's own input: 48x48, pixels as (x * 255 - 127.5) / 128, i.e. mean 0.5 and std 0.5 on [0, 1]
+AS_ONET = ["--input-size", "3x48x48", "--normalize", "0.5,0.5"]
+
+
+def cli_json(*argv) -> dict:
+    """``main`` run outside a test's capsys (module fixtures), its JSON output parsed."""
+    import contextlib
+    import io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(list(argv))
+    assert code == 0
+    return json.loads(buf.getvalue())
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    """30 LFW faces (25x25 grey PNGs, brought to 48x48 RGB by --input-size) and a corrupt file."""
+    from PIL import Image
+    from skimage.data import lfw_subset
+    folder = tmp_path_factory.mktemp("faces")
+    for i, face in enumerate(lfw_subset()[:30]):
+        Image.fromarray((face * 255).round().astype(np.uint8)).save(folder / f"face{i:03d}.png")
+    (folder / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def onet_scan(faces, tmp_path_factory):
+    """``rflens scan`` of pool2 (64 channels on a 10x10 grid, RF 13), top 3 faces per channel."""
+    out = tmp_path_factory.mktemp("scans") / "pool2"
+    rec = cli_json("scan", ONET, "--layer", "pool2", "--images", str(faces), *AS_ONET, "--top-k", "3",
+                   "--batch-size", "8", "--out", str(out), "--format", "json")
+    return out, rec
+
+
+@needs_mtcnn
+def test_scan_of_a_face_folder_counts_skips_and_writes_the_scan(onet_scan, faces):
+    from trained import trained_onet
+
+    import rflens
+
+    out, rec = onet_scan
+    assert (rec["layer"], rec["channels"], rec["grid"], rec["k"]) == ("pool2", 64, [10, 10], 3)
+    assert (rec["seen"], rec["skipped"], rec["state"]) == (30, 1, "new")
+    assert rec["skipped_files"][0][0] == str(faces / "zz_broken.png") and "cannot read" in rec["skipped_files"][0][1]
+    assert rec["normalize"] == [0.5, 0.5] and rec["input_size"] == [3, 48, 48]
+    assert rec["scan"] == str(out / "scan.npz") and sorted(os.listdir(out)) == ["scan.npz", "settings.json"]
+    # the same scan as the library makes with ONet's normalisation
+    direct = rflens.top_images(trained_onet(), "pool2", faces, 3, input_size=(3, 48, 48), normalize=(0.5, 0.5),
+                               device="cpu")
+    saved = rflens.Scan.load(out)
+    np.testing.assert_array_equal(saved.scores, direct.scores)
+    np.testing.assert_array_equal(saved.images, direct.images)
+    top = saved.top(0)[0]
+    assert os.path.basename(top.name) == "face003.png" and top.score == pytest.approx(1.664, abs=1e-3)
+
+
+@needs_mtcnn
+def test_running_scan_again_returns_the_finished_scan_and_says_so(capsys, onet_scan, faces):
+    out, _ = onet_scan
+    code, stdout, _ = run(capsys, "scan", ONET, "--layer", "pool2", "--images", str(faces), *AS_ONET,
+                          "--top-k", "3", "--out", str(out))
+    lines = stdout.splitlines()
+    assert code == 0
+    assert lines[1] == "layer        pool2: 64 channels on a 10x10 grid, top 3 images each"
+    assert lines[2] == f"images       30 scanned in {faces}; 1 skipped (mean 0.5, std 0.5)"
+    assert lines[3].startswith(f"skipped      {faces / 'zz_broken.png'}: cannot read")
+    assert lines[4] == f"scan         {out / 'scan.npz'}  (finished earlier: delete it to scan again)"
+
+
+class _Interrupting:
+    """A progress display whose first update is a Ctrl-C, after the first batch was saved."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *args, **kwargs):
+        return 0
+
+    def update(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+
+@needs_mtcnn
+def test_an_interrupted_scan_exits_130_and_the_same_command_resumes_to_the_same_file(
+        capsys, monkeypatch, onet_scan, faces, tmp_path):
+    import rflens.cli
+    out = tmp_path / "scan"
+    argv = ["scan", ONET, "--layer", "pool2", "--images", str(faces), *AS_ONET, "--top-k", "3", "--batch-size", "8",
+            "--out", str(out)]
+    with monkeypatch.context() as m:
+        m.setattr(rflens.cli, "_progress", _Interrupting)
+        code, stdout, err = run(capsys, *argv)
+    assert code == 130 and stdout == "" and "Traceback" not in err
+    assert err.splitlines() == [f"rflens: the images scanned so far are kept in {out / 'scan.partial.npz'}; run the "
+                                "same command to resume", "rflens: interrupted"]
+    assert sorted(os.listdir(out)) == ["scan.partial.npz", "settings.json"]  # no half-made scan.npz
+
+    monkeypatch.setattr(rflens.cli, "_stderr_is_terminal", lambda: True)
+    code, stdout, err = run(capsys, *argv, "--format", "json")
+    assert code == 0 and json.loads(stdout)["state"] == "resumed"
+    assert "scanning" in err and "31/31" in err and "ETA" in err  # 30 faces and the broken file
+    assert sorted(os.listdir(out)) == ["scan.npz", "settings.json"]
+    with np.load(out / "scan.npz") as resumed, np.load(onet_scan[0] / "scan.npz") as fresh:
+        assert sorted(resumed.files) == sorted(fresh.files)
+        for key in fresh.files:
+            np.testing.assert_array_equal(resumed[key], fresh[key])
+
+
+@needs_mtcnn
+def test_empirical_from_a_scan_prints_the_table_row_and_draws_the_units(capsys, onet_scan, tmp_path):
+    from trained import trained_onet
+
+    import rflens
+
+    out, _ = onet_scan
+    small = ["--units", "0,1", "--top-k", "2", "--occluder", "5", "--stride", "4"]
+    code, stdout, err = run(capsys, "empirical", ONET, "--layer", "pool2", "--scan", str(out), *small,
+                            "--format", "json", "-o", str(tmp_path / "emp.png"))
+    assert code == 0, err
+    rec = json.loads(stdout)
+    assert rec["theoretical_size"] == [13, 13] and rec["units"] == 2 and rec["input_size"] == [3, 48, 48]
+    assert rec["occluder"] == {"size": 5, "stride": 4, "fill": "random", "seed": 0} and rec["discrepancy"] == "abs"
+    assert [f["images"] for f in rec["fields"]] == [2, 2]
+    # the map includes the occluder's 4-pixel overhang on each side of the 13-pixel RF
+    assert all(0 < s <= 13 + 2 * 4 for s in rec["unit_sizes"].values())
+    assert rec["empirical_mean"] == pytest.approx(np.mean(list(rec["unit_sizes"].values())))
+    assert rec["figure"] == str(tmp_path / "emp.png") and (tmp_path / "emp.png").read_bytes()[:4] == b"\x89PNG"
+    # the scan's normalisation (settings.json) was used: the library, told it, agrees
+    direct = rflens.empirical_field(trained_onet(), "pool2", [0, 1], scan=rflens.Scan.load(out), k=2,
+                                    occluder=rflens.Occluder(5, 4), normalize=(0.5, 0.5), device="cpu")
+    assert {str(c): f.size for c, f in direct.fields.items()} == rec["unit_sizes"]
+
+    code, stdout, _ = run(capsys, "empirical", ONET, "--layer", "pool2", "--scan", str(out), *small,
+                          "-o", str(tmp_path / "emp.png"))
+    lines = stdout.splitlines()
+    sizes = rec["unit_sizes"]
+    assert code == 0 and lines[-1] == str(tmp_path / "emp.png")
+    assert "theoretical  13 px" in lines and f"unit sizes   0: {sizes['0']}, 1: {sizes['1']}" in lines
+    assert (f"empirical    {rec['empirical_mean']:.2f} ± {rec['empirical_std']:.2f} px over 2 units  (smallest "
+            "centred square holding 90% of the averaged map)") in lines
+    assert "occluder     5x5, stride 4, random fill (seed 0); discrepancy abs" in lines
+
+
+@needs_mtcnn
+def test_empirical_with_a_checkpoint_gives_the_same_table_when_run_again(capsys, onet_scan, tmp_path):
+    out, _ = onet_scan
+    args = ["empirical", ONET, "--layer", "pool2", "--scan", str(out), "--units", "2,3", "--top-k", "2",
+            "--occluder", "5", "--stride", "4", "--checkpoint", str(tmp_path / "occ.npz"), "--format", "json",
+            "-o", str(tmp_path / "emp.png")]
+    code, first, err = run(capsys, *args)
+    assert code == 0, err and (tmp_path / "occ.npz").exists()
+    code, again, _ = run(capsys, *args)  # every image comes from the checkpoint
+    assert code == 0 and json.loads(again)["unit_sizes"] == json.loads(first)["unit_sizes"]
+    code, _, err = run(capsys, *args[:-4], "--checkpoint", str(tmp_path / "occ.txt"))
+    assert code == 2 and "must end in .npz" in err
+
+
+@needs_mtcnn
+def test_empirical_straight_from_a_folder_scans_it_first(capsys, faces, tmp_path):
+    code, stdout, err = run(capsys, "empirical", ONET, "--layer", "pool3", "--images", str(faces), *AS_ONET,
+                            "--units", "7", "--top-k", "1", "--occluder", "7", "--stride", "6", "--format", "json",
+                            "-o", str(tmp_path / "one.png"))
+    assert code == 0, err
+    rec = json.loads(stdout)
+    assert rec["scan"] is None and rec["theoretical_size"] == [25, 25] and list(rec["unit_sizes"]) == ["7"]
+    assert (tmp_path / "one.png").exists() and os.listdir(tmp_path) == ["one.png"]
+
+
+@needs_mtcnn
+def test_segment_draws_both_methods_for_the_top_faces(capsys, onet_scan, tmp_path):
+    import rflens
+    out, _ = onet_scan
+    scan = rflens.Scan.load(out)
+    code, stdout, err = run(capsys, "segment", ONET, "--layer", "pool2", "--unit", "0", "--scan", str(out),
+                            "--method", "both", "--occluder", "5", "--stride", "4", "--format", "json",
+                            "-o", str(tmp_path / "sheet.png"))
+    assert code == 0, err
+    rec = json.loads(stdout)
+    assert [s["method"] for s in rec["segments"]] == ["netdissect"] * 3 + ["occlusion"] * 3
+    assert [s["image"] for s in rec["segments"]] == [t.name for t in scan.top(0)] * 2
+    assert {s["level"] for s in rec["segments"][:3]} == {round(scan.threshold(0), 5)}  # the scan's top 0.5%
+    assert all(0 < s["mask_pixels"] < 48 * 48 for s in rec["segments"])
+    assert (tmp_path / "sheet.png").read_bytes()[:4] == b"\x89PNG"
+
+    code, stdout, _ = run(capsys, "segment", ONET, "--layer", "pool2", "--unit", "0", "--scan", str(out),
+                          "--top-k", "1", "-o", str(tmp_path / "sheet.png"))
+    lines = stdout.splitlines()
+    assert code == 0 and lines[-1] == str(tmp_path / "sheet.png")
+    assert lines[2] == f"netdissect   activation >= {scan.threshold(0):.4g} (the scan's top 0.5%)"
+    assert lines[3].startswith("   1. face003.png  score 1.664, ")
+
+
+@needs_mtcnn
+@pytest.mark.parametrize("argv,needle", [
+    (["empirical", "--layer", "pool9", "--scan", "{scan}"], "no layer named 'pool9' in this model. Did you mean"),
+    (["empirical", "--layer", "pool2", "--scan", "{scan}", "--units", "0,64"],
+     "--units 0,64: channel 64 is outside layer 'pool2', which has 64 channels (0..63)"),
+    (["empirical", "--layer", "pool2", "--scan", "{scan}", "--units", "a-b"], "use channel numbers such as 0-15"),
+    (["empirical", "--layer", "pool2", "--scan", "{faces}"], "no scan at '{faces}/scan.npz' (make one with `rflens scan`)"),
+    (["empirical", "--layer", "pool2", "--scan", "{scan}", "--occluder", "49"],
+     "an occluder of 49 pixels does not fit the 48x48 input"),
+    (["empirical", "--layer", "pool2", "--scan", "{scan}", "--top-k", "5"], "the scan kept 3 images per channel"),
+    (["empirical", "--layer", "pool3", "--scan", "{scan}"], "the scan in '{scan}' is of layer 'pool2', not 'pool3'"),
+    (["empirical", "--layer", "pool2", "--scan", "{scan}", "--normalize", "imagenet"],
+     "--normalize imagenet: the scan in '{scan}' was made with --normalize 0.5,0.5"),
+    (["empirical", "--layer", "pool2", "--scan", "{scan}", "--input-size", "3x64x64"], "was made at 3x48x48"),
+    (["empirical", "--layer", "pool2", "--scan", "{scan}", "-o", "e.jpg"], ".png, .svg or .pdf"),
+    (["segment", "--layer", "pool2", "--unit", "64", "--scan", "{scan}"], "--unit 64: channel 64 is outside"),
+    (["scan", "--layer", "pool2", "--images", "{faces}", "--normalize", "0.5"], "--normalize '0.5': use imagenet"),
+    (["scan", "--layer", "pool2", "--images", "{faces}", "--out", "{scan}", "--limit", "10"],
+     "'{scan}' holds a scan made with no --limit; use the same, or another --out"),
+    (["scan", "--layer", "prelu9", "--images", "{faces}"], "no layer named 'prelu9'"),
+    (["scan", "--layer", "pool2", "--images", "{faces}", "--top-k", "0"], "--top-k 0: must be at least 1"),
+])
+def test_scan_empirical_segment_bad_input_is_one_line_and_exit_code_2(capsys, monkeypatch, tmp_path, onet_scan,
+                                                                      faces, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    fill = {"scan": str(onet_scan[0]), "faces": str(faces)}
+    command, *rest = [a.format(**fill) for a in argv]
+    code, out, err = run(capsys, command, ONET, *AS_ONET, *rest)  # the last of a repeated flag counts
+    assert code == 2 and out == "" and err.startswith("rflens: error: ") and err.count("\n") == 1
+    assert needle.format(**fill) in err and os.listdir(tmp_path) == []
+
+
+# -- library behaviour found from the CLI ----------------------------------------------------------
+
+@needs_mtcnn
+def test_library_segment_by_occlusion_works_from_a_scan_alone(onet_scan):
+    from trained import trained_onet
+
+    import rflens
+    segments = rflens.segment(trained_onet(), "pool2", 0, scan=rflens.Scan.load(onet_scan[0]), k=1,
+                              method="occlusion", occluder=rflens.Occluder(5, 4), normalize=(0.5, 0.5), device="cpu")
+    assert len(segments) == 1
+
+
+@needs_mtcnn
+def test_library_scan_refuses_a_folder_scanned_with_another_normalisation(faces, tmp_path):
+    from trained import trained_onet
+
+    import rflens
+    net = trained_onet()
+    rflens.top_images(net, "pool2", faces, 1, input_size=(3, 48, 48), normalize=(0.5, 0.5), limit=4,
+                      device="cpu", out=tmp_path)
+    with pytest.raises(rflens.RFLensError, match="other settings"):
+        rflens.top_images(net, "pool2", faces, 1, input_size=(3, 48, 48), limit=4, device="cpu", out=tmp_path)

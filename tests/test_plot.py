@@ -15,9 +15,13 @@ from rflens.cli import main
 from rflens.field import Unit
 from rflens.gradient import EffectiveField
 from rflens.images import load_image
-from rflens.plot import (CATEGORIES, GAUSS_RGB, HEAT_BOX_RGB, MASK_ALPHA, MASK_RGB, erf_comparison_figure, erf_figure,
-                         gradient_categories, gradient_figure, grid_figure, growth_figure, overlay_figure,
-                         select_layers)
+from rflens.occlusion import EmpiricalField, EmpiricalLayer
+from rflens.plot import (CATEGORIES, DIM, EMPIRICAL_RGB, GAUSS_RGB, HEAT_BOX_RGB, MASK_ALPHA, MASK_RGB, SEGMENT_RGB,
+                         centred_square, empirical_figure, empirical_grid_figure, erf_comparison_figure, erf_figure,
+                         gradient_categories, gradient_figure, grid_figure, growth_figure, mask_outline,
+                         overlay_figure, segment_sheet, select_layers)
+from rflens.scan import TopImage
+from rflens.segment import Segment
 
 PAINT = np.array([255 * (MASK_ALPHA * c + 1 - MASK_ALPHA) for c in MASK_RGB])
 
@@ -327,3 +331,128 @@ def test_gradient_map_shows_max_pooling_routing_and_zeros_in_white():
         for c in range(12):
             white = is_colour(colour_at(image, left, c, r), (1, 1, 1), tol=3)
             assert white == (not gf.nonzero[r, c])
+
+
+# -- empirical receptive fields and segmentations ---------------------------------------------
+
+def share_of_colour(image: np.ndarray, ax, points, target, tol: float = 40) -> float:
+    """The fraction of data points (x, y) drawn in ``target`` within a screen pixel (a thin
+    antialiased line straddles two; a dashed one shows in part)."""
+    def near(x: float, y: float) -> bool:
+        dx, dy = ax.transData.transform((x, y))
+        r, c = round(image.shape[0] - dy), round(dx)
+        return any(is_colour(image[r + i, c + j], target, tol) for i in (-1, 0, 1) for j in (-1, 0, 1))
+    return float(np.mean([near(x, y) for x, y in points]))
+
+
+def along(fixed: float, lo: float, hi: float, vertical: bool) -> list[tuple[float, float]]:
+    return [(fixed, t) if vertical else (t, fixed) for t in np.linspace(lo, hi, 60)]
+
+
+def square_field(theoretical, half: int = 2, channel: int = 3) -> EmpiricalField:
+    """A 40x40 canvas with a uniform (2 half + 1)-pixel square of mass around its centre (20, 20)."""
+    heat = np.zeros((40, 40))
+    heat[20 - half:21 + half, 20 - half:21 + half] = 1.0
+    return EmpiricalField("conv", channel, (), heat, theoretical)
+
+
+def test_empirical_figure_outlines_the_theoretical_and_empirical_squares_at_the_canvas_centre():
+    field = square_field((9, 7))  # 9 rows by 7 columns
+    assert field.size == 5
+    fig = empirical_figure(field, rflens.Occluder(5, 2), "abs")
+    image = rendered(fig)
+    ax = fig.axes[0]
+    # theoretical: rows 16..24, columns 17..23 around pixel (20, 20): edges at 15.5/24.5 and 16.5/23.5
+    for x in (16.5, 23.5):
+        assert share_of_colour(image, ax, along(x, 16, 24, vertical=True), HEAT_BOX_RGB) > 0.9
+    for y in (15.5, 24.5):
+        assert share_of_colour(image, ax, along(y, 17, 23, vertical=False), HEAT_BOX_RGB) > 0.9
+    # empirical: the 5x5 square, rows and columns 18..22, dashed
+    for edge in (17.5, 22.5):
+        assert share_of_colour(image, ax, along(edge, 18, 22, vertical=True), EMPIRICAL_RGB) > 0.4
+        assert share_of_colour(image, ax, along(edge, 18, 22, vertical=False), EMPIRICAL_RGB) > 0.4
+    # pixel centres on either side of the lines carry neither colour
+    for x in (15, 16, 17, 18, 22, 23, 24):
+        for target in (HEAT_BOX_RGB, EMPIRICAL_RGB):
+            assert share_of_colour(image, ax, along(x, 18, 22, vertical=True), target) == 0
+    assert fig._suptitle.get_text() == ("empirical RF · conv · channel 3 · 0 top images\n"
+                                        "occluder 5x5 stride 2, random fill, discrepancy abs")
+    caption = fig._supxlabel.get_text()
+    assert ("empirical RF 5 px (smallest centred square holding 90% of the map) vs theoretical 9x7 px: ratio 0.56"
+            in caption)
+    assert "each map placed with its peak unit's RF centre at pixel (20, 20)" in caption
+    assert fig.axes[1].get_ylabel() == "mean |activation change|"
+
+
+def test_an_even_theoretical_square_runs_exactly_around_a_box_units_occlusion_map():
+    # a 6x6 all-ones conv on an all-ones image, 1x1 zero occluders: the map is the RF itself.
+    # An even RF's centre lies between pixels; the library puts the lower one at the canvas
+    # centre, so the square reaches one pixel further after the centre than before it.
+    conv = nn.Conv2d(1, 1, 6, bias=False)
+    nn.init.ones_(conv.weight)
+    torch = pytest.importorskip("torch")
+    res = rflens.empirical_field(conv, "output", [0], torch.ones(1, 1, 16, 16), k=1,
+                                 occluder=rflens.Occluder(1, 1, "zeros"), device="cpu")
+    field = res.fields[0]
+    rows, cols = np.nonzero(field.heat)
+    assert (rows.min(), rows.max() + 1) == (cols.min(), cols.max() + 1) == centred_square(16, 6) == (14, 20)
+    assert field.size == 7  # the smallest odd centred square holding 90% of a 6x6 block
+    fig = empirical_figure(field, res.occluder, res.discrepancy)
+    image = rendered(fig)
+    ax = fig.axes[0]
+    assert share_of_colour(image, ax, along(13.5, 14, 19, vertical=True), HEAT_BOX_RGB) > 0.9
+    assert share_of_colour(image, ax, along(13.5, 14, 19, vertical=False), HEAT_BOX_RGB) > 0.9
+    assert share_of_colour(image, ax, along(12.5, 13, 19, vertical=True), EMPIRICAL_RGB) > 0.4
+    assert "top images (score): input 0 (36.00)" in fig._supxlabel.get_text()
+
+
+def test_empirical_grid_gives_each_channel_a_panel_and_the_table_row_in_the_title():
+    fields = {0: square_field((9, 9), 2, 0), 3: square_field((9, 9), 4, 3),
+              5: EmpiricalField("conv", 5, (), np.zeros((40, 40)), (9, 9))}
+    result = EmpiricalLayer("conv", fields, (9, 9), rflens.Occluder(5, 2), "abs", None)
+    fig = empirical_grid_figure(result, title="toy")
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["channel 0: 5 px", "channel 3: 9 px", "channel 5: n/a px"]
+    assert "no occluder changed\nthis unit" in [t.get_text() for t in panels[2].texts]
+    title = fig._suptitle.get_text()
+    assert title.startswith("toy · empirical RF · conv: theoretical 9 px (cyan), empirical 7.0 ± 2.0 px over 2 units")
+
+
+def face_segment(mask: np.ndarray, method: str, score: float = 2.5, level: float = 1.25) -> Segment:
+    picture = np.full(mask.shape + (3,), 0.8)
+    return Segment(TopImage(4, "/data/faces/face004.png", score, (3, 3)), picture, mask.astype(float), mask, level,
+                   method)
+
+
+def test_segment_sheet_dims_outside_the_mask_and_outlines_it_along_pixel_edges():
+    mask = np.zeros((20, 20), bool)
+    mask[5:15, 6:13] = True  # rows 5..14, columns 6..12
+    other = np.zeros((20, 20), bool)
+    other[0:4, 0:4] = True
+    fig = segment_sheet([face_segment(mask, "netdissect"), face_segment(mask, "netdissect", 2.0),
+                         face_segment(other, "occlusion", level=0.3)], "pool2 · channel 0")
+    image = rendered(fig)
+    axes = [ax for ax in fig.axes]
+    top, second, bottom, empty = axes
+    for r in range(20):
+        for c in range(20):
+            want = 0.8 * 255 * (1 if mask[r, c] else DIM)
+            assert abs(colour_at(image, top, c, r) - want).max() < 3
+    assert share_of_colour(image, top, along(5.5, 5, 14, vertical=True), SEGMENT_RGB) > 0.9   # left edge
+    assert share_of_colour(image, top, along(14.5, 6, 12, vertical=False), SEGMENT_RGB) > 0.9  # bottom edge
+    assert share_of_colour(image, bottom, along(3.5, 0, 3, vertical=True), SEGMENT_RGB) > 0.9
+    assert [top.get_title(), second.get_title()] == ["face004.png\nscore 2.50 · 18%", "face004.png\nscore 2.00 · 18%"]
+    assert top.get_ylabel() == "NetDissect\nactivation ≥ 1.25\n(scan's top 0.5%)"
+    assert bottom.get_ylabel().startswith("occlusion") and not empty.axison  # one row per method
+    assert fig._suptitle.get_text() == "pool2 · channel 0"
+
+
+def test_mask_outline_follows_every_pixel_edge_between_mask_and_rest():
+    mask = np.array([[1, 1, 0],
+                     [1, 0, 0],
+                     [0, 0, 1]], bool)
+    edges = {tuple(sorted(e)) for e in mask_outline(mask)}
+    # the L: 8 unit edges; the lone corner pixel: 4, two of them on the image border
+    assert len(edges) == len(mask_outline(mask)) == 12
+    assert ((-0.5, -0.5), (0.5, -0.5)) in edges and ((1.5, 1.5), (1.5, 2.5)) in edges
+    assert ((1.5, 2.5), (2.5, 2.5)) in edges  # along the bottom border
