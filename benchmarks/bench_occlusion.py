@@ -32,7 +32,7 @@ from common import machine, table
 from rflens.models import load_model
 from rflens.trace import capture, fx_graph
 
-CASES = [("alexnet", ["features.2", "features.5", "features.12"]), ("vgg16", ["features.9", "features.16", "features.23"])]
+CASES = [("alexnet", ["features.2", "features.5", "features.12"]), ("vgg16", ["features.9", "features.16"])]
 SIZE = (3, 224, 224)
 
 

@@ -49,6 +49,18 @@ SECTIONS = [
      "op of a batch-1 pass then waits for both threads: on 2026-11-25, with other processes holding "
      "0.84 and 1.44 of the 2 CPUs, this script measured rflens 10.8x (batch 8) and 3.8x (batch 32) faster "
      "than the loop; the load line below says how busy the machine was during the run shown."),
+    ("bench_occlusion.py", "(e) Empirical RF by occlusion (Zhou et al. 2015)",
+     "AlexNet and VGG-16 (random weights; timing does not depend on them), six scikit-image photographs "
+     "at 224x224, 11x11 random occluders at stride 3 (5184 positions per image), 4 channels per layer "
+     "with their top 2 images. rflens' exact fast path, timed on the whole job, against (i) the naive "
+     "procedure (one forward of the whole model per occluded image per unit, batch 1), (ii) batched "
+     "whole-image re-inference stopping at the layer, one pass per image for all its units, and (iii) "
+     "`captum.attr.Occlusion` (forward to the layer, selecting the unit) at its best "
+     "`perturbations_per_eval` of 64 and 256, per unit and image, AlexNet only. (i) and (ii) are timed "
+     "on a sample of forwards and multiplied by the forwards the job needs; (iii) on one unit and image, "
+     "multiplied by the (unit, image) pairs. Goals: at least 50x over (i) and 5x over (ii). The last "
+     "column counts images answered on a crop (the rest used the whole image). The agreement line "
+     "compares rflens' map with Captum's on one unit (zero fill, signed drop)."),
 ]
 
 
