@@ -200,17 +200,7 @@ def empirical_field(model: nn.Module, layer: str, units=None, images=None, *, sc
     if method not in METHODS:
         raise RFLensError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     occluder = occluder or Occluder()
-    if scan is None and isinstance(images, Scan):
-        scan, images = images, None
-    if scan is None:
-        if images is None:
-            raise RFLensError("give the images (a folder, tensor or dataset) or a scan of them")
-        scan = top_images(model, layer, images, k, input_size=input_size, normalize=normalize, device=device)
-    if images is None:
-        if not scan.names or scan.names[0].startswith("input "):
-            raise RFLensError("this scan was made from a tensor or dataset: pass the same inputs as images")
-        images = [Path(n) for n in scan.names]
-    source = _Lookup(images, scan, input_size, normalize)
+    scan, source = scanned_inputs(model, layer, images, scan, k, input_size, normalize, device)
     target = channel_layer(model, layer, source.size)
     if target.name != scan.layer:
         raise RFLensError(f"the scan is of layer '{scan.layer}', not '{target.name}'")
@@ -253,6 +243,23 @@ def empirical_field(model: nn.Module, layer: str, units=None, images=None, *, sc
         canvas = np.mean([_centred(m.heat, m.rf.center) for m in maps], axis=0) if maps else np.zeros((2 * h, 2 * w))
         fields[c] = EmpiricalField(target.name, c, maps, canvas, tuple(target.rf_size))
     return EmpiricalLayer(target.name, fields, tuple(target.rf_size), occluder, discrepancy, scan, engine.crops)
+
+
+def scanned_inputs(model, layer: str, images, scan: Scan | None, k: int, input_size, normalize,
+                   device) -> tuple[Scan, _Lookup]:
+    """The scan (made here from ``images`` when not given, or ``images`` itself when it is one)
+    and the scanned inputs by position (a folder's scan remembers its files)."""
+    if scan is None and isinstance(images, Scan):
+        scan, images = images, None
+    if scan is None:
+        if images is None:
+            raise RFLensError("give the images (a folder, tensor or dataset) or a scan of them")
+        scan = top_images(model, layer, images, k, input_size=input_size, normalize=normalize, device=device)
+    if images is None:
+        if not scan.names or scan.names[0].startswith("input "):
+            raise RFLensError("this scan was made from a tensor or dataset: pass the same inputs as images")
+        images = [Path(n) for n in scan.names]
+    return scan, _Lookup(images, scan, input_size, normalize)
 
 
 def _scan_id(scan: Scan) -> str:

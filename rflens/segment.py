@@ -19,9 +19,9 @@ from torch import nn
 
 from .errors import RFLensError
 from .field import Layer
-from .occlusion import Occluder, _Lookup, empirical_field
+from .occlusion import Occluder, _Lookup, empirical_field, scanned_inputs
 from .running import model_dtype, pick_device, prepared
-from .scan import TOP_FRACTION, Scan, TopImage, channel_layer, top_images
+from .scan import TOP_FRACTION, Scan, TopImage, channel_layer
 from .trace import capture, fx_graph
 
 METHODS = ("netdissect", "occlusion")
@@ -72,18 +72,13 @@ def segment(model: nn.Module, layer: str, channel: int, images=None, *, scan: Sc
     """
     if method not in METHODS:
         raise RFLensError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
-    if scan is None and isinstance(images, Scan):
-        scan, images = images, None
-    if scan is None:
-        if images is None:
-            raise RFLensError("give the images (a folder, tensor or dataset) or a scan of them")
-        scan = top_images(model, layer, images, k, input_size=input_size, normalize=normalize, device=device)
+    scan, lookup = scanned_inputs(model, layer, images, scan, k, input_size, normalize, device)
     tops = scan.top(channel)[:k]
-    lookup = _Lookup(images if images is not None else _paths(scan), scan, input_size, normalize)
     target = channel_layer(model, layer, lookup.size)
     if method == "occlusion":
-        found = empirical_field(model, layer, [channel], images, scan=scan, k=k,
-                                occluder=occluder, input_size=input_size, normalize=normalize, device=device)
+        found = empirical_field(model, layer, [channel], None if isinstance(images, Scan) else images,
+                                scan=scan, k=k, occluder=occluder, input_size=input_size, normalize=normalize,
+                                device=device)
         out = []
         for m in found.fields[channel].maps:
             heat = np.abs(m.heat)
@@ -102,13 +97,6 @@ def segment(model: nn.Module, layer: str, channel: int, images=None, *, scan: Sc
             response = rf_upsample(a.double().cpu().numpy(), target)
             out.append(Segment(t, _picture(lookup, t.index), response, response >= level, level, method))
     return out
-
-
-def _paths(scan: Scan) -> list:
-    from pathlib import Path
-    if not scan.names or scan.names[0].startswith("input "):
-        raise RFLensError("this scan was made from a tensor or dataset: pass the same inputs as images")
-    return [Path(n) for n in scan.names]
 
 
 def _picture(lookup: _Lookup, index: int) -> np.ndarray:
