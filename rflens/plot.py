@@ -39,13 +39,17 @@ def _fmt(values) -> str:
     return str(values[0]) if len(set(values)) == 1 else "x".join(str(v) for v in values)
 
 
-def _plane(mask: np.ndarray) -> tuple[np.ndarray, str]:
-    """A 2-D view of a 1-, 2- or 3-D mask, and a note on how it was made."""
-    if mask.ndim == 1:
-        return mask[None, :], ""
-    if mask.ndim == 3:
-        return mask.any(axis=0), "projected over time"
-    return mask, ""
+HEAT_PROJECTED = "3-D input: max over the first axis"
+
+
+def _plane(values: np.ndarray, projected: str = "projected over time") -> tuple[np.ndarray, str]:
+    """A 2-D view of a 1-, 2- or 3-D mask or heat map (3-D: the maximum over the first axis),
+    and a note on how it was made."""
+    if values.ndim == 1:
+        return values[None, :], ""
+    if values.ndim == 3:
+        return values.max(axis=0), projected
+    return values, ""
 
 
 def draw_field(ax, unit, shape: tuple[int, ...], picture: Picture | None = None, rgb=MASK_RGB,
@@ -282,15 +286,6 @@ CATEGORIES = (
 )
 
 
-def _heat_plane(heat: np.ndarray) -> tuple[np.ndarray, str]:
-    """A 2-D view of a 1-, 2- or 3-D heat map, and a note on how it was made."""
-    if heat.ndim == 1:
-        return heat[None, :], ""
-    if heat.ndim == 3:
-        return heat.max(axis=0), "3-D input: max over the first axis"
-    return heat, ""
-
-
 def _plane_geometry(center, covariance) -> tuple[tuple[float, float], np.ndarray | None]:
     """(row, col) centre and 2x2 covariance in the plane drawn; 1-D maps sit on row 0 and get
     no ellipse (their covariance is 1x1)."""
@@ -403,7 +398,7 @@ def erf_figure(field: EffectiveField, scale: str = "both") -> Figure:
     (clipped to the input), the unit's exact RF centre (+), the centre of mass (x) and the moment
     Gaussian's 1- and 2-sigma ellipses (full covariance); numbers in the caption."""
     scales = _check_scale(scale, ("linear", "log", "both"))
-    plane, how = _heat_plane(field.heat)
+    plane, how = _plane(field.heat, HEAT_PROJECTED)
     fig = Figure(figsize=(4.6 * len(scales) + 0.6, 5.3), dpi=100, layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(scales)))
     for ax, s in zip(axes, scales):
@@ -441,7 +436,7 @@ def erf_comparison_figure(fields: dict[str, EffectiveField], scale: str = "log",
     images: dict[str, list] = {s: [] for s in scales}
     notes = set()
     for i, (name, field) in enumerate(fields.items()):
-        plane, how = _heat_plane(field.heat)
+        plane, how = _plane(field.heat, HEAT_PROJECTED)
         if how:
             notes.add(how)
         for si, s in enumerate(scales):
@@ -485,7 +480,7 @@ def gradient_figure(gf: GradientField) -> Figure:
     """A ``GradientField``: left, log |gradient| (zeros white) with the theoretical RF box;
     right, every pixel of the theoretical support coloured by what the gradient did there
     (nonzero, or missed and why), with counts in the legend."""
-    heat, how = _heat_plane(gf.heat)
+    heat, how = _plane(gf.heat, HEAT_PROJECTED)
     cats = gradient_categories(gf)
     cats = cats.max(axis=0) if cats.ndim == 3 else (cats[None, :] if cats.ndim == 1 else cats)
     h, w = heat.shape
