@@ -13,11 +13,15 @@ unit):
 * the forward pass stops at the probed layer;
 * one occluded forward serves every unit whose top images include that image;
 * an occluder that misses a unit's exact theoretical support cannot change it: skipped;
-* each forward runs on the part of the image the image's probed units can see (their RF
-  boxes, aligned to the layer's stride so the crop sees the same grid), never the whole image
-  unless the units see it all.  The crop is checked once per image against the full image's
-  activations; where they differ (a model whose padding depends on the input size, say) the
-  whole image is used.
+* each occluded copy recomputes only what the occluder changed, within what the units need:
+  the clean image's activations are cached and, node by node, only the occluder's projective
+  field, cut to the units' receptive fields, is recomputed (Krypton-style incremental
+  inference, ``rflens.incremental``);
+* where a layer has an op the incremental engine does not know (squeeze-excite, global
+  pooling, ...), each forward runs on the part of the image the image's probed units can see
+  (their RF boxes, aligned to the layer's stride so the crop sees the same grid).  The crop is
+  checked once per image against the full image's activations; where they differ (a model
+  whose padding depends on the input size, say) the whole image is used.
 """
 
 from __future__ import annotations
@@ -36,13 +40,14 @@ from torch import nn
 from . import spread
 from .errors import RFLensError
 from .field import Layer, Unit
+from .incremental import Incremental
 from .running import Checkpoint, Source, fingerprint, model_dtype, pick_device, prepared
 from .scan import Scan, TopImage, channel_layer, top_images
 from .trace import capture, execute, fx_graph, named_tensors
 
 FILLS = ("random", "zeros", "mean", "blur")
 DISCREPANCIES = ("abs", "drop")
-METHODS = ("fast", "full", "naive")
+METHODS = ("fast", "crop", "full", "naive")
 MASS = 0.9  # the empirical RF is the smallest centred square holding this much of the map
 
 
@@ -143,6 +148,7 @@ class EmpiricalLayer:
     discrepancy: str
     scan: Scan = field(repr=False)
     cropped: int = 0  # images answered on a crop of the image rather than the whole of it
+    fallback: str = ""  # with method "fast": why incremental inference was not used ("" when it was)
 
     @property
     def sizes(self) -> np.ndarray:
@@ -156,6 +162,7 @@ class EmpiricalLayer:
                 "occluder": {"size": self.occluder.size, "stride": self.occluder.stride,
                              "fill": self.occluder.fill, "seed": self.occluder.seed},
                 "discrepancy": self.discrepancy, "mass": MASS, "cropped_images": self.cropped,
+                "incremental_fallback": self.fallback or None,
                 "fields": [f.to_dict() for f in self.fields.values()]}
 
     def plot(self, channel: int | None = None):
@@ -180,9 +187,11 @@ def empirical_field(model: nn.Module, layer: str, units=None, images=None, *, sc
     sensitive either way, and signed changes would cancel in the average over images;
     ``"drop"`` keeps the sign (activation minus occluded activation), as Captum's Occlusion.
 
-    ``method``: ``"fast"`` (default, exact), or the reference procedures it is tested and
-    benchmarked against: ``"full"`` (every occluder, the whole image, batched, stopping at the
-    layer) and ``"naive"`` (one full forward of the model per occluded image per unit).
+    ``method``: ``"fast"`` (default, exact: incremental re-inference, or crops where the layer
+    has ops the incremental engine does not know; ``fallback`` on the result says why), or the
+    reference procedures it is tested and benchmarked against: ``"crop"`` (the fallback alone),
+    ``"full"`` (every occluder, the whole image, batched, stopping at the layer) and ``"naive"``
+    (one full forward of the model per occluded image per unit).
 
     ``progress(done, total)`` is called after each image.  With ``checkpoint`` (a ``.npz``
     path) every image's results are saved as they come (atomically), and a later call with the
@@ -242,7 +251,8 @@ def empirical_field(model: nn.Module, layer: str, units=None, images=None, *, sc
         maps = tuple(found[(c, t.index)] for t in scan.top(c)[:k])
         canvas = np.mean([_centred(m.heat, m.rf.center) for m in maps], axis=0) if maps else np.zeros((2 * h, 2 * w))
         fields[c] = EmpiricalField(target.name, c, maps, canvas, tuple(target.rf_size))
-    return EmpiricalLayer(target.name, fields, tuple(target.rf_size), occluder, discrepancy, scan, engine.crops)
+    return EmpiricalLayer(target.name, fields, tuple(target.rf_size), occluder, discrepancy, scan, engine.crops,
+                          engine.fallback if method == "fast" else "")
 
 
 def scanned_inputs(model, layer: str, images, scan: Scan | None, k: int, input_size, normalize,
@@ -331,6 +341,8 @@ class _Engine:
         self.batch_size, self.device, self.dtype = batch_size, device, dtype
         self.graph = fx_graph(model)
         self.crops = 0  # images answered on a crop (the rest used the whole image)
+        plan = Incremental.plan(model, layer.name, self.graph)
+        self.incremental, self.fallback = (None, plan) if isinstance(plan, str) else (plan, "")
 
     def _values(self, x: torch.Tensor, cells: list[tuple[int, ...]], channels: list[int]) -> torch.Tensor:
         """(B, units) activations of the units at ``cells``/``channels``, forward stopping at the layer."""
@@ -367,11 +379,14 @@ class _Engine:
         hits = np.stack([_hits(rf.mask, occ, ys, xs).ravel() for rf in rfs])  # (units, positions)
         if method == "naive":
             clean, drops = self._naive(x, corners, patches, cells, channels)
+        elif method == "fast" and self.incremental is not None:
+            clean, drops = self._incremental(x, corners, patches, np.flatnonzero(hits.any(0)), cells, channels)
+            drops = np.where(hits, drops, 0.0)
         else:
             use = np.arange(len(corners)) if method == "full" else np.flatnonzero(hits.any(0))
-            region, local, clean = self._region(x, rfs, cells, channels, crop=method == "fast")
+            region, local, clean = self._region(x, rfs, cells, channels, crop=method != "full")
             drops = self._occluded(x, corners, patches, use, region, local, channels, clean)
-            drops = np.where(hits, drops, 0.0) if method == "fast" else drops
+            drops = drops if method == "full" else np.where(hits, drops, 0.0)
         return clean, drops
 
     def discrepancies(self, shape, wanted, clean, drops, discrepancy: str) -> list[Discrepancy]:
@@ -429,6 +444,18 @@ class _Engine:
             v = self._values(batch, cells, channels).double().cpu().numpy()  # (B, units)
             drops[:, chunk] = clean[:, None] - v.T
         return drops
+
+    def _incremental(self, x, corners, patches, use, cells, channels) -> tuple[np.ndarray, np.ndarray]:
+        """Drops (units, positions) for positions ``use`` from incremental re-inference."""
+        plan = self.incremental
+        clean = plan.prepare(x[None], cells, channels).double().cpu().numpy()
+        at = np.asarray(corners, dtype=np.int64)
+        drops = np.zeros((len(cells), len(corners)))
+        for b in range(0, len(use), self.batch_size):
+            chunk = use[b:b + self.batch_size]
+            v = plan.values(at[chunk], patches[torch.as_tensor(chunk, device=patches.device)])
+            drops[:, chunk] = clean[:, None] - v.double().cpu().numpy().T
+        return clean, drops
 
     def _naive(self, x, corners, patches, cells, channels) -> tuple[np.ndarray, np.ndarray]:
         s = self.occluder.size

@@ -390,30 +390,36 @@ def module_hooks(model: nn.Module, emit, flow: Flow | None):
             h.remove()
 
 
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """``model`` in eval mode, each module's training flag put back afterwards."""
+    was_training = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, t in was_training.items():
+            m.training = t
+
+
 def execute(model: nn.Module, x: torch.Tensor, emit, graph=None, flow: Flow | None = None,
             params: dict | None = None):
     """Run ``model`` on ``x`` in eval mode, calling ``emit(name, value, op, module)`` for every
     named value: the input (``x``), module outputs, and FX nodes where ``graph`` is given."""
-    was_training = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with module_hooks(model, emit, flow):
-            emit("x" if graph is not None else "input", x, "input", "")
-            if graph is not None:
-                gm, names, modules = graph
-                by_node: dict = {}
-                for qual, node in modules:
-                    kind = type(model.get_submodule(qual)).__name__
-                    by_node.setdefault(node, []).append((qual, kind))
-                interp = _Interp(gm, names, by_node, emit, flow)
-                out = _call(gm, params, lambda: interp.run(x))
-            else:
-                out = _call(model, params, lambda: model(x))
-            emit("output", out, "output", "")
-            return out
-    finally:
-        for m, t in was_training.items():
-            m.training = t
+    with evaluating(model), module_hooks(model, emit, flow):
+        emit("x" if graph is not None else "input", x, "input", "")
+        if graph is not None:
+            gm, names, modules = graph
+            by_node: dict = {}
+            for qual, node in modules:
+                kind = type(model.get_submodule(qual)).__name__
+                by_node.setdefault(node, []).append((qual, kind))
+            interp = _Interp(gm, names, by_node, emit, flow)
+            out = _call(gm, params, lambda: interp.run(x))
+        else:
+            out = _call(model, params, lambda: model(x))
+        emit("output", out, "output", "")
+        return out
 
 
 class Recorder:

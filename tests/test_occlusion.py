@@ -101,20 +101,21 @@ def test_unreadable_files_are_skipped_counted_and_listed(tmp_path):
 
 # -- the empirical RF -------------------------------------------------------------------------
 
-def test_fast_and_full_procedures_equal_the_naive_one(images):
+def test_fast_crop_and_full_procedures_equal_the_naive_one(images):
     net = small_cnn()
     occluder = rflens.Occluder(5, 5, "random", seed=3)
     scan = rflens.top_images(net, "4", images, k=2, device="cpu")
     got = {m: rflens.empirical_field(net, "4", [0, 5], images, scan=scan, k=2, occluder=occluder, device="cpu",
-                                     method=m, discrepancy="drop") for m in ("fast", "full", "naive")}
+                                     method=m, discrepancy="drop") for m in ("fast", "crop", "full", "naive")}
     for c in (0, 5):
-        for fast, full, naive in zip(*(got[m].fields[c].maps for m in ("fast", "full", "naive"))):
+        for fast, crop, full, naive in zip(*(got[m].fields[c].maps for m in ("fast", "crop", "full", "naive"))):
             scale = np.abs(naive.drops).max()
             assert scale > 0
-            np.testing.assert_allclose(fast.drops, naive.drops, atol=1e-5 * scale)
-            np.testing.assert_allclose(full.drops, naive.drops, atol=1e-5 * scale)
+            for other in (fast, crop, full):
+                np.testing.assert_allclose(other.drops, naive.drops, atol=1e-5 * scale)
             np.testing.assert_allclose(fast.heat, naive.heat, atol=1e-5 * scale)
-    assert got["fast"].cropped > 0  # the fast path really worked on crops
+    assert got["fast"].fallback == "" and got["fast"].cropped == 0  # incremental inference, no crops
+    assert got["crop"].cropped > 0  # the crop path really worked on crops
 
 
 def test_occluders_outside_the_exact_rf_change_nothing_in_the_naive_procedure(images):
