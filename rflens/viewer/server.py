@@ -242,6 +242,11 @@ class Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str) -> None:
         self._json({"error": message}, status)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals (unknown method, bad request line), as JSON."""
+        self.close_connection = True
+        self._error(code, message or HTTPStatus(code).phrase)
+
     def _host_ok(self) -> bool:
         """On a loopback address, answer only requests addressed to a loopback name: a web page
         elsewhere cannot reach the server through a rebound DNS name."""
