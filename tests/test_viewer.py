@@ -255,7 +255,7 @@ def test_cli_view_html_writes_the_page_and_prints_its_path(capsys, tmp_path):
 @pytest.mark.parametrize("argv,words", [
     (["--html", "x.txt"], "must end in .html"),
     (["--html", "x.html", "--port", "9000"], "leave out --port"),
-    (["--input-size", "3x16x64x64"], "the viewer draws 2-D inputs"),
+    (["--input-size", "3x16x64x64", "--html", "x.html"], "the viewer draws 2-D inputs"),
     (["--image", "missing.png", "--html", "x.html"], "no image at 'missing.png'"),
 ])
 def test_cli_view_refuses_bad_arguments_with_exit_2(capsys, tmp_path, monkeypatch, argv, words):
