@@ -21,8 +21,8 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import numpy as np
-
 from common import machine, table
+
 from rflens.models import load_model
 from rflens.viewer import Scene, export_html, serve
 
@@ -62,7 +62,7 @@ def main() -> None:
                              ("naive (JSON booleans), first", naive, units), ("naive, another unit", naive, others)]:
         times, sizes = [], []
         for n in layers:
-            dt, body = timed(lambda: fn(scene, n, which[n]))
+            dt, body = timed(lambda fn=fn, n=n, u=which[n]: fn(scene, n, u))
             times.append(dt)
             sizes.append(len(body))
         results[label] = (times, sizes)
@@ -72,12 +72,12 @@ def main() -> None:
     http_times, http_sizes = [], []
     for n in layers:
         url = f"{server.url}api/unit?layer={n}&unit={','.join(map(str, others[n]))}"
-        dt, body = timed(lambda: urllib.request.urlopen(url).read())
+        dt, body = timed(lambda url=url: urllib.request.urlopen(url).read())
         http_times.append(dt)
         http_sizes.append(len(body))
     server.shutdown()
     server.server_close()
-    pf = [timed(lambda: json.dumps(scene.projective(n, (100, 120)), separators=(",", ":")).encode()) for n in layers]
+    pf = [timed(lambda n=n: json.dumps(scene.projective(n, (100, 120)), separators=(",", ":")).encode()) for n in layers]
     with TemporaryDirectory() as tmp:
         t_html, path = timed(lambda: export_html(scene, Path(tmp) / "resnet50.html"))
         html_size = path.stat().st_size

@@ -199,7 +199,7 @@ def test_masks_travel_as_run_lengths_or_packed_bits_whichever_is_shorter(resnet5
 
 def _static_data(path) -> dict:
     page = path.read_text()
-    blob = re.search(r'<script type="application/json" id="rflens-data">(.*?)</script>', page, re.S).group(1)
+    blob = re.search(r'<script type="application/json" id="rflens-data">(.*?)</script>', page, re.DOTALL).group(1)
     return json.loads(blob.replace("<\\/", "</"))
 
 
@@ -287,7 +287,7 @@ def test_gradient_and_erf_jobs_run_report_progress_and_cancel():
         assert job["state"] == "done" and job["numbers"]["input"] == "zeros"
         # a 43x43 field whose top row lies in the padding; at zeros every ReLU sits at its kink
         assert job["numbers"]["nonzero"] == 0 and job["numbers"]["support"] == 42 * 43
-        status, kind, body = request(url, f"/api/heat.png?id={job['id']}")
+        status, _, body = request(url, f"/api/heat.png?id={job['id']}")
         assert status == 200 and Image.open(io.BytesIO(body)).size == (224, 224)
 
         status, job = get_json(url, "/api/job?kind=erf&layer=layer1&unit=5,9&inputs=8", "POST")
@@ -297,6 +297,7 @@ def test_gradient_and_erf_jobs_run_report_progress_and_cancel():
         status, job = get_json(url, "/api/job?kind=erf&layer=layer4&unit=3,3&inputs=512", "POST")
         time.sleep(0.5)
         status, cancelled = get_json(url, f"/api/job/cancel?id={job['id']}", "POST")
+        assert status == 200 and cancelled["id"] == job["id"]
         job = _wait(url, job["id"])
         assert job["state"] == "cancelled" and job["done"] < 512
         status, body = get_json(url, f"/api/heat.png?id={job['id']}")

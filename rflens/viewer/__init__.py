@@ -24,7 +24,7 @@ from ..files import atomic_write
 from .scene import Scene, decode_mask, encode_mask
 from .server import ViewerServer, asset, serve
 
-__all__ = ["Scene", "serve", "export_html", "ViewerServer", "encode_mask", "decode_mask"]
+__all__ = ["Scene", "ViewerServer", "decode_mask", "encode_mask", "export_html", "serve"]
 
 
 def export_html(scene: Scene, path: str | Path) -> Path:

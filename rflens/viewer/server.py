@@ -220,7 +220,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "rflens-view"
     sys_version = ""
 
-    def log_message(self, format, *args) -> None:  # noqa: A002 - the library never prints
+    def log_message(self, format, *args) -> None:  # the library never prints
         pass
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -284,13 +284,13 @@ class Handler(BaseHTTPRequestHandler):
     def _other_routes(self, routes: dict) -> set:
         return (set(self._get_routes()) | set(self._post_routes())) - set(routes)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._dispatch(self._get_routes())
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._dispatch(self._get_routes())
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._dispatch(self._post_routes())
 
     def _get_routes(self) -> dict:

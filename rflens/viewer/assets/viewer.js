@@ -206,11 +206,10 @@
   const visibleLayers = () => Array.from($("table").tBodies[0].rows).filter((tr) => !tr.hidden).map((tr) => tr.dataset.name);
 
   // -- choosing ---------------------------------------------------------------------------
-  function gridDims(grid) {
+  function gridDims(grid) {  // a long 1-D grid (tokens, flattened features) wraps into rows
     if (grid.length === 2) return [grid[0], grid[1]];
-    if (grid.length === 1) return [1, grid[0]];
-    if (grid.length === 0) return [1, 1];
-    return null;
+    if (grid.length === 1) { const cols = grid[0] <= 64 ? grid[0] : Math.ceil(Math.sqrt(grid[0])); return [Math.ceil(grid[0] / cols), cols]; }
+    return [1, 1];
   }
   const clampUnit = (idx, grid) => idx.map((v, a) => Math.max(0, Math.min(grid[a] - 1, v)));
   const centreUnit = (grid) => grid.map((n) => Math.floor(n / 2));
@@ -293,13 +292,15 @@
     state.pf = null;
     drawGrid();
   }
-  function unitAt(rowcol) {  // display (row, col) -> the layer's own index
+  function unitAt(rowcol) {  // display (row, col) -> the layer's own index (null: no unit there)
     const g = state.layer.grid;
-    return g.length === 2 ? rowcol : g.length === 1 ? [rowcol[1]] : [];
+    if (g.length === 2) return rowcol;
+    if (g.length === 1) { const i = rowcol[0] * state.cols + rowcol[1]; return i < g[0] ? [i] : null; }
+    return [];
   }
   function rowcolOf(idx) {
     const g = state.layer.grid;
-    return g.length === 2 ? idx : g.length === 1 ? [0, idx[0]] : [0, 0];
+    return g.length === 2 ? idx : g.length === 1 ? [Math.floor(idx[0] / state.cols), idx[0] % state.cols] : [0, 0];
   }
   function outline(ctx, x, y, w, h, t, colour) {
     ctx.fillStyle = colour;
@@ -546,7 +547,8 @@
     if (moves[ev.key] && state.unit && state.layer.grid.length) {
       const [dr, dc] = moves[ev.key];
       const rc = rowcolOf(state.unit);
-      selectUnit(unitAt([Math.max(0, Math.min(state.rows - 1, rc[0] + dr)), Math.max(0, Math.min(state.cols - 1, rc[1] + dc))]));
+      const next = unitAt([Math.max(0, Math.min(state.rows - 1, rc[0] + dr)), Math.max(0, Math.min(state.cols - 1, rc[1] + dc))]);
+      if (next) selectUnit(next);
     } else if (ev.key === "]" || ev.key === "PageDown" || ev.key === "[" || ev.key === "PageUp") {
       const names = visibleLayers(), i = names.indexOf(state.layer.name);
       const step = ev.key === "]" || ev.key === "PageDown" ? 1 : -1;
