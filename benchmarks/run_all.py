@@ -61,6 +61,12 @@ SECTIONS = [
      "multiplied by the (unit, image) pairs. Goals: at least 50x over (i) and 5x over (ii). The last "
      "column counts images answered on a crop (the rest used the whole image). The agreement line "
      "compares rflens' map with Captum's on one unit (zero fill, signed drop)."),
+    ("bench_viewer.py", "(f) The viewer: all per-layer data for a unit, server side",
+     "`rflens view` on ResNet-50 at 224x224 (201 layers): for every layer, the server-side time and size of "
+     "the answer to `/api/unit` (the unit's exact mask run-length or bit-packed, its boxes, centre and "
+     "support, as JSON), for a layer's first request and for another unit, against the naive encoding (the "
+     "mask as a JSON list of lists of booleans); the same requests over HTTP on loopback; the projective "
+     "field of one pixel in every layer; the size of the static page. Goal: well under 100 ms per layer."),
 ]
 
 

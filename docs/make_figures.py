@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,37 @@ FIGURES = [
     ("growth.png", "RF size and effective stride against depth: VGG-16, ResNet-50 and Inception-v3.",
      ["growth", "vgg16", "resnet50", "inception_v3"]),
 ]
+
+
+# The interactive viewer, photographed in headless Chromium (Debian's chromium, driven by
+# Playwright: `make setup` installs both) from its static page, with a unit and a pixel chosen.
+VIEWER = "viewer_vgg16.png"
+VIEWER_STATE = "#layer=features.22&unit=10,14&pixel=150,60"
+VIEWER_CAPTION = (
+    "`rflens view` in a browser: VGG-16 on a photograph, layer features.22 (conv4_3, 28x28 units), unit "
+    "(10, 14) chosen in the grid: its exact support (cyan) and box (magenta) on the input and its numbers; "
+    "the pixel clicked on the input (orange square) and the units of the layer that see it (orange cells). "
+    "This is the static page; `rflens view` without `--html` serves the same page with gradient RF and ERF "
+    "heat maps.")
+
+
+def _viewer_shot(photo: Path, tmp: Path, out: Path) -> list[str]:
+    """Export the static page, open it at VIEWER_STATE and take a screenshot; the command."""
+    from playwright.sync_api import sync_playwright
+    argv = ["view", "vgg16", "--image", str(photo), "--html", str(tmp / "viewer.html")]
+    subprocess.run([sys.executable, "-m", "rflens.cli", *argv], check=True, stdout=subprocess.DEVNULL)
+    chromium = os.environ.get("RFLENS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        sys.exit("make_figures: the viewer's picture needs Chromium (make setup installs Debian's chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
+        page.goto((tmp / "viewer.html").as_uri() + VIEWER_STATE)
+        page.wait_for_selector("#grid[data-pf]")
+        page.wait_for_selector('#numbers[data-unit="10,14"]')
+        page.screenshot(path=str(out))
+        browser.close()
+    return argv
 
 
 # Gradients need real weights: these run the models (random weights, seed 0) on the CPU, with
@@ -264,6 +296,13 @@ def main(only: set[str] | None = None) -> None:
                 _shrink(out, IMG / name)
             lines += [f"## {name[:-4].replace('_', ' ')}", "", caption, "", f"`rflens {shown(argv)}`", "",
                       f"![{name}](img/{name})", ""]
+        argv = ["view", "vgg16", "--image", "astronaut.png", "--html", "viewer.html"]
+        if only is None or VIEWER in only:
+            argv = [a.replace(str(photo), "astronaut.png").replace(str(tmp) + "/", "")
+                    for a in _viewer_shot(photo, tmp, tmp / VIEWER)]
+            _shrink(tmp / VIEWER, IMG / VIEWER, 1200)
+        lines += ["## viewer", "", VIEWER_CAPTION, "", f"`rflens {' '.join(argv)}`, opened at "
+                  f"`viewer.html{VIEWER_STATE}`", "", f"![{VIEWER}](img/{VIEWER})", ""]
         lines += ["## Gradients and effective receptive fields", "", GRADIENT_INTRO, ""]
         captions = _captions_in_gallery()
         for name, caption, width, argv in GRADIENT_FIGURES:
@@ -306,7 +345,7 @@ def _shrink(src: Path, dst: Path, width: int = 900) -> None:
 
 if __name__ == "__main__":
     names = set(sys.argv[1:])
-    unknown = names - {f[0] for f in FIGURES} - {f[0] for f in GRADIENT_FIGURES} - set(ZHOU_FIGURES)
+    unknown = names - {f[0] for f in FIGURES} - {f[0] for f in GRADIENT_FIGURES} - set(ZHOU_FIGURES) - {VIEWER}
     if unknown:
         sys.exit(f"make_figures: no figure named {', '.join(sorted(unknown))}")
     if not names:  # a full run starts clean; named figures are remade in place

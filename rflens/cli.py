@@ -844,6 +844,36 @@ def cmd_segment(args) -> int:
     return 0
 
 
+# -- the interactive viewer ---------------------------------------------------------------------
+
+def cmd_view(args) -> int:
+    from .viewer import Scene, export_html, serve
+    if args.html and (args.port is not None or args.host is not None or args.weights):
+        raise RFLensError("--html writes a static page (geometry only, no server): leave out --port, --host "
+                          "and --weights")
+    if args.html and not args.html.lower().endswith((".html", ".htm")):
+        raise RFLensError(f"--html {args.html!r} must end in .html")
+    size = _size_for(args.model, args)
+    if args.html:  # built on the meta device: the geometry needs no weights
+        scene = Scene(load_model(args.model, parse_model_args(args.model_arg)), size, args.image, args.model)
+        print(export_html(scene, args.html))
+        return 0
+    _check_weights_flags(args, [args.model])
+    model, weights = _weighted_model(args.model, args)
+    server = serve(Scene(model, size, args.image, args.model, weights), args.host or "127.0.0.1",
+                   8765 if args.port is None else args.port, _device_arg(args.device))
+    if not server.loopback:
+        print(f"rflens: warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
+    print(f"rflens view: {server.url}  (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rflens", description="Exact receptive fields of PyTorch models.")
     p.add_argument("--version", action="version", version=f"rflens {__version__}")
@@ -1019,6 +1049,15 @@ def build_parser() -> argparse.ArgumentParser:
     weights(sg, channel=False, seed=seed)
     output(sg)
     sg.set_defaults(func=cmd_segment)
+
+    vw = sub.add_parser("view", help="interactive viewer in the browser: click a unit, see what it sees")
+    common(vw)
+    vw.add_argument("--image", help="show this picture (resized and centre-cropped to the input size)")
+    vw.add_argument("--port", type=int, help="port to listen on (default 8765; 0: any free port)")
+    vw.add_argument("--host", help="address to listen on (default 127.0.0.1, this machine only)")
+    vw.add_argument("--html", metavar="PATH.html", help="write a self-contained static page instead of serving")
+    weights(vw, channel=False)
+    vw.set_defaults(func=cmd_view)
     return p
 
 

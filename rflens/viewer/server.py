@@ -1,0 +1,378 @@
+"""The viewer's local web server: the standard library's ``ThreadingHTTPServer`` serving the
+page, its two assets, the picture, and JSON (masks compact) and PNG (heat maps) answers.
+
+Nothing is read from the file system after start-up: every path is looked up in a fixed
+table, so no request can reach another file.  Every query parameter is checked; a bad one
+gets ``400`` and a JSON ``{"error": ...}``, never a traceback.  Gradient RFs and ERFs run as
+jobs in a background thread, one at a time, with progress and cancellation.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import itertools
+import json
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+from ..errors import RFLensError
+from .scene import Scene
+
+MAX_INPUTS = 512  # ERF inputs one job may ask for
+MAX_QUERY = 2048
+ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
+          "/index.html": ("index.html", "text/html; charset=utf-8"),
+          "/static/viewer.js": ("viewer.js", "text/javascript; charset=utf-8"),
+          "/static/viewer.css": ("viewer.css", "text/css; charset=utf-8")}
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+def asset(name: str) -> bytes:
+    return resources.files(__package__).joinpath("assets", name).read_bytes()
+
+
+class BadRequest(RFLensError):
+    """A request the server refuses with 400."""
+
+
+class Cancelled(Exception):
+    """Raised inside a job's progress callback to stop it."""
+
+
+class Job:
+    def __init__(self, ident: str, kind: str, layer: str, unit: tuple[int, ...], inputs: int):
+        self.id, self.kind, self.layer, self.unit, self.inputs = ident, kind, layer, unit, inputs
+        self.state = "queued"
+        self.done, self.total = 0, (inputs if kind == "erf" else None)
+        self.message = ""
+        self.numbers: dict = {}
+        self.heat: np.ndarray | None = None
+        self.stop = threading.Event()
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "layer": self.layer, "unit": list(self.unit),
+                "inputs": self.inputs, "state": self.state, "done": self.done, "total": self.total,
+                "message": self.message, "numbers": self.numbers}
+
+
+class Jobs:
+    """Gradient RF and ERF computations, one at a time: a new job cancels the running one."""
+
+    KEEP = 8
+
+    def __init__(self, scene: Scene, device=None):
+        self.scene = scene
+        self.device = device
+        self.jobs: dict[str, Job] = {}
+        self.lock = threading.Lock()
+        self.running = threading.Lock()
+        self.ids = itertools.count(1)
+
+    def start(self, kind: str, layer: str, unit: tuple[int, ...], inputs: int) -> Job:
+        if not self.scene.has_weights:
+            raise BadRequest("this model has no weights (built on the meta device): gradients need real values")
+        self.scene.layer(layer).unit(unit)  # a bad layer or unit fails now, as a 400
+        with self.lock:
+            for j in self.jobs.values():
+                j.stop.set()
+            job = Job(str(next(self.ids)), kind, layer, unit, inputs)
+            self.jobs[job.id] = job
+            for old in list(self.jobs)[:-self.KEEP]:
+                del self.jobs[old]
+        threading.Thread(target=self._run, args=(job,), daemon=True, name=f"rflens-job-{job.id}").start()
+        return job
+
+    def get(self, ident: str) -> Job:
+        job = self.jobs.get(ident)
+        if job is None:
+            raise BadRequest(f"no job {ident!r} (finished jobs are kept for a while, {self.KEEP} at most)")
+        return job
+
+    def _run(self, job: Job) -> None:
+        with self.running:
+            if job.stop.is_set():
+                job.state = "cancelled"
+                return
+            job.state = "running"
+            try:
+                self._compute(job)
+                job.state = "cancelled" if job.stop.is_set() else "done"
+            except Cancelled:
+                job.state = "cancelled"
+            except RFLensError as e:
+                job.state, job.message = "error", str(e)
+            except Exception as e:  # noqa: BLE001 - reported to the page, not as a traceback
+                job.state, job.message = "error", f"internal error: {type(e).__name__}: {e}"
+
+    def _compute(self, job: Job) -> None:
+        from ..gradient import effective_field, gradient_field
+        s = self.scene
+        if job.kind == "gradient":
+            x = None
+            if s.picture is not None:
+                from ..images import to_tensor
+                x = to_tensor(s.picture, s.input_size[0])
+            g = gradient_field(s.model, job.layer, job.unit, input=x, input_size=s.input_size, device=self.device)
+            job.heat = g.heat
+            job.numbers = {"input": "the picture" if x is not None else "zeros",
+                           "support": int(g.rf.mask.sum()), "nonzero": int(g.nonzero.sum()),
+                           "explanation": g.explain()}
+            return
+
+        def progress(done: int, total: int | None) -> None:
+            job.done, job.total = done, total
+            if job.stop.is_set():
+                raise Cancelled
+        e = effective_field(s.model, job.layer, job.unit, job.inputs, input_size=s.input_size,
+                            batch_size=min(4, job.inputs), device=self.device, progress=progress)
+        job.heat = e.heat
+        job.numbers = {"inputs": e.count, "sigma": [round(v, 2) for v in e.sigma],
+                       "center_of_mass": [round(v, 2) for v in e.center_of_mass],
+                       "trf_ratio": [round(v, 3) for v in e.trf_ratio]}
+
+
+def heat_png(heat: np.ndarray, log: bool) -> bytes:
+    """An RGBA picture of a heat map: inferno colours, opacity rising with the value; log
+    scale over four decades for single-input gradients, linear for ERFs."""
+    from matplotlib import colormaps
+    from PIL import Image
+    top = float(heat.max()) if heat.size else 0.0
+    v = np.zeros(heat.shape) if top <= 0 else heat / top
+    if log:
+        v = np.where(v > 0, np.clip(1 + np.log10(np.maximum(v, 1e-12)) / 4, 0.05, 1), 0)
+    rgba = colormaps["inferno"](v)
+    rgba[..., 3] = np.where(v > 0, 0.25 + 0.65 * v, 0)
+    buf = io.BytesIO()
+    Image.fromarray((rgba * 255).round().astype(np.uint8), "RGBA").save(buf, "PNG")
+    return buf.getvalue()
+
+
+# -- parameters -------------------------------------------------------------------------------
+
+def _query(raw: str, allowed: set[str], required: set[str]) -> dict[str, str]:
+    if len(raw) > MAX_QUERY:
+        raise BadRequest("query string too long")
+    try:
+        parsed = parse_qs(raw, keep_blank_values=True, strict_parsing=bool(raw), max_num_fields=16)
+    except ValueError as e:
+        raise BadRequest(f"malformed query string: {e}") from None
+    unknown = set(parsed) - allowed
+    if unknown:
+        raise BadRequest(f"unknown parameter(s): {', '.join(sorted(unknown))}; this endpoint takes "
+                         f"{', '.join(sorted(allowed)) or 'none'}")
+    missing = required - set(parsed)
+    if missing:
+        raise BadRequest(f"missing parameter(s): {', '.join(sorted(missing))}")
+    repeated = [k for k, v in parsed.items() if len(v) > 1]
+    if repeated:
+        raise BadRequest(f"parameter(s) given twice: {', '.join(repeated)}")
+    return {k: v[0] for k, v in parsed.items()}
+
+
+def _ints(text: str, name: str, count: int | None = None) -> tuple[int, ...]:
+    parts = text.split(",") if text.strip() else []
+    try:
+        values = tuple(int(p, 10) for p in parts)
+    except ValueError:
+        raise BadRequest(f"{name}={text!r} is not a comma-separated list of integers (e.g. 7,7)") from None
+    if any(abs(v) > 10**9 for v in values):
+        raise BadRequest(f"{name}={text!r}: number out of range")
+    if count is not None and len(values) != count:
+        raise BadRequest(f"{name}={text!r} must have {count} integers")
+    return values
+
+
+# -- the server -------------------------------------------------------------------------------
+
+class ViewerServer(ThreadingHTTPServer):
+    """The viewer's HTTP server; ``url`` is where the page is, ``serve_forever()`` runs it."""
+
+    daemon_threads = True
+
+    def __init__(self, scene: Scene, host: str = "127.0.0.1", port: int = 0, device=None):
+        self.scene = scene
+        self.jobs = Jobs(scene, device)
+        self.assets = {path: (asset(name), kind) for path, (name, kind) in ASSETS.items()}
+        super().__init__((host, port), Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+
+    @property
+    def loopback(self) -> bool:
+        try:
+            return ipaddress.ip_address(self.server_address[0]).is_loopback
+        except ValueError:
+            return False
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: ViewerServer
+    server_version = "rflens-view"
+    sys_version = ""
+
+    def log_message(self, format, *args) -> None:  # the library never prints
+        pass
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _send(self, status: int, body: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", CSP)
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, obj, status: int = 200) -> None:
+        self._send(status, json.dumps(obj, separators=(",", ":")).encode(), "application/json")
+
+    def _error(self, status: int, message: str) -> None:
+        self._json({"error": message}, status)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals (unknown method, bad request line), as JSON."""
+        self.close_connection = True
+        self._error(code, message or HTTPStatus(code).phrase)
+
+    def _host_ok(self) -> bool:
+        """On a loopback address, answer only requests addressed to a loopback name: a web page
+        elsewhere cannot reach the server through a rebound DNS name."""
+        if not self.server.loopback:
+            return True
+        host = (self.headers.get("Host") or "").strip().lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return name.strip("[]") in ("localhost", "127.0.0.1", "::1") or name.startswith("127.")
+
+    def _dispatch(self, routes: dict) -> None:
+        try:
+            if not self._host_ok():
+                self._error(HTTPStatus.FORBIDDEN, "this server answers only requests to localhost")
+                return
+            parts = urlsplit(self.path)
+            route = routes.get(parts.path)
+            if route is None:
+                other = self._other_routes(routes)
+                if parts.path in other:
+                    self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not allowed on {parts.path}")
+                else:
+                    self._error(HTTPStatus.NOT_FOUND, f"nothing at {parts.path[:200]}")
+                return
+            route(parts.query)
+        except BadRequest as e:
+            self._error(HTTPStatus.BAD_REQUEST, str(e))
+        except RFLensError as e:  # an unknown layer, a unit outside the grid, ...
+            self._error(HTTPStatus.BAD_REQUEST, str(e))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception as e:  # noqa: BLE001 - never a traceback to the client
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(e).__name__}: {e}. "
+                        "This is a bug in rflens; please report it.")
+
+    def _other_routes(self, routes: dict) -> set:
+        return (set(self._get_routes()) | set(self._post_routes())) - set(routes)
+
+    def do_GET(self) -> None:
+        self._dispatch(self._get_routes())
+
+    def do_HEAD(self) -> None:
+        self._dispatch(self._get_routes())
+
+    def do_POST(self) -> None:
+        self._dispatch(self._post_routes())
+
+    def _get_routes(self) -> dict:
+        routes = {path: self._asset for path in self.server.assets}
+        routes.update({"/image.png": self._image, "/api/meta": self._meta, "/api/unit": self._unit,
+                       "/api/projective": self._projective, "/api/job": self._job, "/api/heat.png": self._heat})
+        return routes
+
+    def _post_routes(self) -> dict:
+        return {"/api/job": self._start, "/api/job/cancel": self._cancel}
+
+    # -- answers ------------------------------------------------------------------------------
+    def _asset(self, query: str) -> None:
+        _query(query, set(), set())
+        body, kind = self.server.assets[urlsplit(self.path).path]
+        self._send(200, body, kind)
+
+    def _image(self, query: str) -> None:
+        _query(query, set(), set())
+        png = self.server.scene.image_png()
+        if png is None:
+            self._error(HTTPStatus.NOT_FOUND, "no image was given (rflens view --image PATH)")
+        else:
+            self._send(200, png, "image/png")
+
+    def _meta(self, query: str) -> None:
+        _query(query, set(), set())
+        self._json(self.server.scene.meta())
+
+    def _layer_unit(self, q: dict) -> tuple[str, tuple[int, ...]]:
+        layer = self.server.scene.layer(q["layer"])  # LayerNotFoundError: 400 with close names
+        return layer.name, layer._index(_ints(q["unit"], "unit"))
+
+    def _unit(self, query: str) -> None:
+        q = _query(query, {"layer", "unit"}, {"layer", "unit"})
+        self._json(self.server.scene.unit(*self._layer_unit(q)))
+
+    def _projective(self, query: str) -> None:
+        q = _query(query, {"layer", "pixel"}, {"layer", "pixel"})
+        self._json(self.server.scene.projective(q["layer"], _ints(q["pixel"], "pixel", 2)))
+
+    def _start(self, query: str) -> None:
+        q = _query(query, {"kind", "layer", "unit", "inputs"}, {"kind", "layer", "unit"})
+        if q["kind"] not in ("gradient", "erf"):
+            raise BadRequest(f"kind={q['kind']!r}: use gradient or erf")
+        inputs = _ints(q.get("inputs", "16"), "inputs", 1)[0]
+        if not 1 <= inputs <= MAX_INPUTS:
+            raise BadRequest(f"inputs={inputs}: use 1 to {MAX_INPUTS}")
+        self._json(self.server.jobs.start(q["kind"], *self._layer_unit(q), inputs).to_dict())
+
+    def _job(self, query: str) -> None:
+        q = _query(query, {"id"}, {"id"})
+        self._json(self.server.jobs.get(q["id"]).to_dict())
+
+    def _cancel(self, query: str) -> None:
+        q = _query(query, {"id"}, {"id"})
+        job = self.server.jobs.get(q["id"])
+        job.stop.set()
+        if job.state == "queued":
+            job.state = "cancelled"
+        self._json(job.to_dict())
+
+    def _heat(self, query: str) -> None:
+        q = _query(query, {"id"}, {"id"})
+        job = self.server.jobs.get(q["id"])
+        if job.state != "done" or job.heat is None:
+            raise BadRequest(f"job {job.id} is {job.state}, it has no heat map")
+        self._send(200, heat_png(job.heat, log=job.kind == "gradient"), "image/png")
+
+
+def serve(scene: Scene, host: str = "127.0.0.1", port: int = 0, device=None) -> ViewerServer:
+    """A viewer server for ``scene``, bound (to the loopback address by default) but not yet
+    serving: call ``serve_forever()`` (or run it in a thread) and open ``.url``.
+
+    >>> import torchvision
+    >>> server = serve(Scene(torchvision.models.vgg16(), (3, 224, 224)))
+    >>> server.url.startswith("http://127.0.0.1:")
+    True
+    >>> server.server_close()
+    """
+    try:
+        return ViewerServer(scene, host, port, device)
+    except OSError as e:
+        raise RFLensError(f"cannot listen on {host}:{port}: {e.strerror or e}"
+                          + (" (choose another --port, or 0 for any free one)" if port else "")) from None
