@@ -60,10 +60,15 @@ def analyze(model: nn.Module, input_size: Sequence[int] | str, method: str = "an
         if too_small(str(e)):
             raise InputTooSmallError(f"the input {(1, *size)} is too small for this model: "
                                      f"{str(e).splitlines()[0]}. Use a larger input size.") from e
+        first = str(e).splitlines()[0] if str(e) else ""
+        hint = ""
+        if "positional argument" in first:  # the forward wants more inputs than x
+            hint = (" Give the forward's other inputs with rflens.adapt(model, extra_inputs=[shape, ...]) "
+                    "(CLI: --model-input SHAPE or NAME=SHAPE).")
         raise TraceError(
             f"the model failed when called on one input of shape {(1, *size)} (meta tensors): "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. rflens calls "
-            "model(x) with a single (N, C, *spatial) tensor.") from e
+            f"{type(e).__name__}: {first}. rflens calls "
+            f"model(x) with a single (N, C, *spatial) tensor.{hint}") from e
     return Analysis(flow, rec.records, rec.order, size, type(model).__name__)
 
 

@@ -44,6 +44,12 @@ class LayerNotFoundError(RFLensError, KeyError):
     """No layer of that name."""
 
     def __init__(self, name: str, choices: list[str]):
+        outputs = [c for c in choices if c.startswith(name + "[")]
+        if outputs:  # "output" of a model returning a tuple or dict: say which tensors there are
+            super().__init__(f"'{name}' is not one tensor here but {len(outputs)}: {', '.join(outputs[:10])}. "
+                             "Name one as the layer, or choose the model's output with output=... "
+                             "(CLI: --model-output KEY_OR_INDEX).")
+            return
         super().__init__(f"no layer named '{name}' in this model.{close_matches(name, choices)} "
                          f"({len(choices)} layers; list them with `rflens table`.)")
 
