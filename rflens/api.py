@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 from torch import nn
 
-from .errors import InputTooSmallError, RFLensError, TraceError
+from .errors import InputTooSmallError, RFLensError, TraceError, raised_by_rflens
 from .field import Analysis
 from .trace import run, too_small
 
@@ -72,12 +71,4 @@ def analyze(model: nn.Module, input_size: Sequence[int] | str, method: str = "an
     return Analysis(flow, rec.records, rec.order, size, type(model).__name__)
 
 
-def _raised_by_rflens(e: BaseException) -> bool:
-    """True where the innermost frame is rflens' own geometry code: a bug to report, not bad input."""
-    tb = e.__traceback__
-    last = None
-    while tb is not None:
-        last = tb.tb_frame.f_code.co_filename
-        tb = tb.tb_next
-    here = os.path.dirname(os.path.abspath(__file__))
-    return last is not None and os.path.dirname(os.path.abspath(last)) == here
+_raised_by_rflens = raised_by_rflens

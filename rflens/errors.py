@@ -6,6 +6,7 @@ Every error is an ``RFLensError``: the CLI prints its message and exits with sta
 from __future__ import annotations
 
 import difflib
+import os
 
 
 class RFLensError(ValueError):
@@ -31,6 +32,17 @@ class TraceError(RFLensError):
 
 class InputTooSmallError(RFLensError):
     """A layer's output would be empty at this input size."""
+
+
+def raised_by_rflens(e: BaseException) -> bool:
+    """True where the innermost frame is rflens' own code: a bug to report, not bad input."""
+    tb = e.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    here = os.path.dirname(os.path.abspath(__file__))
+    return last is not None and os.path.dirname(os.path.abspath(last)) == here
 
 
 def close_matches(name: str, choices: list[str], n: int = 5) -> str:

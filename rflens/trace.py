@@ -26,7 +26,7 @@ from torch.utils._pytree import keystr, tree_flatten_with_path
 
 from . import ops
 from .layout import LayoutError, Part, Table, Tracked, compact, empty_part
-from .errors import InputTooSmallError, LayerNotFoundError, TraceError, UnsupportedOpError
+from .errors import InputTooSmallError, LayerNotFoundError, RFLensError, TraceError, UnsupportedOpError, raised_by_rflens
 from .ops import Op
 
 
@@ -250,7 +250,9 @@ def _failure(func, module: str, e: Exception) -> Exception:
         return TraceError(f"op '{name}' in {where} needs real tensor values ({msg}); rflens traces on "
                           "meta tensors, so models whose structure depends on data cannot be analysed "
                           "analytically. Use method='probe'.")
-    return TraceError(f"the model failed while tracing op '{name}' in {where}: {msg}")
+    return TraceError(f"the model failed while tracing op '{name}' in {where}: {msg.rstrip('.')}. rflens runs the model "
+                      "on one (1, C, *spatial) tensor of the input size: check its rank and size (models of "
+                      "vectors or sequences, such as Linear-only or LSTM models, have no spatial receptive field).")
 
 
 def _full(tr: Tracked, k: int) -> list[list[np.ndarray]]:
@@ -407,14 +409,29 @@ def execute(model: nn.Module, x: torch.Tensor, emit, graph=None, flow: Flow | No
                     kind = type(model.get_submodule(qual)).__name__
                     by_node.setdefault(node, []).append((qual, kind))
                 interp = _Interp(gm, names, by_node, emit, flow)
-                out = _call(gm, params, lambda: interp.run(x))
+                out = _failing_model(x, flow, lambda: _call(gm, params, lambda: interp.run(x)))
             else:
-                out = _call(model, params, lambda: model(x))
+                out = _failing_model(x, flow, lambda: _call(model, params, lambda: model(x)))
             emit("output", out, "output", "")
             return out
     finally:
         for m, t in was_training.items():
             m.training = t
+
+
+def _failing_model(x: torch.Tensor, flow: Flow | None, run):
+    """``run()``; on real tensors, an error raised by the model's own code is the model's
+    failure, said in one line (the meta trace words its own failures in ``api.analyze``)."""
+    try:
+        return run()
+    except (RFLensError, _Reached):
+        raise
+    except Exception as e:
+        if flow is not None or raised_by_rflens(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise TraceError(f"the model failed when run on a batch of shape {tuple(x.shape)}: "
+                         f"{type(e).__name__}: {first}") from e
 
 
 class Recorder:
