@@ -17,10 +17,10 @@ import sys
 import numpy as np
 
 from . import __version__
+from .adapt import adapt, parse_model_inputs
 from .api import analyze, parse_input_size
 from .errors import RFLensError
 from .files import atomic_write
-from .adapt import adapt, parse_model_inputs
 from .models import build_model, default_input_size, parse_model_args
 
 EXIT_BAD_INPUT = 2
@@ -308,6 +308,8 @@ def _check_weights_flags(args, models: list[str]) -> None:
     if args.weights and len(models) > 1:
         raise RFLensError(f"--weights loads one file into one model, but {len(models)} models were given "
                           f"({', '.join(models)}); run one model per command")
+    if args.trust_checkpoint and not args.weights and not any(_names_a_file(m) for m in models):
+        raise RFLensError("--trust-checkpoint only applies to a file given with --weights (or as MODEL)")
     for spec in models:
         if args.weights and _names_a_file(spec):
             raise RFLensError(f"--weights {args.weights}: MODEL '{spec}' already holds weights; give the "

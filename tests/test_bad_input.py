@@ -189,7 +189,7 @@ CASES = [
 def test_bad_input_gets_one_clear_message(argv, fragment, api, files, capsys):
     tmp = str(files)
     code = main([a.replace("{tmp}", tmp) for a in argv])
-    out, err = capsys.readouterr()
+    err = capsys.readouterr().err
     assert code == 2, err
     assert err.startswith("rflens: error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert fragment.replace("{tmp}", tmp) in err
