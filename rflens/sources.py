@@ -62,21 +62,10 @@ def timm_input_size(name: str) -> tuple[int, ...]:
 
 def model_from_file(spec: str, trust_checkpoint: bool = False) -> tuple[nn.Module, str]:
     """An ONNX file, a TorchScript archive, or (trusted only) a pickled ``nn.Module``."""
-    from .checkpoints import _is_torchscript, _sniff, _torch_load
+    from .checkpoints import _is_torchscript, _sniff, _torch_load, read_head
 
     path = Path(spec)
-    if not path.exists():
-        raise ModelNotFoundError(f"no model file at '{spec}'")
-    if path.is_dir():
-        raise ModelNotFoundError(f"'{spec}' is a folder, not a model file")
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(512)
-    except OSError as e:
-        raise RFLensError(f"cannot read '{spec}': {e.strerror or e}") from None
-    if size == 0:
-        raise RFLensError(f"'{spec}' is empty (0 bytes), not a model file")
+    head, size = read_head(path, spec, "model file")
     if path.suffix.lower() == ".onnx":
         return onnx_model(path, spec), f"weights from {spec} (ONNX)"
     kind = _sniff(head, size)

@@ -84,24 +84,21 @@ def weights_file(name: str = "onet") -> Path | None:
     return path if path.exists() else None
 
 
-def trained_onet() -> ONet:
+def _trained(net: nn.Module, name: str) -> nn.Module:
     from rflens.checkpoints import load_weights
-    path = weights_file("onet")
+    path = weights_file(name)
     if path is None:
         raise FileNotFoundError("facenet-pytorch is not installed: run `make setup`")
-    net = ONet()
     load_weights(net, path)
     return net.eval()
+
+
+def trained_onet() -> ONet:
+    return _trained(ONet(), "onet")
 
 
 def trained_rnet() -> RNet:
-    from rflens.checkpoints import load_weights
-    path = weights_file("rnet")
-    if path is None:
-        raise FileNotFoundError("facenet-pytorch is not installed: run `make setup`")
-    net = RNet()
-    load_weights(net, path)
-    return net.eval()
+    return _trained(RNet(), "rnet")
 
 
 def lfw_faces(n: int = 100, size: int = 48) -> torch.Tensor:
