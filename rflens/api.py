@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 from torch import nn
 
-from .errors import InputTooSmallError, RFLensError, TraceError
+from .errors import InputTooSmallError, RFLensError, TraceError, raised_by_rflens
 from .field import Analysis
 from .trace import run, too_small
 
@@ -60,19 +59,16 @@ def analyze(model: nn.Module, input_size: Sequence[int] | str, method: str = "an
         if too_small(str(e)):
             raise InputTooSmallError(f"the input {(1, *size)} is too small for this model: "
                                      f"{str(e).splitlines()[0]}. Use a larger input size.") from e
+        first = str(e).splitlines()[0] if str(e) else ""
+        hint = ""
+        if "positional argument" in first:  # the forward wants more inputs than x
+            hint = (" Give the forward's other inputs with rflens.adapt(model, extra_inputs=[shape, ...]) "
+                    "(CLI: --model-input SHAPE or NAME=SHAPE).")
         raise TraceError(
             f"the model failed when called on one input of shape {(1, *size)} (meta tensors): "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. rflens calls "
-            "model(x) with a single (N, C, *spatial) tensor.") from e
+            f"{type(e).__name__}: {first}. rflens calls "
+            f"model(x) with a single (N, C, *spatial) tensor.{hint}") from e
     return Analysis(flow, rec.records, rec.order, size, type(model).__name__)
 
 
-def _raised_by_rflens(e: BaseException) -> bool:
-    """True where the innermost frame is rflens' own geometry code: a bug to report, not bad input."""
-    tb = e.__traceback__
-    last = None
-    while tb is not None:
-        last = tb.tb_frame.f_code.co_filename
-        tb = tb.tb_next
-    here = os.path.dirname(os.path.abspath(__file__))
-    return last is not None and os.path.dirname(os.path.abspath(last)) == here
+_raised_by_rflens = raised_by_rflens

@@ -135,18 +135,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, strict: bool = Tr
 
 def _read(path: Path, shown: str, trust: bool) -> tuple[dict[str, torch.Tensor], str, str | None]:
     """The file's state dict, its format and the container key it was found under."""
-    if not path.exists():
-        raise RFLensError(f"no weights file at '{shown}'")
-    if path.is_dir():
-        raise RFLensError(f"'{shown}' is a folder, not a weights file")
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(512)
-    except OSError as e:
-        raise RFLensError(f"cannot read '{shown}': {e.strerror or e}") from None
-    if size == 0:
-        raise RFLensError(f"'{shown}' is empty (0 bytes), not a weights file")
+    head, size = read_head(path, shown, "weights file")
     kind = _sniff(head, size)
 
     if kind == "safetensors":
@@ -156,6 +145,23 @@ def _read(path: Path, shown: str, trust: bool) -> tuple[dict[str, torch.Tensor],
     obj = _torch_load(path, shown, kind, trust)
     state, container = _unwrap(obj, shown)
     return state, "torch", container
+
+
+def read_head(path: Path, shown: str, what: str) -> tuple[bytes, int]:
+    """The first 512 bytes and the size of a file that must exist, be readable and not be empty."""
+    if not path.exists():
+        raise RFLensError(f"no {what} at '{shown}'")
+    if path.is_dir():
+        raise RFLensError(f"'{shown}' is a folder, not a {what}")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as e:
+        raise RFLensError(f"cannot read '{shown}': {e.strerror or e}") from None
+    if size == 0:
+        raise RFLensError(f"'{shown}' is empty (0 bytes), not a {what}")
+    return head, size
 
 
 def _sniff(head: bytes, size: int) -> str:

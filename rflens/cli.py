@@ -17,19 +17,26 @@ import sys
 import numpy as np
 
 from . import __version__
+from .adapt import adapt, parse_model_inputs
 from .api import analyze, parse_input_size
 from .errors import RFLensError
 from .files import atomic_write
-from .models import default_input_size, load_model, parse_model_args
+from .models import build_model, default_input_size, parse_model_args
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
 
 
+def _load(spec: str, args, device="meta"):
+    """The model MODEL names, adapted by --model-output/--model-input, and which weights it holds
+    (None: its own initialisation)."""
+    model, note = build_model(spec, parse_model_args(args.model_arg), device=device,
+                              trust_checkpoint=args.trust_checkpoint)
+    return adapt(model, args.model_output, parse_model_inputs(args.model_input)), note
+
+
 def _model_and_size(args, device="meta"):
-    model = load_model(args.model, parse_model_args(args.model_arg), device=device)
-    size = parse_input_size(args.input_size) if args.input_size else default_input_size(args.model)
-    return model, size
+    return _load(args.model, args, device)[0], _size_for(args.model, args)
 
 
 def dumps(obj) -> str:
@@ -123,9 +130,8 @@ def cmd_unit(args) -> int:
         raise RFLensError(f"--mask-out {args.mask_out!r} must end in .npy")
     unit_index = _parse_unit(args.unit)
     if args.method == "probe":
-        model = load_model(args.model, parse_model_args(args.model_arg), device="cpu")
-        size = parse_input_size(args.input_size) if args.input_size else default_input_size(args.model)
-        analytic = analyze(load_model(args.model, parse_model_args(args.model_arg)), size)
+        model, size = _model_and_size(args, device="cpu")
+        analytic = analyze(_load(args.model, args)[0], size)
         layer = analytic[args.layer]
         idx = layer._index(unit_index)
         probe = analyze(model, size, method="probe")
@@ -233,8 +239,8 @@ def cmd_growth(args) -> int:
     from .plot import growth_figure, save
     analyses = {}
     for spec in args.models:
-        model = load_model(spec, parse_model_args(args.model_arg))
-        size = parse_input_size(args.input_size) if args.input_size else default_input_size(spec)
+        model = _load(spec, args)[0]
+        size = _size_for(spec, args)
         analyses[f"{spec} ({'x'.join(map(str, size[1:]))})"] = analyze(model, size)
     fig = growth_figure(analyses, args.layers)
     print(save(fig, _output_path(args, "growth_" + "_".join(args.models) + ".png")))
@@ -286,22 +292,33 @@ def _weighted_model(spec: str, args):
     checkpoint, which checks the weights) see the same network."""
     import torch
     torch.manual_seed(args.seed)
-    model = load_model(spec, parse_model_args(args.model_arg), device="cpu")
-    if not args.weights:
-        if ":" in spec:  # a callable may load trained weights itself (or draw them from the seed)
-            return model, f"weights as built by {spec} (torch seed {args.seed})"
-        return model, f"random weights (torch seed {args.seed})"
-    from .checkpoints import load_weights
-    report = load_weights(model, args.weights, trust_checkpoint=args.trust_checkpoint)
-    return model, report.summary()
+    model, note = build_model(spec, parse_model_args(args.model_arg), device="cpu",
+                              trust_checkpoint=args.trust_checkpoint)
+    if args.weights:
+        from .checkpoints import load_weights
+        note = load_weights(model, args.weights, trust_checkpoint=args.trust_checkpoint).summary()
+    elif note is None:
+        # a callable may load trained weights itself (or draw them from the seed)
+        note = (f"weights as built by {spec} (torch seed {args.seed})" if ":" in spec
+                else f"random weights (torch seed {args.seed})")
+    return adapt(model, args.model_output, parse_model_inputs(args.model_input)), note
 
 
 def _check_weights_flags(args, models: list[str]) -> None:
     if args.weights and len(models) > 1:
         raise RFLensError(f"--weights loads one file into one model, but {len(models)} models were given "
                           f"({', '.join(models)}); run one model per command")
-    if args.trust_checkpoint and not args.weights:
-        raise RFLensError("--trust-checkpoint only applies to a file given with --weights")
+    if args.trust_checkpoint and not args.weights and not any(_names_a_file(m) for m in models):
+        raise RFLensError("--trust-checkpoint only applies to a file given with --weights (or as MODEL)")
+    for spec in models:
+        if args.weights and _names_a_file(spec):
+            raise RFLensError(f"--weights {args.weights}: MODEL '{spec}' already holds weights; give the "
+                              "architecture by name, or drop --weights")
+
+
+def _names_a_file(spec: str) -> bool:
+    from pathlib import Path
+    return "=" in spec or Path(spec).is_file() or Path(spec).suffix.lower() in (".onnx", ".pt", ".pth")
 
 
 def _stderr_is_terminal() -> bool:
@@ -403,7 +420,7 @@ def cmd_erf(args) -> int:
     device = _device_arg(args.device)
     if len(pairs) > 1:  # a typo in the last pair fails now, not after the others are computed
         for spec in models:
-            analysis = analyze(load_model(spec, parse_model_args(args.model_arg)), _size_for(spec, args))
+            analysis = analyze(_load(spec, args)[0], _size_for(spec, args))
             for name in layers:
                 analysis[name].unit(unit)
 
@@ -844,6 +861,10 @@ def cmd_segment(args) -> int:
     return 0
 
 
+MODEL_HELP = ("a torchvision name (vgg16), timm:NAME, package.module:callable or path/to/file.py:callable, "
+              "ARCH=WEIGHTS (resnet18=w.safetensors), a TorchScript archive (.pt) or an ONNX file (.onnx)")
+
+
 # -- the interactive viewer ---------------------------------------------------------------------
 
 def cmd_view(args) -> int:
@@ -855,7 +876,7 @@ def cmd_view(args) -> int:
         raise RFLensError(f"--html {args.html!r} must end in .html")
     size = _size_for(args.model, args)
     if args.html:  # built on the meta device: the geometry needs no weights
-        scene = Scene(load_model(args.model, parse_model_args(args.model_arg)), size, args.image, args.model)
+        scene = Scene(_load(args.model, args)[0], size, args.image, args.model)
         print(export_html(scene, args.html))
         return 0
     _check_weights_flags(args, [args.model])
@@ -879,11 +900,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"rflens {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp):
-        sp.add_argument("model", help="torchvision architecture name (e.g. vgg16) or package.module:callable")
-        sp.add_argument("--input-size", help="C x spatial, e.g. 3x224x224 (default: the model's usual size)")
+    def model_options(sp):
         sp.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
                         help="keyword argument for the model constructor (repeatable)")
+        sp.add_argument("--model-output", metavar="KEY_OR_INDEX",
+                        help="for a model returning a dict, tuple or list: the output to use (a key or an index)")
+        sp.add_argument("--model-input", action="append", metavar="[NAME=]SHAPE",
+                        help="an extra input of the model's forward, zeros of this shape without the batch "
+                        "dimension, e.g. 1x64x64 or mask=1x64x64 (repeatable; the RF is the first input's)")
+        sp.add_argument("--trust-checkpoint", action="store_true",
+                        help="allow a weights or model file that pickles Python objects (runs its code: trusted "
+                        "files only)")
+
+    def common(sp):
+        sp.add_argument("model", help=MODEL_HELP)
+        sp.add_argument("--input-size", help="C x spatial, e.g. 3x224x224 (default: the model's usual size)")
+        model_options(sp)
 
     t = sub.add_parser("table", help="one row per layer: RF size, stride, start, flags")
     common(t)
@@ -923,7 +955,7 @@ def build_parser() -> argparse.ArgumentParser:
     gr = sub.add_parser("growth", help="chart: RF size and stride against depth, several models")
     gr.add_argument("models", nargs="+", metavar="MODEL")
     gr.add_argument("--input-size", help="C x spatial for every model (default: each model's usual size)")
-    gr.add_argument("--model-arg", action="append", metavar="KEY=VALUE")
+    model_options(gr)
     gr.add_argument("--layers", default="conv,pool", help="which layers count as depth")
     output(gr)
     gr.set_defaults(func=cmd_growth)
@@ -939,8 +971,6 @@ def build_parser() -> argparse.ArgumentParser:
     def weights(sp, channel: bool = True, seed: str = "seed of the random weights (and of --noise inputs)"):
         sp.add_argument("--weights", metavar="PATH", help="load these weights (safetensors, torch.save state "
                         "dict or TorchScript) instead of random ones")
-        sp.add_argument("--trust-checkpoint", action="store_true",
-                        help="allow a --weights file that pickles Python objects (runs its code: trusted files only)")
         sp.add_argument("--seed", type=int, default=0, help=seed)
         sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="where the model runs (auto: CUDA when present)")
@@ -948,8 +978,7 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--channel", type=int, help="one output channel (default: the sum over channels)")
 
     e = sub.add_parser("erf", help="effective RF: the mean gradient map over many inputs (Luo et al. 2016)")
-    e.add_argument("models", nargs="+", metavar="MODEL",
-                   help="torchvision architecture name(s) or package.module:callable")
+    e.add_argument("models", nargs="+", metavar="MODEL", help=MODEL_HELP)
     e.add_argument("--layer", required=True, help="layer name, or several comma-separated (compared side by side)")
     e.add_argument("--unit", default="center", help="0-based unit index, e.g. 7,7 (default: center)")
     source = e.add_mutually_exclusive_group()
@@ -957,8 +986,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--noise", type=int, metavar="N", help="N Gaussian noise inputs (the default, 32)")
     e.add_argument("--limit", type=int, metavar="N", help="use at most N inputs")
     e.add_argument("--input-size", help="C x spatial, e.g. 3x224x224 (default: each model's usual size)")
-    e.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
-                   help="keyword argument for the model constructor (repeatable)")
+    model_options(e)
     e.add_argument("--mode", choices=["luo", "replknet"], default="luo",
                    help="luo: |d unit/d input| summed over channels; replknet: RepLKNet's definition")
     e.add_argument("--batch-size", type=int, default=16)
@@ -985,8 +1013,7 @@ def build_parser() -> argparse.ArgumentParser:
     def images(sp, required: bool = False):
         sp.add_argument("--input-size", help="C x spatial, e.g. 3x48x48: images are resized and centre-cropped "
                         "to it (default: the model's usual size, or the scan's)")
-        sp.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
-                        help="keyword argument for the model constructor (repeatable)")
+        model_options(sp)
         sp.add_argument("--normalize", metavar="MEAN,STD",
                         help="pixel normalisation, on [0, 1] pixels: imagenet (the default), none, MEAN,STD for "
                         "every channel (MTCNN: 0.5,0.5) or M1,M2,M3,S1,S2,S3; with --scan: the scan's")
@@ -1000,7 +1027,7 @@ def build_parser() -> argparse.ArgumentParser:
     seed = "seed of the random weights and of random occluder fills"
     sc = sub.add_parser("scan", help="top images: each channel's K most activating images in a folder "
                         "(resumable)")
-    sc.add_argument("model", help="torchvision architecture name or package.module:callable (path/to/file.py:callable)")
+    sc.add_argument("model", help=MODEL_HELP)
     sc.add_argument("--layer", required=True)
     sc.add_argument("--images", required=True, metavar="DIR",
                     help="a folder of images (recursive; unreadable files are skipped and listed)")
@@ -1016,7 +1043,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     em = sub.add_parser("empirical", help="empirical RF by occlusion on top images (Zhou et al. 2015): "
                         "theoretical vs empirical size")
-    em.add_argument("model", help="torchvision architecture name or package.module:callable (path/to/file.py:callable)")
+    em.add_argument("model", help=MODEL_HELP)
     em.add_argument("--layer", required=True)
     where = em.add_mutually_exclusive_group(required=True)
     where.add_argument("--images", metavar="DIR", help="a folder of images, scanned first (kept in memory)")
@@ -1036,7 +1063,7 @@ def build_parser() -> argparse.ArgumentParser:
     em.set_defaults(func=cmd_empirical)
 
     sg = sub.add_parser("segment", help="segmentations of one channel's top images (NetDissect and/or occlusion)")
-    sg.add_argument("model", help="torchvision architecture name or package.module:callable (path/to/file.py:callable)")
+    sg.add_argument("model", help=MODEL_HELP)
     sg.add_argument("--layer", required=True)
     sg.add_argument("--unit", type=int, required=True, metavar="C", help="the channel (a number, not a position)")
     sg.add_argument("--scan", required=True, metavar="DIR", help="a folder made by `rflens scan` (NetDissect's "

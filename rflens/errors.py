@@ -6,6 +6,7 @@ Every error is an ``RFLensError``: the CLI prints its message and exits with sta
 from __future__ import annotations
 
 import difflib
+import os
 
 
 class RFLensError(ValueError):
@@ -33,6 +34,17 @@ class InputTooSmallError(RFLensError):
     """A layer's output would be empty at this input size."""
 
 
+def raised_by_rflens(e: BaseException) -> bool:
+    """True where the innermost frame is rflens' own code: a bug to report, not bad input."""
+    tb = e.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    here = os.path.dirname(os.path.abspath(__file__))
+    return last is not None and os.path.dirname(os.path.abspath(last)) == here
+
+
 def close_matches(name: str, choices: list[str], n: int = 5) -> str:
     found = difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
     if not found:
@@ -44,6 +56,12 @@ class LayerNotFoundError(RFLensError, KeyError):
     """No layer of that name."""
 
     def __init__(self, name: str, choices: list[str]):
+        outputs = [c for c in choices if c.startswith(name + "[")]
+        if outputs:  # "output" of a model returning a tuple or dict: say which tensors there are
+            super().__init__(f"'{name}' is not one tensor here but {len(outputs)}: {', '.join(outputs[:10])}. "
+                             "Name one as the layer, or choose the model's output with output=... "
+                             "(CLI: --model-output KEY_OR_INDEX).")
+            return
         super().__init__(f"no layer named '{name}' in this model.{close_matches(name, choices)} "
                          f"({len(choices)} layers; list them with `rflens table`.)")
 

@@ -1,4 +1,4 @@
-"""Turning a MODEL argument into an ``nn.Module``: torchvision names and ``module:callable``.
+"""Turning a MODEL argument into an ``nn.Module``: names, callables and files (``load_model``).
 
 Architectures are built on the meta device by default (the theoretical RF needs no weights),
 so even a 100M-parameter model costs no memory, and nothing is ever downloaded.
@@ -80,25 +80,73 @@ def empty_weights():
         nn.Module.register_parameter = register
 
 
-def load_model(spec: str, kwargs: dict | None = None, device: str | torch.device = "meta") -> nn.Module:
-    """A torchvision architecture name (random weights) or ``package.module:callable``.
+TORCH_FILES = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".jit", ".torchscript")
+WEIGHTS_FILES = TORCH_FILES + (".safetensors",)
 
-    On ``device="meta"`` (the default) parameters hold no data: enough for the theoretical
-    receptive field, at no memory cost.
+
+def load_model(spec: str, kwargs: dict | None = None, device: str | torch.device = "meta", *,
+               output: str | int | None = None, extra_inputs=None, trust_checkpoint: bool = False) -> nn.Module:
+    """The model a MODEL argument names (nothing is ever downloaded):
+
+    * a torchvision architecture name (``resnet18``), with random weights;
+    * ``timm:NAME``, a timm architecture (``timm:convnext_atto``; needs the ``timm`` extra);
+    * ``package.module:callable`` or ``path/to/file.py:callable`` (``kwargs`` are passed to it);
+    * ``ARCH=WEIGHTS``: any of the above with a weights file loaded into it, strictly
+      (``resnet18=run/best.safetensors``; see ``rflens.checkpoints.load_weights``);
+    * a TorchScript archive (``model.pt`` from ``torch.jit.save``), analysed exactly at its
+      outputs (TorchScript hides the calls of its submodules);
+    * an ONNX file (``model.onnx``), converted with onnx2torch (needs the ``onnx`` extra);
+    * a whole pickled model (``torch.save(model)``) only with ``trust_checkpoint=True``.
+
+    On ``device="meta"`` (the default) an architecture's parameters hold no data: enough for
+    the theoretical receptive field, at no memory cost.  Models read from a file keep the
+    file's weights.  ``output`` and ``extra_inputs`` adapt models with several outputs or
+    inputs (see ``rflens.adapt``).
 
     >>> load_model("vgg16").__class__.__name__
     'VGG'
     """
+    from .adapt import adapt
+    model, _ = build_model(spec, kwargs, device, trust_checkpoint=trust_checkpoint)
+    return adapt(model, output, extra_inputs)
+
+
+def build_model(spec: str, kwargs: dict | None = None, device: str | torch.device = "meta", *,
+                trust_checkpoint: bool = False) -> tuple[nn.Module, str | None]:
+    """``load_model`` without the adaptation, and a line saying which weights were loaded
+    (None where the model was built with its own initialisation)."""
     kwargs = dict(kwargs or {})
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelNotFoundError(f"a model name is needed, got {spec!r}")
+    path = Path(spec)
+    arch, eq, weights = spec.partition("=")
+    if path.is_file() or (not eq and (path.suffix.lower() == ".onnx" or path.suffix.lower() in WEIGHTS_FILES)):
+        if kwargs:
+            raise RFLensError(f"'{spec}' is a file: constructor arguments (--model-arg) do not apply to it")
+        from .sources import model_from_file
+        model, note = model_from_file(spec, trust_checkpoint)
+        if str(device) not in ("meta", "cpu"):
+            model = model.to(device)
+        return model.eval(), note
+    if eq:
+        if not weights:
+            raise ModelNotFoundError(f"'{spec}': give a weights file after '=', e.g. resnet18=weights.safetensors")
+        from .checkpoints import load_weights
+        model, _ = build_model(arch, kwargs, device)
+        report = load_weights(model, weights, trust_checkpoint=trust_checkpoint)
+        return model, report.summary()
     place = empty_weights() if str(device) == "meta" else torch.device(device)
     with no_downloads(), place:
-        if ":" in spec:
+        if spec.startswith("timm:"):
+            from .sources import timm_model
+            model = timm_model(spec[len("timm:"):], kwargs)
+        elif ":" in spec:
             model = _from_callable(spec, kwargs)
         else:
             model = _from_torchvision(spec, kwargs)
     if not isinstance(model, nn.Module):
         raise RFLensError(f"'{spec}' returned a {type(model).__name__}, not a torch.nn.Module")
-    return model.eval()
+    return model.eval(), None
 
 
 def _from_torchvision(name: str, kwargs: dict) -> nn.Module:
@@ -148,4 +196,13 @@ def _from_callable(spec: str, kwargs: dict) -> nn.Module:
 
 
 def default_input_size(spec: str) -> tuple[int, ...]:
-    return DEFAULT_SIZES.get(spec, (3, 224, 224))
+    """The input size a MODEL argument is analysed at unless told: the architecture's usual
+    one, or the fixed input shape an ONNX file declares."""
+    arch = spec.partition("=")[0]
+    if arch.lower().endswith(".onnx"):
+        from .sources import onnx_input_size
+        return onnx_input_size(arch) or (3, 224, 224)
+    if arch.startswith("timm:"):
+        from .sources import timm_input_size
+        return timm_input_size(arch[len("timm:"):])
+    return DEFAULT_SIZES.get(arch, (3, 224, 224))

@@ -82,6 +82,10 @@ class PositiveSurrogate(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if not _any_float(args, kwargs):
+            # integer arithmetic (shapes an ONNX graph computes, indices) carries no gradient:
+            # a twin would change its values
+            return func(*args, **kwargs)
         name = _name(func)
         base = name.rstrip("_")
         inplace = name.endswith("_") and not name.startswith("_")
@@ -192,6 +196,14 @@ class PositiveSurrogate(TorchFunctionMode):
         y = _window_sum(xin, k, s, p, d, list(out.shape[-nd:]))
         y = y[0] if unbatched else y
         return (y, real[1]) if isinstance(real, tuple) else y
+
+
+def _any_float(args, kwargs) -> bool:
+    for a in (*args, *kwargs.values()):
+        for t in (a if isinstance(a, (list, tuple)) else (a,)):
+            if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
+                return True
+    return False
 
 
 def _arg(args, i, default):

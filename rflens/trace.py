@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import fx, nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import keystr, tree_flatten_with_path
 
 from . import ops
 from .layout import LayoutError, Part, Table, Tracked, compact, empty_part
-from .errors import InputTooSmallError, LayerNotFoundError, TraceError, UnsupportedOpError
+from .errors import InputTooSmallError, LayerNotFoundError, RFLensError, TraceError, UnsupportedOpError, raised_by_rflens
 from .ops import Op
 
 
@@ -136,7 +136,8 @@ class Flow(TorchDispatchMode):
             # input dependency, only its shape matters
             args, kwargs = _to_meta(args), {k: _to_meta(v) for k, v in kwargs.items()}
         try:
-            out = ops.fast_meta(func, args, kwargs)
+            # real tensors (shapes an ONNX graph computes) get real values, not meta shortcuts
+            out = ops.fast_meta(func, args, kwargs) if "meta" in devices else None
             if out is None:
                 out = func(*args, **kwargs)
         except (RuntimeError, NotImplementedError, ValueError) as e:
@@ -249,7 +250,9 @@ def _failure(func, module: str, e: Exception) -> Exception:
         return TraceError(f"op '{name}' in {where} needs real tensor values ({msg}); rflens traces on "
                           "meta tensors, so models whose structure depends on data cannot be analysed "
                           "analytically. Use method='probe'.")
-    return TraceError(f"the model failed while tracing op '{name}' in {where}: {msg}")
+    return TraceError(f"the model failed while tracing op '{name}' in {where}: {msg.rstrip('.')}. rflens runs the model "
+                      "on one (1, C, *spatial) tensor of the input size: check its rank and size (models of "
+                      "vectors or sequences, such as Linear-only or LSTM models, have no spatial receptive field).")
 
 
 def _full(tr: Tracked, k: int) -> list[list[np.ndarray]]:
@@ -367,7 +370,7 @@ def module_hooks(model: nn.Module, emit, flow: Flow | None):
     handles = []
     calls: dict[str, int] = {}
     for qual, m in model.named_modules():
-        if qual == "":
+        if qual == "" or isinstance(m, torch.jit.ScriptModule):
             continue
 
         def pre(mod, args, qual=qual):
@@ -415,11 +418,26 @@ def execute(model: nn.Module, x: torch.Tensor, emit, graph=None, flow: Flow | No
                 kind = type(model.get_submodule(qual)).__name__
                 by_node.setdefault(node, []).append((qual, kind))
             interp = _Interp(gm, names, by_node, emit, flow)
-            out = _call(gm, params, lambda: interp.run(x))
+            out = _failing_model(x, flow, lambda: _call(gm, params, lambda: interp.run(x)))
         else:
-            out = _call(model, params, lambda: model(x))
+            out = _failing_model(x, flow, lambda: _call(model, params, lambda: model(x)))
         emit("output", out, "output", "")
         return out
+
+
+def _failing_model(x: torch.Tensor, flow: Flow | None, run):
+    """``run()``; on real tensors, an error raised by the model's own code is the model's
+    failure, said in one line (the meta trace words its own failures in ``api.analyze``)."""
+    try:
+        return run()
+    except (RFLensError, _Reached):
+        raise
+    except Exception as e:
+        if flow is not None or raised_by_rflens(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise TraceError(f"the model failed when run on a batch of shape {tuple(x.shape)}: "
+                         f"{type(e).__name__}: {first}") from e
 
 
 class Recorder:
@@ -442,14 +460,15 @@ class Recorder:
 
 
 def named_tensors(name: str, value) -> list[tuple[str, torch.Tensor]]:
-    """The tensors of a named value: itself, its only tensor, or ``name[i]`` for each of several."""
+    """The tensors of a named value: itself, its only tensor, or one name per tensor of several
+    by its place: ``name[0]`` in a tuple or list, ``name['boxes']`` in a dict."""
     if isinstance(value, torch.Tensor):
         return [(name, value)]
-    flat, _ = tree_flatten(value)
-    tensors = [v for v in flat if isinstance(v, torch.Tensor)]
+    flat, _ = tree_flatten_with_path(value)
+    tensors = [(path, v) for path, v in flat if isinstance(v, torch.Tensor)]
     if len(tensors) == 1:
-        return [(name, tensors[0])]
-    return [(f"{name}[{i}]", v) for i, v in enumerate(tensors)]
+        return [(name, tensors[0][1])]
+    return [(name + keystr(path), v) for path, v in tensors]
 
 
 class _Reached(Exception):
@@ -482,18 +501,29 @@ def run(model: nn.Module, input_size: tuple[int, ...], use_fx: bool = True) -> t
     k = len(input_size) - 1
     flow = Flow(k)
     rec = Recorder(flow)
-    graph = fx_graph(model) if use_fx else None
+    script = scripted(model)
+    graph = fx_graph(model) if use_fx and not script else None
     x = torch.empty((1, *input_size), device="meta")
     with torch.no_grad(), flow:
         flow.put(x, ops.input_layout(flow.table, x.shape, k))
-        execute(model, x, rec, graph, flow, params=_meta_state(graph[0] if graph else model))
+        # TorchScript keeps its real weights: the dispatch mode moves them to meta op by op
+        execute(model, x, rec, graph, flow, params=None if script else _meta_state(graph[0] if graph else model))
     return flow, rec
 
 
 def _meta_state(model: nn.Module) -> dict:
     state = dict(model.named_parameters(remove_duplicate=False))
     state.update(model.named_buffers(remove_duplicate=False))
-    return {n: t if t.device.type == "meta" else torch.empty_like(t, device="meta") for n, t in state.items()}
+    # integer buffers keep their values: they are shapes and indices the forward reads (an
+    # ONNX Reshape's target shape), never data that depends on the input
+    return {n: t if t.device.type == "meta" or not (t.is_floating_point() or t.is_complex())
+            else torch.empty_like(t, device="meta") for n, t in state.items()}
+
+
+def scripted(model: nn.Module) -> bool:
+    """Whether TorchScript runs (part of) the model: it takes no hooks and FX cannot trace it,
+    but its ops still pass the dispatch mode, so the model's outputs are followed exactly."""
+    return any(isinstance(m, torch.jit.ScriptModule) for m in model.modules())
 
 
 def _call(model: nn.Module, params: dict | None, fn):

@@ -10,7 +10,7 @@ import pytest
 
 @pytest.mark.parametrize("module", ["rflens", "rflens.api", "rflens.field", "rflens.models", "rflens.probe",
                                     "rflens.gradient", "rflens.spread", "rflens.images", "rflens.checkpoints",
-                                    "rflens.scan", "rflens.occlusion", "rflens.segment",
+                                    "rflens.scan", "rflens.occlusion", "rflens.segment", "rflens.adapt",
                                     "rflens.viewer", "rflens.viewer.scene", "rflens.viewer.server"])
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)

@@ -1,6 +1,6 @@
 """Genuinely trained networks and real photographs that work offline.
 
-* MTCNN's ONet (Zhang et al. 2016, the face-landmark stage) with the trained weights that the
+* MTCNN's ONet (Zhang et al. 2016, the face-landmark stage) and RNet (the refinement stage) with the trained weights that the
   facenet-pytorch wheel ships (``make setup`` installs it without its pinned dependencies; we
   define the architecture here and load the weights with ``weights_only`` loading);
 * faces from scikit-image's ``lfw_subset`` (Labeled Faces in the Wild, 25x25 grey crops),
@@ -48,6 +48,33 @@ class ONet(nn.Module):
         return torch.softmax(self.dense6_1(x), dim=1), self.dense6_2(x), self.dense6_3(x)
 
 
+class RNet(nn.Module):
+    """MTCNN's refinement network: 24x24 face crop -> face score, box."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
+        self.prelu1 = nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(28, 48, kernel_size=3)
+        self.prelu2 = nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
+        self.prelu3 = nn.PReLU(64)
+        self.dense4 = nn.Linear(576, 128)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.softmax5_1 = nn.Softmax(dim=1)
+        self.dense5_2 = nn.Linear(128, 4)
+
+    def forward(self, x):
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu3(self.conv3(x))
+        x = self.prelu4(self.dense4(x.permute(0, 3, 2, 1).contiguous().view(x.shape[0], -1)))
+        return self.softmax5_1(self.dense5_1(x)), self.dense5_2(x)
+
+
 def weights_file(name: str = "onet") -> Path | None:
     """Path of facenet-pytorch's trained weights, found without importing the package."""
     spec = importlib.util.find_spec("facenet_pytorch")
@@ -57,14 +84,21 @@ def weights_file(name: str = "onet") -> Path | None:
     return path if path.exists() else None
 
 
-def trained_onet() -> ONet:
+def _trained(net: nn.Module, name: str) -> nn.Module:
     from rflens.checkpoints import load_weights
-    path = weights_file("onet")
+    path = weights_file(name)
     if path is None:
         raise FileNotFoundError("facenet-pytorch is not installed: run `make setup`")
-    net = ONet()
     load_weights(net, path)
     return net.eval()
+
+
+def trained_onet() -> ONet:
+    return _trained(ONet(), "onet")
+
+
+def trained_rnet() -> RNet:
+    return _trained(RNet(), "rnet")
 
 
 def lfw_faces(n: int = 100, size: int = 48) -> torch.Tensor:

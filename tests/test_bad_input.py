@@ -1,0 +1,241 @@
+"""Bad input, case by case: one clear message, exit status 2, no traceback, no files left.
+
+Each row is a command line, the fragment its message must hold, and (where the library has
+the same call) the Python call that must raise an ``RFLensError`` with the same fragment.
+Paths are written with ``{tmp}`` for the folder of test files made by ``files``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import tracemalloc
+import warnings
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from torch import nn
+
+import rflens
+from rflens.checkpoints import load_weights
+from rflens.cli import main
+from rflens.errors import RFLensError
+
+MODELS = '''
+import torch
+from torch import nn
+
+def seq():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+
+def linear():
+    return nn.Sequential(nn.Linear(10, 5))
+
+class Lstm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(3, 4, batch_first=True)
+
+    def forward(self, x):
+        return self.lstm(x)[0]
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x, mask):
+        y = self.conv(x) * mask
+        return {"map": y, "score": y.mean((2, 3))}
+
+class FailsOnData(nn.Module):
+    """Traces on meta tensors, then raises on real ones, as a model with a data check would."""
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if y.device.type != "meta":
+            raise RuntimeError("boom")
+        return y
+'''
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "nets.py").write_text(MODELS)
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(tmp_path / "photo.png")
+    (tmp_path / "photo.pth").write_bytes((tmp_path / "photo.png").read_bytes())
+    (tmp_path / "notes.onnx").write_text("this is not a model\n")
+    (tmp_path / "notes.pt").write_text("this is not a model\n")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    save_file(net.state_dict(), tmp_path / "seq.safetensors")
+    torch.save(net.state_dict(), tmp_path / "seq.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.randn(1, 3, 16, 16),), str(tmp_path / "seq.onnx"), dynamo=False,
+                          opset_version=17)
+    for name in ("seq.safetensors", "seq.pth", "seq.onnx"):
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / f"cut_{name}").write_bytes(data[: len(data) // 2])
+    nan = {k: v.clone() for k, v in net.state_dict().items()}
+    nan["0.weight"][0, 0, 0, 0] = float("nan")
+    save_file(nan, tmp_path / "nan.safetensors")
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
+def _nets(tmp):
+    return f"{tmp}/nets.py"
+
+
+# id, argv, message fragment, the same through the API (or None where only the CLI has it)
+CASES = [
+    ("missing model file", ["table", "{tmp}/absent.onnx"], "no model file at '{tmp}/absent.onnx'",
+     lambda t: rflens.load_model(f"{t}/absent.onnx")),
+    ("missing weights", ["grad", "{tmp}/nets.py:seq", "--layer", "2", "--unit", "1,1", "--input-size", "3x8x8",
+                         "--weights", "{tmp}/absent.pth", "-o", "{tmp}/out/g.png"],
+     "no weights file at '{tmp}/absent.pth'", lambda t: load_weights(nn.Conv2d(1, 1, 1), f"{t}/absent.pth")),
+    ("missing weights after =", ["table", "{tmp}/nets.py:seq={tmp}/absent.safetensors"], "no weights file at",
+     lambda t: rflens.load_model(f"{_nets(t)}:seq={t}/absent.safetensors")),
+    ("missing folder of a callable", ["table", "{tmp}/nope/net.py:build"], "no Python file at",
+     lambda t: rflens.load_model(f"{t}/nope/net.py:build")),
+    ("empty weights", ["table", "{tmp}/nets.py:seq={tmp}/empty.pth"], "is empty (0 bytes)",
+     lambda t: rflens.load_model(f"{_nets(t)}:seq={t}/empty.pth")),
+    ("empty onnx", ["table", "{tmp}/empty.onnx"], "is empty (0 bytes)",
+     lambda t: rflens.load_model(f"{t}/empty.onnx")),
+    ("truncated safetensors", ["table", "{tmp}/nets.py:seq={tmp}/cut_seq.safetensors"],
+     "damaged or truncated safetensors file", lambda t: rflens.load_model(f"{_nets(t)}:seq={t}/cut_seq.safetensors")),
+    ("truncated state dict", ["table", "{tmp}/nets.py:seq={tmp}/cut_seq.pth"], "truncated or corrupt",
+     lambda t: rflens.load_model(f"{_nets(t)}:seq={t}/cut_seq.pth")),
+    ("truncated onnx", ["table", "{tmp}/cut_seq.onnx"], "not a valid ONNX file",
+     lambda t: rflens.load_model(f"{t}/cut_seq.onnx")),
+    ("PNG as weights", ["table", "{tmp}/nets.py:seq={tmp}/photo.pth"], "not a weights file but a PNG image",
+     lambda t: rflens.load_model(f"{_nets(t)}:seq={t}/photo.pth")),
+    ("PNG as --weights", ["grad", "{tmp}/nets.py:seq", "--layer", "2", "--unit", "1,1", "--input-size", "3x8x8",
+                          "--weights", "{tmp}/photo.png", "-o", "{tmp}/out/g.png"],
+     "not a weights file but a PNG image", lambda t: load_weights(nn.Conv2d(1, 1, 1), f"{t}/photo.png")),
+    ("text as onnx", ["table", "{tmp}/notes.onnx"], "not a valid ONNX file",
+     lambda t: rflens.load_model(f"{t}/notes.onnx")),
+    ("text as model file", ["table", "{tmp}/notes.pt"], "not a model file but a text file",
+     lambda t: rflens.load_model(f"{t}/notes.pt")),
+    ("state dict as model", ["table", "{tmp}/seq.pth"], "name the architecture too, as ARCH=",
+     lambda t: rflens.load_model(f"{t}/seq.pth")),
+    ("architecture mismatch", ["table", "resnet18={tmp}/seq.safetensors"],
+     "does not fit ResNet: 122 missing keys", lambda t: rflens.load_model(f"resnet18={t}/seq.safetensors")),
+    ("weights twice", ["grad", "{tmp}/nets.py:seq={tmp}/seq.pth", "--layer", "2", "--unit", "1,1", "--input-size",
+                       "3x8x8", "--weights", "{tmp}/seq.pth", "-o", "{tmp}/out/g.png"], "already holds weights", None),
+    ("unknown model", ["table", "resnet51"], "unknown model 'resnet51'", lambda t: rflens.load_model("resnet51")),
+    ("unknown timm model", ["table", "timm:resnet51"], "unknown timm model 'resnet51'. Did you mean: resnet51q, resnet50",
+     lambda t: rflens.load_model("timm:resnet51")),
+    ("unknown layer", ["show", "resnet18", "--layer", "layer5", "-o", "{tmp}/out/u.png"],
+     "no layer named 'layer5' in this model. Did you mean: layer4",
+     lambda t: rflens.analyze(rflens.load_model("resnet18"), (3, 224, 224))["layer5"]),
+    ("unit outside the grid", ["unit", "alexnet", "--layer", "features.12", "--unit", "9,9"],
+     "unit (9, 9) is outside layer 'features.12', whose grid is (6, 6)",
+     lambda t: rflens.analyze(rflens.load_model("alexnet"), (3, 224, 224))["features.12"].unit((9, 9))),
+    ("unit of the wrong rank", ["unit", "alexnet", "--layer", "features.12", "--unit", "1,2,3"],
+     "has a 2-D grid (6, 6); got the 3-D unit (1, 2, 3)",
+     lambda t: rflens.analyze(rflens.load_model("alexnet"), (3, 224, 224))["features.12"].unit((1, 2, 3))),
+    ("input too small", ["grid", "alexnet", "--input-size", "3x16x16", "--unit", "0,0", "-o", "{tmp}/out/g.png"],
+     "the input is too small for this model", lambda t: rflens.analyze(rflens.load_model("alexnet"), (3, 16, 16))),
+    ("input of the wrong rank", ["table", "resnet18", "--input-size", "3x64"], "check its rank and size",
+     lambda t: rflens.analyze(rflens.load_model("resnet18"), (3, 64))),
+    ("input size not a size", ["table", "resnet18", "--input-size", "3xbig"], "is not of the form CxHxW",
+     lambda t: rflens.analyze(rflens.load_model("resnet18"), "3xbig")),
+    ("input of too many dims", ["table", "resnet18", "--input-size", "3x4x4x4x4"], "1, 2 or 3 spatial dims",
+     lambda t: rflens.analyze(rflens.load_model("resnet18"), (3, 4, 4, 4, 4))),
+    ("linear-only model", ["table", "{tmp}/nets.py:linear", "--input-size", "3x8x8"], "no spatial receptive field",
+     lambda t: rflens.analyze(rflens.load_model(f"{_nets(t)}:linear"), (3, 8, 8))),
+    ("LSTM model", ["table", "{tmp}/nets.py:Lstm", "--input-size", "3x8"], "input.size(-1) must be equal to input_size",
+     lambda t: rflens.analyze(rflens.load_model(f"{_nets(t)}:Lstm"), (3, 8))),
+    ("second input missing", ["table", "{tmp}/nets.py:TwoInputs", "--input-size", "3x8x8"], "--model-input",
+     lambda t: rflens.analyze(rflens.load_model(f"{_nets(t)}:TwoInputs"), (3, 8, 8))),
+    ("dict output named as one", ["unit", "{tmp}/nets.py:TwoInputs", "--input-size", "3x8x8", "--model-input",
+                                  "1x6x6", "--layer", "output"],
+     "'output' is not one tensor here but 2: output['map'], output['score']",
+     lambda t: rflens.analyze(rflens.load_model(f"{_nets(t)}:TwoInputs", extra_inputs=[(1, 6, 6)]),
+                              (3, 8, 8))["output"]),
+    ("unknown output key", ["table", "{tmp}/nets.py:TwoInputs", "--input-size", "3x8x8", "--model-input",
+                            "1x6x6", "--model-output", "boxes"], "no output 'boxes'; it returns a dict with 'map'",
+     lambda t: rflens.analyze(rflens.load_model(f"{_nets(t)}:TwoInputs", output="boxes",
+                                                extra_inputs=[(1, 6, 6)]), (3, 8, 8))),
+    ("bad extra input", ["table", "{tmp}/nets.py:TwoInputs", "--model-input", "1xsix"], "--model-input '1xsix'", None),
+    ("NaN weights, gradient", ["grad", "{tmp}/nets.py:seq={tmp}/nan.safetensors", "--layer", "2", "--unit", "1,1",
+                               "--input-size", "3x8x8", "-o", "{tmp}/out/g.png"],
+     "weights hold NaN or Inf values (in 0.weight)",
+     lambda t: rflens.gradient_field(rflens.load_model(f"{_nets(t)}:seq={t}/nan.safetensors", device="cpu"),
+                                     "2", (1, 1), input_size=(3, 8, 8))),
+    ("NaN weights, effective RF", ["erf", "{tmp}/nets.py:seq", "--weights", "{tmp}/nan.safetensors", "--layer", "2",
+                                   "--input-size", "3x8x8", "--noise", "2", "-o", "{tmp}/out/e.png"],
+     "weights hold NaN or Inf values",
+     lambda t: rflens.effective_field(rflens.load_model(f"{_nets(t)}:seq={t}/nan.safetensors", device="cpu"),
+                                      "2", inputs=2, input_size=(3, 8, 8))),
+    ("model fails on real data", ["grad", "{tmp}/nets.py:FailsOnData", "--layer", "output", "--unit", "1,1",
+                                  "--input-size", "3x8x8", "-o", "{tmp}/out/g.png"],
+     "the model failed when run on a batch of shape (1, 3, 8, 8): RuntimeError: boom",
+     lambda t: rflens.gradient_field(rflens.load_model(f"{_nets(t)}:FailsOnData", device="cpu"), "output", (1, 1),
+                                     input_size=(3, 8, 8))),
+]
+
+
+@pytest.mark.parametrize("argv,fragment,api", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_gets_one_clear_message(argv, fragment, api, files, capsys):
+    tmp = str(files)
+    code = main([a.replace("{tmp}", tmp) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("rflens: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert fragment.replace("{tmp}", tmp) in err
+    assert not os.listdir(files / "out")  # nothing written, not even a part file
+    if api is not None:
+        with pytest.raises(RFLensError) as raised:
+            api(files)
+        assert fragment.replace("{tmp}", tmp) in str(raised.value)
+
+
+def test_unreadable_weights_file(files, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root reads files whatever their mode")
+    (files / "seq.pth").chmod(0)
+    assert main(["table", f"{files}/nets.py:seq={files}/seq.pth"]) == 2
+    assert "Permission denied" in capsys.readouterr().err
+
+
+def test_internal_errors_exit_1_with_a_hint(files, capsys):
+    """An exception raised inside rflens' own code is a bug: status 1, a short request to report
+    it, no traceback.  (This model hands rflens' layout code a value it never receives from the
+    engine, so the failure's innermost frame is rflens'.)"""
+    (files / "buggy.py").write_text(
+        "from torch import nn\nfrom rflens.layout import compact\n\n"
+        "class Buggy(nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        compact(None)\n"
+        "        return x\n")
+    code = main(["table", f"{files}/buggy.py:Buggy", "--input-size", "1x8x8"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith("rflens: internal error: ") and "This is a bug in rflens; please report it" in err
+
+
+def test_huge_model_is_analysed_without_its_memory():
+    """RegNetY-128GF holds 645M weights (2.6 GB as float32); built and analysed on the meta
+    device it costs a few percent of that."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    tracemalloc.start()
+    try:
+        model = rflens.load_model("regnet_y_128gf")
+        a = rflens.analyze(model, (3, 64, 64))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert size > 2.5e9 and a["trunk_output"].stride == (32, 32)
+    assert peak < size / 20
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before < size / 8
