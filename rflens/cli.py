@@ -807,6 +807,8 @@ def cmd_empirical(args) -> int:
     ]
     if dead:
         lines.append(f"left out     {', '.join(map(str, dead))}: no occluder changed these units")
+    lines.append("computed     " + (f"on crops of the images, not incrementally: {result.fallback}" if result.fallback
+                                    else "by incremental re-inference of each occluder's projective field"))
     print("\n".join(lines))
     print(path)
     return 0

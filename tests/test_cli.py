@@ -422,6 +422,8 @@ def test_empirical_from_a_scan_prints_the_table_row_and_draws_the_units(capsys, 
     assert (f"empirical    {rec['empirical_mean']:.2f} ± {rec['empirical_std']:.2f} px over 2 units  (smallest "
             "centred square holding 90% of the averaged map)") in lines
     assert "occluder     5x5, stride 4, random fill (seed 0); discrepancy abs" in lines
+    assert "computed     by incremental re-inference of each occluder's projective field" in lines
+    assert rec["incremental_fallback"] is None
 
 
 @needs_mtcnn

@@ -218,3 +218,26 @@ def test_an_interrupted_empirical_run_resumes_without_redoing_images(images, tmp
     with pytest.raises(rflens.RFLensError, match="other settings"):
         rflens.empirical_field(net, "4", [0, 1], images, scan=scan, k=2, occluder=occluder, device="cpu",
                                checkpoint=tmp_path / "occ.npz")
+
+
+class _Excite(nn.Module):
+    """Squeeze-and-excitation: each channel scaled by a function of the whole map."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.fc(self.pool(x)))
+
+
+def test_a_layer_behind_an_op_incremental_inference_does_not_know_falls_back_to_crops(images):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 5, padding=2), nn.ReLU(), _Excite(4), nn.Conv2d(4, 4, 3)).eval()
+    occluder = rflens.Occluder(5, 5, "random", seed=3)
+    got = {m: rflens.empirical_field(net, "3", [0, 1], images, k=2, occluder=occluder, device="cpu", method=m)
+           for m in ("fast", "naive")}
+    assert got["fast"].fallback == "'2.pool' (AdaptiveAvgPool2d): AdaptiveAvgPool2d is not a windowed op this engine knows"
+    for c in (0, 1):
+        for fast, naive in zip(got["fast"].fields[c].maps, got["naive"].fields[c].maps):
+            np.testing.assert_allclose(fast.drops, naive.drops, atol=1e-5 * np.abs(naive.drops).max())
