@@ -196,11 +196,14 @@ class Node:
     ``local`` terms reach the input without passing a global-context op; ``glob`` terms do.
     ``path_sizes`` holds, per axis, the smallest and largest RF over single paths (the
     classic size recursion ``size + span * jump`` along each path, as rfa-toolbox does).
+    ``spatial`` is the input's spatial shape (a node whose units read only padding has no
+    terms, and its supports are still masks of that shape).
     """
 
     def __init__(self, grid: tuple[int, ...], local: list[Term], glob: list[Term],
                  hull: list[Hull] | None, local_hull: list[Hull] | None,
-                 path_sizes: list[tuple[float, float]] | None, via: tuple[str, ...] = ()):
+                 path_sizes: list[tuple[float, float]] | None, via: tuple[str, ...] = (),
+                 spatial: tuple[int, ...] = ()):
         self.grid = grid
         self.local = local
         self.glob = glob
@@ -208,12 +211,13 @@ class Node:
         self.local_hull = local_hull
         self.path_sizes = path_sizes
         self.via = via
+        self.spatial = spatial
 
     @classmethod
     def input(cls, spatial: tuple[int, ...]) -> "Node":
         term = tuple(np.eye(n, dtype=bool) for n in spatial)
         hull = [Hull(np.arange(n, dtype=float), np.arange(n, dtype=float) + 1, 1.0) for n in spatial]
-        return cls(tuple(spatial), [term], [], hull, hull, [(1.0, 1.0)] * len(spatial))
+        return cls(tuple(spatial), [term], [], hull, hull, [(1.0, 1.0)] * len(spatial), (), tuple(spatial))
 
     @classmethod
     def from_edges(cls, grid: tuple[int, ...], edges: list[Edge]) -> "Node":
@@ -243,8 +247,9 @@ class Node:
         if local and glob:
             # a global term adds nothing where a local term already covers it
             glob = [g for g in glob if not any(all((a <= b).all() for a, b in zip(g, t)) for t in local)]
+        spatial = edges[0].src.spatial
         if not all_hulls:
-            return cls(grid, local, glob, None, None, None, tuple(via))
+            return cls(grid, local, glob, None, None, None, tuple(via), spatial)
         k = len(grid)
         hull = _union_lists(all_hulls, k)
         local_hull = _union_lists(local_hulls, k) if local_hulls else None
@@ -252,27 +257,23 @@ class Node:
                 a is b for a, b in zip(local_hulls, all_hulls)):
             local_hull = hull  # one list for both: later edges move it once
         path_sizes = [(min(s[a][0] for s in sizes), max(s[a][1] for s in sizes)) for a in range(k)]
-        return cls(grid, local, glob, hull, local_hull, path_sizes, tuple(via))
+        return cls(grid, local, glob, hull, local_hull, path_sizes, tuple(via), spatial)
 
     # -- queries ---------------------------------------------------------------------------
     def terms(self, local_only: bool = False) -> list[Term]:
         return self.local if local_only else self.local + self.glob
 
     def support(self, unit: tuple[int, ...], local_only: bool = False) -> np.ndarray:
-        """Exact boolean mask over the input's spatial shape."""
-        shape = tuple(t.shape[1] for t in (self.local + self.glob)[0]) if (self.local or self.glob) else None
-        out = None
+        """Exact boolean mask over the input's spatial shape (all False where the unit reads
+        only padding)."""
+        out = np.zeros(self.spatial, bool)
         for term in self.terms(local_only):
             rows = [m[u] for m, u in zip(term, unit)]
             piece = rows[0]
             for r in rows[1:]:
                 piece = np.multiply.outer(piece, r)
-            out = piece if out is None else (out | piece)
-        if out is None:
-            if shape is None:
-                raise ValueError("this value does not depend on the input")
-            return np.zeros(shape, bool)
-        return out.astype(bool)
+            out |= piece.astype(bool)
+        return out
 
     def seen_by(self, pixels: tuple[np.ndarray, ...], local_only: bool = False) -> np.ndarray:
         """Units (bool over the grid) whose support meets the given per-axis pixel sets."""

@@ -465,6 +465,10 @@ def axis_map(win: Window, n_in: int, mask: np.ndarray | None, f, n_src: int,
     hit = inside & mask[clipped] if mask is not None else inside
     vhit = inside & vmask[clipped] if vmask is not None else inside
     reach = win.valid & (vhit | ~inside)
+    if isinstance(f, (int, np.integer)) and n_in == 1:
+        # one position: it is the node's unit ``f``, and a window reaching past it reads
+        # padding at the neighbouring places of the node's lattice, as on longer dims
+        f = np.array([f])
     if isinstance(f, (int, np.integer)):
         taps = np.where(hit.any(axis=1), int(f), -1)[:, None]
         virtual = np.where(reach.any(axis=1), float(f), np.nan)[:, None]

@@ -340,11 +340,6 @@ def _bbox(mask: np.ndarray) -> tuple[tuple[int, int], ...]:
 # file.  The properties step around exactly these (skipping the unit, the summary check or the
 # example) so that they keep hunting for new ones; remove an entry when its test starts passing.
 
-def _known_unit_bug(e: Exception) -> bool:
-    # test_units_after_a_conv_output_reading_only_padding: Layer.unit raises
-    return type(e) is ValueError and "this value does not depend on the input" in str(e)
-
-
 def _known_analyze_bug(e: Exception) -> bool:
     # test_channel_mixing_after_spatially_shifted_channels: analyze raises
     return isinstance(e, rflens.UnsupportedOpError) and "not separable across the op's dims" in str(e)
@@ -403,14 +398,7 @@ def check_case(case: Case, data, layers: str = "all") -> None:
     for n in names:
         layer = a[n]
         for u, probe_mask in zip(requests[n][0], got[n]):
-            try:
-                unit = layer.unit(u)
-            except ValueError as e:
-                if _known_unit_bug(e):
-                    note(f"known bug: layer {n!r} unit {u}: {e}")
-                    event("known bug: Layer.unit ValueError 'does not depend on the input' (unit skipped)")
-                    continue
-                raise
+            unit = layer.unit(u)
             assert np.array_equal(unit.mask, probe_mask), (
                 f"layer {n!r} ({layer.op}, grid {layer.grid_shape}) unit {u}: analytic box {unit.box} "
                 f"({unit.support_size} px) != probe box {_bbox(probe_mask)} ({int(probe_mask.sum())} px); "
@@ -517,11 +505,6 @@ class ConvPaddingThen(nn.Module):
         return self.after(torch.cat([x[..., :1], b], 1) if self.cat else b)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "Node.support (geometry.py) raises ValueError('this value does not depend on the input') "
-    "from Layer.unit for a value with no input terms (a conv output reading only padding, or an "
-    "op applied to it), instead of contributing an empty mask; after a channel cat with a "
-    "real part it even fails units whose probe mask is non-empty"))
 @pytest.mark.parametrize("net,size,layer", [
     # the conv itself: every output position reads only padding (probe: empty masks)
     (nn.Sequential(nn.Conv1d(1, 1, 1, stride=2, padding=1)), (1, 1), "0"),
@@ -537,11 +520,27 @@ class ConvPaddingThen(nn.Module):
 ], ids=["conv1d-len1", "conv1d-len2", "conv2d-1x1", "after-adaptive-pool", "slice-pool",
         "cat-maxpool1d", "cat-maxpool2d", "cat-upsample"])
 def test_units_after_a_conv_output_reading_only_padding(net, size, layer):
+    # a value (or part of one) that depends on no input pixel contributes an empty mask
     a, p = rflens.analyze(net, size), ProbeAnalysis(net, size)
     L = a[layer]
     units = list(np.ndindex(*L.grid_shape))
     for u, probe_mask in zip(units, p.masks(layer, units, spatial_dims=L.spatial_dims)):
         assert np.array_equal(L.unit(u).mask, probe_mask)
+
+
+def test_a_unit_reading_only_padding_has_an_empty_mask_and_its_classic_box_in_the_padding():
+    # Conv1d(k=1, stride 2, padding 1) on one pixel: unit 0 reads pixel -1, unit 1 pixel 1
+    L = rflens.analyze(nn.Sequential(nn.Conv1d(1, 1, 1, stride=2, padding=1)), (1, 1))["0"]
+    u0, u1 = L.unit(0), L.unit(1)
+    assert u0.support_size == u1.support_size == 0
+    assert u0.box == u1.box == ((0, 0),)                 # as the probe reports an empty mask
+    assert (u0.unclipped_box, u1.unclipped_box) == (((-1, 0),), ((1, 2),))
+    assert (u0.center, u1.center) == ((-1,), (1,))
+    assert (L.rf_size, L.stride, L.start, L.uniform) == ((1,), (2,), (-1,), True)
+    # the same on a 2-D one-pixel input, per axis
+    L2 = rflens.analyze(nn.Sequential(nn.Conv2d(1, 1, 1, stride=2, padding=1)), (1, 1, 1))["0"]
+    assert L2.unit((1, 0)).unclipped_box == ((1, 2), (-1, 0))
+    assert L2.unit((1, 0)).mask.shape == (1, 1) and not L2.unit((1, 0)).mask.any()
 
 
 class ShiftThenMix(nn.Module):
