@@ -340,11 +340,6 @@ def _bbox(mask: np.ndarray) -> tuple[tuple[int, int], ...]:
 # file.  The properties step around exactly these (skipping the unit, the summary check or the
 # example) so that they keep hunting for new ones; remove an entry when its test starts passing.
 
-def _known_analyze_bug(e: Exception) -> bool:
-    # test_channel_mixing_after_spatially_shifted_channels: analyze raises
-    return isinstance(e, rflens.UnsupportedOpError) and "not separable across the op's dims" in str(e)
-
-
 def _known_analyze_crash(e: Exception) -> bool:
     # test_windowed_op_after_adding_a_shifted_or_cropped_copy: analyze raises TypeError
     return isinstance(e, TypeError) and "'<' not supported between instances of" in str(e)
@@ -372,10 +367,6 @@ def check_case(case: Case, data, layers: str = "all") -> None:
     try:
         a = rflens.analyze(model, size)  # valid at this size (PyTorch ran it): no error allowed
     except (rflens.UnsupportedOpError, TypeError) as e:
-        if _known_analyze_bug(e):
-            note(f"known bug: {e}")
-            event("known bug: UnsupportedOpError 'not separable' (example dropped)")
-            assume(False)
         if _known_analyze_crash(e):
             note(f"known bug: {type(e).__name__}: {e}")
             event("known bug: analyze TypeError sorting source keys (example dropped)")
@@ -556,15 +547,66 @@ class ShiftThenMix(nn.Module):
         return self.mix(torch.cat([x[:, :, r:r + 2, c:c + 2] for r, c in self.shifts], 1))
 
 
-@pytest.mark.xfail(strict=True, raises=rflens.UnsupportedOpError, reason=(
-    "channels that carry different spatial positions, mixed by a conv, raise UnsupportedOpError "
-    "('unit positions that are not separable across the op's dims') although every op is "
-    "supported and the exact support is a small box"))
 @pytest.mark.parametrize("shifts,size", [(((0, 0), (0, 1)), (1, 2, 3)), (((0, 0), (1, 1)), (1, 3, 3))],
                          ids=["row-shift", "diagonal-shift"])
 def test_channel_mixing_after_spatially_shifted_channels(shifts, size):
     from conftest import assert_exact
-    assert_exact(ShiftThenMix(shifts), size)
+    L = assert_exact(ShiftThenMix(shifts), size)["mix"]
+    # unit (0, 1) reads input (0, 1) through channel 0 and its shifted place through channel 1
+    (r, c), = shifts[1:]
+    assert L.unit((0, 1)).support_size == 2
+    assert L.unit((0, 1)).box == ((0, 1 + r), (1, 2 + c))
+
+
+class TemporalShift(nn.Module):
+    """TSM's shift along the width: a third of the channels moves left, a third right (the
+    vacated column stays zero), then a conv mixes all channels."""
+
+    def __init__(self, c: int, k: int, groups: int = 1):
+        super().__init__()
+        self.fold = c // 3
+        self.mix = nn.Conv2d(c, c, k, padding=k // 2, groups=groups)
+
+    def forward(self, x):
+        f = self.fold
+        out = torch.zeros_like(x)
+        out[:, :f, :, :-1] = x[:, :f, :, 1:]
+        out[:, f:2 * f, :, 1:] = x[:, f:2 * f, :, :-1]
+        out[:, 2 * f:] = x[:, 2 * f:]
+        return self.mix(out)
+
+
+@pytest.mark.parametrize("groups", [1, 3], ids=["dense", "grouped"])
+def test_tsm_shift_then_conv_is_exact_with_the_vacated_column_as_padding(groups):
+    from conftest import assert_exact
+    L = assert_exact(TemporalShift(6, 3, groups), (6, 5, 6))["mix"]
+    u = L.unit((1, 1))
+    # rows 0-2; columns 0-2 shifted by -1, 0, +1: columns 0-3, and the zero column -1 of the
+    # right-shifted channels counts like padding
+    assert (u.box, u.unclipped_box, u.support_size) == (((0, 3), (0, 4)), ((0, 3), (-1, 4)), 12)
+    assert (L.rf_size, L.stride, L.uniform) == ((3, 5), (1, 1), True)
+
+
+class RollShift(nn.Module):
+    """ShiftNet-style: four channel groups rolled by one pixel down, up, right or not at all."""
+
+    def __init__(self):
+        super().__init__()
+        self.mix = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        g = torch.chunk(x, 4, 1)
+        return self.mix(torch.cat([torch.roll(g[0], 1, 2), torch.roll(g[1], -1, 2),
+                                   torch.roll(g[2], 1, 3), g[3]], 1))
+
+
+def test_rolled_channel_groups_mixed_by_a_1x1_conv_are_exact():
+    from conftest import assert_exact
+    L = assert_exact(RollShift(), (8, 6, 7))["mix"]
+    assert np.argwhere(L.unit((2, 3)).mask).tolist() == [[1, 3], [2, 2], [2, 3], [3, 3]]
+    # at the corner the rolls wrap the last row and column in
+    assert np.argwhere(L.unit((0, 0)).mask).tolist() == [[0, 0], [0, 6], [1, 0], [5, 0]]
+    assert L.unit((0, 0)).box == ((0, 6), (0, 7))
 
 
 @pytest.mark.parametrize("pool", [nn.MaxPool1d(2), nn.MaxPool1d(2, stride=1)], ids=["k2s2", "k2s1"])
