@@ -631,10 +631,15 @@ def _axis_dims(op: Op, classes, n_op: int) -> list[int | None]:
 
 
 def _source_key(s) -> tuple:
-    return (s.node, s.carrier,
-            tuple(m.tobytes() if isinstance(m, np.ndarray) else m for m in s.maps),
-            tuple(m.tobytes() if m is not None else None for m in s.masks),
-            tuple(m.tobytes() if m is not None else None for m in s.vmasks))
+    """A hashable key of a source whose entries have one type each, so that keys sort (a
+    carrier, map or mask may be None, an int or an array from source to source)."""
+    def entry(m) -> bytes:
+        if m is None:
+            return b""
+        return b"a" + m.tobytes() if isinstance(m, np.ndarray) else b"i%d" % m
+    return (s.node, tuple(-1 if c is None else c for c in s.carrier),
+            tuple(entry(m) for m in s.maps), tuple(entry(m) for m in s.masks),
+            tuple(entry(m) for m in s.vmasks))
 
 
 def conv_window(n_in: int, n_out: int, k: int, s: int, p: int, d: int) -> Window:
