@@ -32,6 +32,12 @@ class TraceError(RFLensError):
 class InputTooSmallError(RFLensError):
     """A layer's output would be empty at this input size."""
 
+    @classmethod
+    def at(cls, op: str, module: str, why: str) -> InputTooSmallError:
+        where = f"module '{module}'" if module else "the model's forward"
+        return cls(f"the input is too small for this model: op '{op}' in {where} would produce an "
+                   f"empty output ({why}). Use a larger --input-size.")
+
 
 def close_matches(name: str, choices: list[str], n: int = 5) -> str:
     found = difflib.get_close_matches(name, choices, n=n, cutoff=0.5)

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import UnsupportedOpError
+from .errors import InputTooSmallError, UnsupportedOpError
 from .geometry import AxisMap, Edge
 from .layout import (LayoutError, Part, Table, Tracked, Window, align, axis_map, compact, concat,
                      sep_mix_matrix,
@@ -63,6 +63,9 @@ class Op:
 
     def fail(self, why: str) -> UnsupportedOpError:
         return UnsupportedOpError(self.name, self.module, why)
+
+    def too_small(self, why: str) -> InputTooSmallError:
+        return InputTooSmallError.at(self.name, self.module, why)
 
 
 RULES: dict[str, Callable[[Op], object]] = {}
@@ -578,6 +581,9 @@ def spatial(op: Op, tr: Tracked, op_dims: list[int], sep_dims: list[int], mix_di
     table = op.table
     n_in = [tr.shape[d] for d in op_dims]
     n_out = [out_shape_[d] for d in out_op_dims]
+    if 0 in n_out and 0 not in n_in:
+        # meta kernels skip some of the size checks real kernels make (transposed convolution)
+        raise op.too_small(f"output size {tuple(out_shape_)}")
     try:
         ids, classes = read(tr, op_dims, sep_dims, mix_dims, k)
     except LayoutError as e:

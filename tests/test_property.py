@@ -434,12 +434,6 @@ def test_random_dags_are_exact(case, data):
     check_case(case, data)
 
 
-def _known_too_small_bug(layer: nn.Module, e: Exception) -> bool:
-    """The too-small inputs rflens misreports (see the xfail tests at the bottom): exactly
-    those, so that any other wrong error still fails."""
-    return isinstance(layer, nn.ConvTranspose2d) and isinstance(e, IndexError)
-
-
 @st.composite
 def tiny_cases(draw):
     """One random layer on an input of 1-6 pixels a side, where PyTorch may refuse it."""
@@ -459,11 +453,6 @@ def test_inputs_too_small_give_a_clean_error_else_exact_masks(tiny, data):
             rflens.analyze(model, size)
         except rflens.InputTooSmallError:
             return
-        except (rflens.TraceError, IndexError) as e:
-            if _known_too_small_bug(layer, e):
-                event(f"known bug: too small input gives {type(e).__name__}")
-                return
-            raise
         pytest.fail(f"rflens analysed {layer} on {size}, which PyTorch refuses")
     check_case(Case(model, size), data, layers="last")
 
@@ -603,18 +592,16 @@ def test_1d_max_pool_on_too_small_input_is_input_too_small(pool):
         rflens.analyze(nn.Sequential(pool), (1, 1))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a ConvTranspose2d whose output is empty along one axis only: on meta tensors PyTorch "
-    "returns an empty tensor (size 0) instead of its 'Output size is too small' check, so "
-    "rflens raises a raw IndexError from geometry._grow rather than InputTooSmallError"))
 @pytest.mark.parametrize("layer,size", [
     (nn.ConvTranspose2d(1, 1, (1, 2), padding=(0, 1)), (1, 1, 1)),   # width (1-1) - 2 + 1 + 1 = 0
     (nn.ConvTranspose2d(1, 1, (1, 2), padding=(0, 1)), (1, 5, 1)),
 ], ids=["width0-1x1", "width0-5x1"])
 def test_transposed_conv_empty_along_one_axis_is_input_too_small(layer, size):
+    # on meta tensors PyTorch returns an empty output here instead of its size check
     with pytest.raises(RuntimeError):
         layer(torch.zeros((1, *size)))  # PyTorch itself refuses it on real tensors
-    with pytest.raises(rflens.InputTooSmallError):
+    with pytest.raises(rflens.InputTooSmallError, match=(
+            r"op 'convolution' in module '0' would produce an empty output \(output size \(1, 1, \d, 0\)\)")):
         rflens.analyze(nn.Sequential(layer), size)
 
 
