@@ -133,8 +133,10 @@ class Hull:
 
     def extended(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """lo/hi at (possibly out-of-range) grid positions (``nan``: no position); outside the
-        grid the unit lattice is continued with the spacing of its last two units, as padding
-        continues a feature map."""
+        grid the unit lattice is continued with the spacing of its last two units that read
+        something (units that read nothing, such as the holes of a transposed convolution
+        with stride > kernel, have no place to continue from), as padding continues a feature
+        map."""
         n = len(self.lo)
         valid = ~np.isnan(positions)
         if not valid.any():
@@ -144,20 +146,24 @@ class Hull:
         first, last = int(min(p.min(), 0)), int(max(p.max(), n - 1))
         # a table over [first, last]: the grid itself plus its linear continuation
         q = np.arange(first, last + 1)
-        if n >= 2:
-            j0, j1 = self.lo[1] - self.lo[0], self.lo[-1] - self.lo[-2]
-            k0, k1 = self.hi[1] - self.hi[0], self.hi[-1] - self.hi[-2]
-        else:
-            j0 = j1 = k0 = k1 = self.jump
-        lo_t = np.empty(len(q))
-        hi_t = np.empty(len(q))
+        lo_t = np.full(len(q), np.inf)
+        hi_t = np.full(len(q), -np.inf)
         inner = slice(-first, -first + n)
         lo_t[inner], hi_t[inner] = self.lo, self.hi
-        below, above = q < 0, q > n - 1
-        lo_t[below] = self.lo[0] + q[below] * j0
-        hi_t[below] = self.hi[0] + q[below] * k0
-        lo_t[above] = self.lo[-1] + (q[above] - n + 1) * j1
-        hi_t[above] = self.hi[-1] + (q[above] - n + 1) * k1
+        real = np.flatnonzero(np.isfinite(self.lo))
+        if real.size:
+            a, b = real[0], real[-1]
+            if real.size >= 2:
+                a1, b0 = real[1], real[-2]
+                j0, k0 = (self.lo[a1] - self.lo[a]) / (a1 - a), (self.hi[a1] - self.hi[a]) / (a1 - a)
+                j1, k1 = (self.lo[b] - self.lo[b0]) / (b - b0), (self.hi[b] - self.hi[b0]) / (b - b0)
+            else:
+                j0 = j1 = k0 = k1 = self.jump
+            below, above = q < 0, q > n - 1
+            lo_t[below] = self.lo[a] + (q[below] - a) * j0
+            hi_t[below] = self.hi[a] + (q[below] - a) * k0
+            lo_t[above] = self.lo[b] + (q[above] - b) * j1
+            hi_t[above] = self.hi[b] + (q[above] - b) * k1
         idx = p - first
         return np.where(valid, lo_t[idx], np.inf), np.where(valid, hi_t[idx], -np.inf)
 

@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, assume, event, given, note, settings
+from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -336,15 +336,10 @@ def _bbox(mask: np.ndarray) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-# rflens bugs these properties found, each kept as a strict xfail test at the bottom of this
-# file.  The properties step around exactly these (skipping the unit, the summary check or the
-# example) so that they keep hunting for new ones; remove an entry when its test starts passing.
-
-def _known_summary_bug(e: Exception) -> bool:
-    # test_padding_next_to_the_holes_of_a_transposed_conv: rf_size raises
-    return (isinstance(e, (OverflowError, ValueError))
-            and str(e) in ("cannot convert float infinity to integer", "cannot convert float NaN to integer"))
-
+# rflens bugs these properties found are regression tests at the bottom of this file.  A new
+# one is kept there as a strict xfail, and the properties step around exactly it (a ``_known_*``
+# predicate skipping the unit, the summary check or the example) so that they keep hunting;
+# the predicate goes when the fix lands.  None is known now.
 
 def _is_container(model: nn.Module, name: str) -> bool:
     """A block whose output is its last inner value's (checked under that name already)."""
@@ -394,14 +389,7 @@ def _check_unit_summary(layer, unit, k: int) -> None:
         return
     mask = unit.mask
     box = _bbox(mask)
-    try:
-        rf_size = layer.rf_size
-    except (OverflowError, ValueError) as e:
-        if _known_summary_bug(e):
-            note(f"known bug: layer {layer.name!r}.rf_size: {e}")
-            event("known bug: rf_size inf/NaN next to transposed-conv holes (summary check skipped)")
-            return
-        raise
+    rf_size = layer.rf_size
     if mask.any():
         assert tuple(unit.box) == box, f"{layer.name} unit {unit.index}: box {unit.box} != mask bbox {box}"
         for (lo, hi), (ulo, uhi) in zip(box, unit.unclipped_box):
@@ -457,7 +445,7 @@ def test_inputs_too_small_give_a_clean_error_else_exact_masks(tiny, data):
     check_case(Case(model, size), data, layers="last")
 
 
-# -- counterexamples found by the properties above (rflens bugs, kept until fixed) -------------
+# -- counterexamples found by the properties above (rflens bugs, now regression tests) ---------
 
 class ConvPaddingThen(nn.Module):
     """``after(cat([x, conv(x)[..., :1]]))`` (or without the cat): element 0 of the conv's last
@@ -605,27 +593,37 @@ def test_transposed_conv_empty_along_one_axis_is_input_too_small(layer, size):
         rflens.analyze(nn.Sequential(layer), size)
 
 
-@pytest.mark.xfail(strict=True, raises=(OverflowError, ValueError, AssertionError), reason=(
-    "zero padding next to the empty-field units ('holes') of a transposed conv with stride > "
-    "kernel: the padded window's unclipped hull becomes (-inf, inf) or NaN, so Layer.rf_size "
-    "raises OverflowError/ValueError and Unit.unclipped_box is (None, None) for units whose mask "
-    "is not empty (masks themselves are right)"))
-@pytest.mark.parametrize("net,size,unit", [
-    (nn.Sequential(nn.ConvTranspose1d(1, 1, 1, stride=2), nn.Conv1d(1, 1, 3, padding=1)), (1, 5), (0,)),
-    (nn.Sequential(nn.ConvTranspose1d(1, 1, 1, stride=2), nn.MaxPool1d(3, 1, padding=1)), (1, 5), (0,)),
-    (nn.Sequential(nn.ConvTranspose1d(1, 1, 1, stride=2), nn.ZeroPad1d(1), nn.Conv1d(1, 1, 3)), (1, 5), (0,)),
-    (nn.Sequential(nn.ConvTranspose1d(1, 1, 1, stride=2), nn.Conv1d(1, 1, 2, padding="same")), (1, 5), (8,)),
+@pytest.mark.parametrize("net,size,unit,box,unclipped,rf_size", [
+    # output 2i reads input i, 2i + 1 nothing; unit 0 reads padding at -1: half a pixel to the
+    # left in the transposed conv's lattice, rounded outwards
+    (nn.Sequential(nn.ConvTranspose1d(1, 1, 1, stride=2), nn.Conv1d(1, 1, 3, padding=1)), (1, 5), (0,),
+     ((0, 1),), ((-1, 1),), (2,)),
+    (nn.Sequential(nn.ConvTranspose1d(1, 1, 1, stride=2), nn.MaxPool1d(3, 1, padding=1)), (1, 5), (0,),
+     ((0, 1),), ((-1, 1),), (2,)),
+    (nn.Sequential(nn.ConvTranspose1d(1, 1, 1, stride=2), nn.ZeroPad1d(1), nn.Conv1d(1, 1, 3)), (1, 5), (0,),
+     ((0, 1),), ((-1, 1),), (2,)),
+    (nn.Sequential(nn.ConvTranspose1d(1, 1, 1, stride=2), nn.Conv1d(1, 1, 2, padding="same")), (1, 5), (8,),
+     ((4, 5),), ((4, 6),), (2,)),
+    # output_padding leaves two holes at the end: unit 12 reads input 4 and the hole 13
     (nn.Sequential(nn.ConvTranspose1d(1, 1, 1, stride=3, output_padding=2),
-                   nn.Conv1d(1, 1, 2, padding="same")), (1, 5), (12,)),
-    (nn.Sequential(nn.ConvTranspose2d(1, 1, 1, stride=2), nn.Conv2d(1, 1, 3, padding=1)), (1, 5, 5), (0, 0)),
+                   nn.Conv1d(1, 1, 2, padding="same")), (1, 5), (12,), ((4, 5),), ((4, 5),), (1,)),
+    (nn.Sequential(nn.ConvTranspose2d(1, 1, 1, stride=2), nn.Conv2d(1, 1, 3, padding=1)), (1, 5, 5), (0, 0),
+     ((0, 1), (0, 1)), ((-1, 1), (-1, 1)), (2, 2)),
 ], ids=["conv-pad1", "maxpool-pad1", "zeropad-conv", "same-k2", "same-k2-output-padding", "2d"])
-def test_padding_next_to_the_holes_of_a_transposed_conv(net, size, unit):
-    layer = rflens.analyze(net, size)[str(len(net) - 1)]
+def test_padding_next_to_the_holes_of_a_transposed_conv(net, size, unit, box, unclipped, rf_size):
+    # the lattice is continued into the padding from the units that read something, not from
+    # the holes (which read nothing and have no box)
+    from conftest import assert_exact
+    layer = assert_exact(net, size)[str(len(net) - 1)]
     u = layer.unit(unit)
-    assert u.mask.any()
-    for (lo, hi), (ulo, uhi) in zip(u.box, u.unclipped_box):
-        assert ulo is not None and uhi is not None and ulo <= lo and hi <= uhi
-    assert all(isinstance(r, int) and r >= 1 for r in layer.rf_size)
+    assert (u.box, u.unclipped_box, layer.rf_size) == (box, unclipped, rf_size)
+
+
+def test_the_holes_of_a_transposed_conv_have_no_box_and_do_not_count_in_rf_size():
+    L = rflens.analyze(nn.Sequential(nn.ConvTranspose1d(1, 1, 1, stride=3, output_padding=2)), (1, 5))["0"]
+    hole = L.unit(14)
+    assert (hole.support_size, hole.box, hole.unclipped_box, hole.center) == (0, ((0, 0),), ((None, None),), (None,))
+    assert (L.rf_size, L.stride, L.start) == ((1,), (0.333333,), (0,))
 
 
 class PlusShifted(nn.Module):
