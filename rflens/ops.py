@@ -589,6 +589,12 @@ def spatial(op: Op, tr: Tracked, op_dims: list[int], sep_dims: list[int], mix_di
     except LayoutError as e:
         raise op.fail(str(e)) from None
     dim_of_axis = _axis_dims(op, classes, len(op_dims))
+    for i in range(len(op_dims)):
+        # an axis no source carries (all read at a fixed unit) takes a free dim along which a
+        # source is present unevenly: a pooled value padded, then a 1-D op run as a 2-D one
+        if None in dim_of_axis and i not in dim_of_axis and n_out[i] > 1 and any(
+                not gate(windows[i], n_in[i], s.masks[i]).all() for srcs in classes for s in srcs):
+            dim_of_axis[dim_of_axis.index(None)] = i
     grid = tuple(n_out[i] if i is not None else 1 for i in dim_of_axis)
     free = [i for i in range(len(op_dims)) if i not in dim_of_axis]
     node_ids = []

@@ -664,3 +664,16 @@ def test_transposed_conv_with_a_negative_output_width_is_input_too_small():
     # width (1 - 1) - 2 + 0 + 1 = -1
     with pytest.raises(rflens.InputTooSmallError):
         rflens.analyze(nn.Sequential(nn.ConvTranspose2d(1, 1, 1, padding=(0, 1))), (1, 1, 1))
+
+
+@pytest.mark.parametrize("pool,reads", [(nn.AvgPool1d(1), [True, False]),
+                                        (nn.MaxPool1d(2, 1, padding=1), [True, True, False])],
+                         ids=["avg-k1", "max-k2-pad1"])
+def test_1d_pool_over_a_padded_global_value_separates_the_padding_slot(pool, reads):
+    # found with 500 examples a test: 1-D pools run as 2-D ones on a size-1 dim, and the
+    # global value (one unit) is present along the other dim at some positions only
+    from conftest import assert_exact
+    net = nn.Sequential(nn.AdaptiveMaxPool1d(1), nn.ZeroPad1d((0, 1)), pool)
+    L = assert_exact(net, (1, 5))["2"]
+    assert [L.unit(i).support_size for i in range(L.grid_shape[0])] == [5 * r for r in reads]
+    assert L.is_global and L.unit(0).box == ((0, 5),)
