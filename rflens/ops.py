@@ -614,8 +614,9 @@ def spatial(op: Op, tr: Tracked, op_dims: list[int], sep_dims: list[int], mix_di
                 else:
                     maps.append(axis_map(windows[i], n_in[i], s.masks[i], s.maps[a], node.grid[a], s.vmasks[i]))
             edges.append(Edge(node, tuple(maps), via))
-        key = (op.name, via, tuple(w.pos.tobytes() + w.valid.tobytes() for w in windows), tuple(n_in),
-               tuple(sorted(_source_key(s) for s in srcs)))
+        # window arrays of different shapes can hold the same bytes (6 -> 6 and 6 -> 2 windows)
+        key = (op.name, via, tuple((w.pos.shape, w.pos.tobytes() + w.valid.tobytes()) for w in windows),
+               tuple(n_in), tuple(sorted(_source_key(s) for s in srcs)))
         node_ids.append(table.make(key, grid, edges) if edges else -1)
     comp = place(np.array(node_ids, np.int64)[ids])
     ndim = len(out_shape_)

@@ -677,3 +677,13 @@ def test_1d_pool_over_a_padded_global_value_separates_the_padding_slot(pool, rea
     L = assert_exact(net, (1, 5))["2"]
     assert [L.unit(i).support_size for i in range(L.grid_shape[0])] == [5 * r for r in reads]
     assert L.is_global and L.unit(0).box == ((0, 5),)
+
+
+def test_two_adaptive_pools_whose_windows_hold_the_same_numbers_are_not_confused():
+    # found with 500 examples a test: the 6 -> 6 windows [[0], ..., [5]] and the 6 -> 2 windows
+    # [[0, 1, 2], [3, 4, 5]] are equal as bytes, and a memo key of bytes alone mixed them up
+    from conftest import assert_exact
+    net = nn.Sequential(nn.AdaptiveMaxPool1d(6), nn.AdaptiveMaxPool1d(2))
+    L = assert_exact(net, (1, 6))["1"]
+    assert [np.flatnonzero(L.unit(i).mask).tolist() for i in range(2)] == [[0, 1, 2], [3, 4, 5]]
+    assert (L.rf_size, L.stride, L.uniform) == ((3,), (3,), True)
