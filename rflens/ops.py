@@ -784,14 +784,20 @@ def nearest_window(n_in: int, n_out: int, scale: float | None, exact: bool) -> W
     return Window.of(src, n_in / n_out)
 
 
+def _index_and_lambda(src: np.ndarray, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's guard_index_and_lambda (UpSample.h): the index is floorf of the source
+    position, so a position a hair below an integer (46.99999999999999) lands on it, with
+    weight 0 for the neighbour."""
+    i0 = np.minimum(np.floor(src.astype(np.float32)).astype(np.int64), n_in - 1)
+    return i0, np.clip(src - i0, 0.0, 1.0)
+
+
 def linear_window(n_in: int, n_out: int, align_corners: bool, scale: float | None) -> Window:
     # the taps PyTorch's linear kernels weight by a nonzero coefficient (UpSample.h)
     s = _scale(n_in, n_out, align_corners, scale)
     y = np.arange(n_out, dtype=np.float64)
     src = s * y if align_corners else np.maximum(s * (y + 0.5) - 0.5, 0.0)
-    i0 = np.floor(src).astype(np.int64)
-    i0 = np.minimum(i0, n_in - 1)
-    lam = src - i0
+    i0, lam = _index_and_lambda(src, n_in)
     i1 = np.minimum(i0 + 1, n_in - 1)
     pos = np.stack([i0, i1], 1)
     valid = np.stack([np.ones(n_out, bool), (lam > 0) & (i1 != i0)], 1)
@@ -802,8 +808,7 @@ def cubic_window(n_in: int, n_out: int, align_corners: bool, scale: float | None
     s = _scale(n_in, n_out, align_corners, scale)
     y = np.arange(n_out, dtype=np.float64)
     src = s * y if align_corners else s * (y + 0.5) - 0.5
-    i0 = np.floor(src).astype(np.int64)
-    t = src - i0
+    i0, t = _index_and_lambda(src, n_in)
     a = -0.75
 
     def c1(x):

@@ -687,3 +687,12 @@ def test_two_adaptive_pools_whose_windows_hold_the_same_numbers_are_not_confused
     L = assert_exact(net, (1, 6))["1"]
     assert [np.flatnonzero(L.unit(i).mask).tolist() for i in range(2)] == [[0, 1, 2], [3, 4, 5]]
     assert (L.rf_size, L.stride, L.uniform) == ((3,), (3,), True)
+
+
+def test_linear_resize_lands_a_source_position_a_hair_below_an_integer_on_it():
+    # found with 1500 examples a test: 143 * (47 / 143) is 46.99999999999999 in float64;
+    # PyTorch takes floorf of it (47), so the last unit reads input 47 alone
+    from conftest import assert_exact
+    net = nn.Sequential(nn.Upsample(scale_factor=3.0, mode="linear", align_corners=True))
+    L = assert_exact(net, (1, 48))["0"]
+    assert [np.flatnonzero(L.unit(u).mask).tolist() for u in (141, 142, 143)] == [[46, 47], [46, 47], [47]]
