@@ -33,6 +33,12 @@ class TraceError(RFLensError):
 class InputTooSmallError(RFLensError):
     """A layer's output would be empty at this input size."""
 
+    @classmethod
+    def at(cls, op: str, module: str, why: str) -> InputTooSmallError:
+        where = f"module '{module}'" if module else "the model's forward"
+        return cls(f"the input is too small for this model: op '{op}' in {where} would produce an "
+                   f"empty output ({why}). Use a larger --input-size.")
+
 
 def raised_by_rflens(e: BaseException) -> bool:
     """True where the innermost frame is rflens' own code: a bug to report, not bad input."""

@@ -133,8 +133,10 @@ class Hull:
 
     def extended(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """lo/hi at (possibly out-of-range) grid positions (``nan``: no position); outside the
-        grid the unit lattice is continued with the spacing of its last two units, as padding
-        continues a feature map."""
+        grid the unit lattice is continued with the spacing of its last two units that read
+        something (units that read nothing, such as the holes of a transposed convolution
+        with stride > kernel, have no place to continue from), as padding continues a feature
+        map."""
         n = len(self.lo)
         valid = ~np.isnan(positions)
         if not valid.any():
@@ -144,20 +146,24 @@ class Hull:
         first, last = int(min(p.min(), 0)), int(max(p.max(), n - 1))
         # a table over [first, last]: the grid itself plus its linear continuation
         q = np.arange(first, last + 1)
-        if n >= 2:
-            j0, j1 = self.lo[1] - self.lo[0], self.lo[-1] - self.lo[-2]
-            k0, k1 = self.hi[1] - self.hi[0], self.hi[-1] - self.hi[-2]
-        else:
-            j0 = j1 = k0 = k1 = self.jump
-        lo_t = np.empty(len(q))
-        hi_t = np.empty(len(q))
+        lo_t = np.full(len(q), np.inf)
+        hi_t = np.full(len(q), -np.inf)
         inner = slice(-first, -first + n)
         lo_t[inner], hi_t[inner] = self.lo, self.hi
-        below, above = q < 0, q > n - 1
-        lo_t[below] = self.lo[0] + q[below] * j0
-        hi_t[below] = self.hi[0] + q[below] * k0
-        lo_t[above] = self.lo[-1] + (q[above] - n + 1) * j1
-        hi_t[above] = self.hi[-1] + (q[above] - n + 1) * k1
+        real = np.flatnonzero(np.isfinite(self.lo))
+        if real.size:
+            a, b = real[0], real[-1]
+            if real.size >= 2:
+                a1, b0 = real[1], real[-2]
+                j0, k0 = (self.lo[a1] - self.lo[a]) / (a1 - a), (self.hi[a1] - self.hi[a]) / (a1 - a)
+                j1, k1 = (self.lo[b] - self.lo[b0]) / (b - b0), (self.hi[b] - self.hi[b0]) / (b - b0)
+            else:
+                j0 = j1 = k0 = k1 = self.jump
+            below, above = q < 0, q > n - 1
+            lo_t[below] = self.lo[a] + (q[below] - a) * j0
+            hi_t[below] = self.hi[a] + (q[below] - a) * k0
+            lo_t[above] = self.lo[b] + (q[above] - b) * j1
+            hi_t[above] = self.hi[b] + (q[above] - b) * k1
         idx = p - first
         return np.where(valid, lo_t[idx], np.inf), np.where(valid, hi_t[idx], -np.inf)
 
@@ -196,11 +202,14 @@ class Node:
     ``local`` terms reach the input without passing a global-context op; ``glob`` terms do.
     ``path_sizes`` holds, per axis, the smallest and largest RF over single paths (the
     classic size recursion ``size + span * jump`` along each path, as rfa-toolbox does).
+    ``spatial`` is the input's spatial shape (a node whose units read only padding has no
+    terms, and its supports are still masks of that shape).
     """
 
     def __init__(self, grid: tuple[int, ...], local: list[Term], glob: list[Term],
                  hull: list[Hull] | None, local_hull: list[Hull] | None,
-                 path_sizes: list[tuple[float, float]] | None, via: tuple[str, ...] = ()):
+                 path_sizes: list[tuple[float, float]] | None, via: tuple[str, ...] = (),
+                 spatial: tuple[int, ...] = ()):
         self.grid = grid
         self.local = local
         self.glob = glob
@@ -208,12 +217,13 @@ class Node:
         self.local_hull = local_hull
         self.path_sizes = path_sizes
         self.via = via
+        self.spatial = spatial
 
     @classmethod
     def input(cls, spatial: tuple[int, ...]) -> "Node":
         term = tuple(np.eye(n, dtype=bool) for n in spatial)
         hull = [Hull(np.arange(n, dtype=float), np.arange(n, dtype=float) + 1, 1.0) for n in spatial]
-        return cls(tuple(spatial), [term], [], hull, hull, [(1.0, 1.0)] * len(spatial))
+        return cls(tuple(spatial), [term], [], hull, hull, [(1.0, 1.0)] * len(spatial), (), tuple(spatial))
 
     @classmethod
     def from_edges(cls, grid: tuple[int, ...], edges: list[Edge]) -> "Node":
@@ -243,8 +253,9 @@ class Node:
         if local and glob:
             # a global term adds nothing where a local term already covers it
             glob = [g for g in glob if not any(all((a <= b).all() for a, b in zip(g, t)) for t in local)]
+        spatial = edges[0].src.spatial
         if not all_hulls:
-            return cls(grid, local, glob, None, None, None, tuple(via))
+            return cls(grid, local, glob, None, None, None, tuple(via), spatial)
         k = len(grid)
         hull = _union_lists(all_hulls, k)
         local_hull = _union_lists(local_hulls, k) if local_hulls else None
@@ -252,27 +263,23 @@ class Node:
                 a is b for a, b in zip(local_hulls, all_hulls)):
             local_hull = hull  # one list for both: later edges move it once
         path_sizes = [(min(s[a][0] for s in sizes), max(s[a][1] for s in sizes)) for a in range(k)]
-        return cls(grid, local, glob, hull, local_hull, path_sizes, tuple(via))
+        return cls(grid, local, glob, hull, local_hull, path_sizes, tuple(via), spatial)
 
     # -- queries ---------------------------------------------------------------------------
     def terms(self, local_only: bool = False) -> list[Term]:
         return self.local if local_only else self.local + self.glob
 
     def support(self, unit: tuple[int, ...], local_only: bool = False) -> np.ndarray:
-        """Exact boolean mask over the input's spatial shape."""
-        shape = tuple(t.shape[1] for t in (self.local + self.glob)[0]) if (self.local or self.glob) else None
-        out = None
+        """Exact boolean mask over the input's spatial shape (all False where the unit reads
+        only padding)."""
+        out = np.zeros(self.spatial, bool)
         for term in self.terms(local_only):
             rows = [m[u] for m, u in zip(term, unit)]
             piece = rows[0]
             for r in rows[1:]:
                 piece = np.multiply.outer(piece, r)
-            out = piece if out is None else (out | piece)
-        if out is None:
-            if shape is None:
-                raise ValueError("this value does not depend on the input")
-            return np.zeros(shape, bool)
-        return out.astype(bool)
+            out |= piece.astype(bool)
+        return out
 
     def seen_by(self, pixels: tuple[np.ndarray, ...], local_only: bool = False) -> np.ndarray:
         """Units (bool over the grid) whose support meets the given per-axis pixel sets."""

@@ -401,35 +401,63 @@ def fill_map(f: np.ndarray, defined: np.ndarray) -> np.ndarray:
     return np.round(out).astype(np.int64)
 
 
+def _placement(pos: list[np.ndarray], hit: np.ndarray, n_op: int, k: int) -> tuple | None:
+    """(carrier, maps) of a node read at ``hit`` (over mix x op dims): per axis, the fixed
+    unit or the op dim it varies along and its map; None where not separable."""
+    carrier, maps = [], []
+    for a in range(k):
+        defined_vals = np.unique(pos[a][hit])
+        if len(defined_vals) == 1:
+            carrier.append(None)
+            maps.append(int(defined_vals[0]))
+            continue
+        for i in range(n_op):
+            f = _as_function_of(pos[a], hit, i)
+            if f is not None:
+                carrier.append(i)
+                maps.append(f.astype(np.int64))
+                break
+        else:
+            return None
+    return tuple(carrier), tuple(maps)
+
+
+def _placements(pos: list[np.ndarray], hit: np.ndarray, n_op: int, k: int) -> list[tuple]:
+    """(hit, carrier, maps) for each group of mixed elements that read a node the same way:
+    one group, or, where mixed elements (channels) read it at different places, as after
+    channel groups shifted spatially (TSM, ShiftNet), one per placement (a union of reads)."""
+    placed = _placement(pos, hit, n_op, k)
+    if placed is not None:
+        return [(hit, *placed)]
+    groups: dict[bytes, list] = {}
+    for m in np.flatnonzero(hit.reshape(hit.shape[0], -1).any(axis=1)):
+        row = np.zeros_like(hit)
+        row[m] = hit[m]
+        placed = _placement(pos, row, n_op, k)
+        if placed is None:
+            raise LayoutError("unit positions that are not separable across the op's dims")
+        key = repr(placed[0]).encode() + b"".join(np.asarray(f).tobytes() + b"|" for f in placed[1])
+        if key in groups:
+            groups[key][0] |= row
+        else:
+            groups[key] = [row, *placed]
+    return [tuple(g) for g in groups.values()]
+
+
 def _sources_of_row(comp: np.ndarray, pos: list[np.ndarray], n_op: int, k: int) -> list[Source]:
     out = []
-    empty = ~(comp >= 0).any(axis=0)
-    empty_lines = [empty.all(axis=tuple(j for j in range(n_op) if j != i)) for i in range(n_op)]
     for v in np.unique(comp):
         if v < 0:
             continue
-        hit = comp == v
-        present = hit.any(axis=0)
-        carrier, maps = [], []
-        for a in range(k):
-            vals = np.where(hit, pos[a], -1)
-            defined_vals = np.unique(vals[hit])
-            if len(defined_vals) == 1:
-                carrier.append(None)
-                maps.append(int(defined_vals[0]))
-                continue
-            for i in range(n_op):
-                f = _as_function_of(pos[a], hit, i)
-                if f is not None:
-                    carrier.append(i)
-                    maps.append(f.astype(np.int64))
-                    break
-            else:
-                raise LayoutError("unit positions that are not separable across the op's dims")
-        for piece in product_pieces(present):
-            out.append(Source(int(v), tuple(carrier), tuple(maps),
-                              tuple(None if m.all() else m for m in piece),
-                              tuple(None if (m | e).all() else (m | e) for m, e in zip(piece, empty_lines))))
+        for hit, carrier, maps in _placements(pos, comp == v, n_op, k):
+            # padding slots: where the elements that read the node this way read nothing
+            rows = hit.reshape(hit.shape[0], -1).any(axis=1)
+            empty = ~(comp[rows] >= 0).any(axis=0)
+            empty_lines = [empty.all(axis=tuple(j for j in range(n_op) if j != i)) for i in range(n_op)]
+            for piece in product_pieces(hit.any(axis=0)):
+                out.append(Source(int(v), carrier, maps,
+                                  tuple(None if m.all() else m for m in piece),
+                                  tuple(None if (m | e).all() else (m | e) for m, e in zip(piece, empty_lines))))
     return out
 
 
@@ -465,6 +493,10 @@ def axis_map(win: Window, n_in: int, mask: np.ndarray | None, f, n_src: int,
     hit = inside & mask[clipped] if mask is not None else inside
     vhit = inside & vmask[clipped] if vmask is not None else inside
     reach = win.valid & (vhit | ~inside)
+    if isinstance(f, (int, np.integer)) and n_in == 1:
+        # one position: it is the node's unit ``f``, and a window reaching past it reads
+        # padding at the neighbouring places of the node's lattice, as on longer dims
+        f = np.array([f])
     if isinstance(f, (int, np.integer)):
         taps = np.where(hit.any(axis=1), int(f), -1)[:, None]
         virtual = np.where(reach.any(axis=1), float(f), np.nan)[:, None]

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import UnsupportedOpError
+from .errors import InputTooSmallError, UnsupportedOpError
 from .geometry import AxisMap, Edge
 from .layout import (LayoutError, Part, Table, Tracked, Window, align, axis_map, compact, concat,
                      sep_mix_matrix,
@@ -63,6 +63,9 @@ class Op:
 
     def fail(self, why: str) -> UnsupportedOpError:
         return UnsupportedOpError(self.name, self.module, why)
+
+    def too_small(self, why: str) -> InputTooSmallError:
+        return InputTooSmallError.at(self.name, self.module, why)
 
 
 RULES: dict[str, Callable[[Op], object]] = {}
@@ -578,11 +581,20 @@ def spatial(op: Op, tr: Tracked, op_dims: list[int], sep_dims: list[int], mix_di
     table = op.table
     n_in = [tr.shape[d] for d in op_dims]
     n_out = [out_shape_[d] for d in out_op_dims]
+    if 0 in n_out and 0 not in n_in:
+        # meta kernels skip some of the size checks real kernels make (transposed convolution)
+        raise op.too_small(f"output size {tuple(out_shape_)}")
     try:
         ids, classes = read(tr, op_dims, sep_dims, mix_dims, k)
     except LayoutError as e:
         raise op.fail(str(e)) from None
     dim_of_axis = _axis_dims(op, classes, len(op_dims))
+    for i in range(len(op_dims)):
+        # an axis no source carries (all read at a fixed unit) takes a free dim along which a
+        # source is present unevenly: a pooled value padded, then a 1-D op run as a 2-D one
+        if None in dim_of_axis and i not in dim_of_axis and n_out[i] > 1 and any(
+                not gate(windows[i], n_in[i], s.masks[i]).all() for srcs in classes for s in srcs):
+            dim_of_axis[dim_of_axis.index(None)] = i
     grid = tuple(n_out[i] if i is not None else 1 for i in dim_of_axis)
     free = [i for i in range(len(op_dims)) if i not in dim_of_axis]
     node_ids = []
@@ -602,8 +614,9 @@ def spatial(op: Op, tr: Tracked, op_dims: list[int], sep_dims: list[int], mix_di
                 else:
                     maps.append(axis_map(windows[i], n_in[i], s.masks[i], s.maps[a], node.grid[a], s.vmasks[i]))
             edges.append(Edge(node, tuple(maps), via))
-        key = (op.name, via, tuple(w.pos.tobytes() + w.valid.tobytes() for w in windows), tuple(n_in),
-               tuple(sorted(_source_key(s) for s in srcs)))
+        # window arrays of different shapes can hold the same bytes (6 -> 6 and 6 -> 2 windows)
+        key = (op.name, via, tuple((w.pos.shape, w.pos.tobytes() + w.valid.tobytes()) for w in windows),
+               tuple(n_in), tuple(sorted(_source_key(s) for s in srcs)))
         node_ids.append(table.make(key, grid, edges) if edges else -1)
     comp = place(np.array(node_ids, np.int64)[ids])
     ndim = len(out_shape_)
@@ -631,10 +644,15 @@ def _axis_dims(op: Op, classes, n_op: int) -> list[int | None]:
 
 
 def _source_key(s) -> tuple:
-    return (s.node, s.carrier,
-            tuple(m.tobytes() if isinstance(m, np.ndarray) else m for m in s.maps),
-            tuple(m.tobytes() if m is not None else None for m in s.masks),
-            tuple(m.tobytes() if m is not None else None for m in s.vmasks))
+    """A hashable key of a source whose entries have one type each, so that keys sort (a
+    carrier, map or mask may be None, an int or an array from source to source)."""
+    def entry(m) -> bytes:
+        if m is None:
+            return b""
+        return b"a" + m.tobytes() if isinstance(m, np.ndarray) else b"i%d" % m
+    return (s.node, tuple(-1 if c is None else c for c in s.carrier),
+            tuple(entry(m) for m in s.maps), tuple(entry(m) for m in s.masks),
+            tuple(entry(m) for m in s.vmasks))
 
 
 def conv_window(n_in: int, n_out: int, k: int, s: int, p: int, d: int) -> Window:
@@ -766,14 +784,20 @@ def nearest_window(n_in: int, n_out: int, scale: float | None, exact: bool) -> W
     return Window.of(src, n_in / n_out)
 
 
+def _index_and_lambda(src: np.ndarray, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's guard_index_and_lambda (UpSample.h): the index is floorf of the source
+    position, so a position a hair below an integer (46.99999999999999) lands on it, with
+    weight 0 for the neighbour."""
+    i0 = np.minimum(np.floor(src.astype(np.float32)).astype(np.int64), n_in - 1)
+    return i0, np.clip(src - i0, 0.0, 1.0)
+
+
 def linear_window(n_in: int, n_out: int, align_corners: bool, scale: float | None) -> Window:
     # the taps PyTorch's linear kernels weight by a nonzero coefficient (UpSample.h)
     s = _scale(n_in, n_out, align_corners, scale)
     y = np.arange(n_out, dtype=np.float64)
     src = s * y if align_corners else np.maximum(s * (y + 0.5) - 0.5, 0.0)
-    i0 = np.floor(src).astype(np.int64)
-    i0 = np.minimum(i0, n_in - 1)
-    lam = src - i0
+    i0, lam = _index_and_lambda(src, n_in)
     i1 = np.minimum(i0 + 1, n_in - 1)
     pos = np.stack([i0, i1], 1)
     valid = np.stack([np.ones(n_out, bool), (lam > 0) & (i1 != i0)], 1)
@@ -784,8 +808,7 @@ def cubic_window(n_in: int, n_out: int, align_corners: bool, scale: float | None
     s = _scale(n_in, n_out, align_corners, scale)
     y = np.arange(n_out, dtype=np.float64)
     src = s * y if align_corners else s * (y + 0.5) - 0.5
-    i0 = np.floor(src).astype(np.int64)
-    t = src - i0
+    i0, t = _index_and_lambda(src, n_in)
     a = -0.75
 
     def c1(x):

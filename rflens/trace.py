@@ -244,8 +244,7 @@ def _failure(func, module: str, e: Exception) -> Exception:
     where = f"module '{module}'" if module else "the model's forward"
     low = msg.lower()
     if too_small(msg):
-        return InputTooSmallError(f"the input is too small for this model: op '{name}' in {where} would "
-                                  f"produce an empty output ({msg}). Use a larger --input-size.")
+        return InputTooSmallError.at(name, module, msg)
     if "meta" in low or "item()" in low or "data-dependent" in low or "data dependent" in low:
         return TraceError(f"op '{name}' in {where} needs real tensor values ({msg}); rflens traces on "
                           "meta tensors, so models whose structure depends on data cannot be analysed "
