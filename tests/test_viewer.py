@@ -264,10 +264,16 @@ def test_cli_view_refuses_bad_arguments_with_exit_2(capsys, tmp_path, monkeypatc
     assert words in capsys.readouterr().err and not list(tmp_path.iterdir())
 
 
+def _ctrl_c_delivered() -> None:
+    # a shell without job control starts background jobs with SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler: give the server the Ctrl-C a terminal user has
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_cli_view_serves_until_interrupted(tmp_path, photo):
     proc = subprocess.Popen([sys.executable, "-m", "rflens.cli", "view", "resnet18", "--input-size", "3x64x64",
                              "--image", photo, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_ctrl_c_delivered)
     try:
         line = proc.stdout.readline()
         url = re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
