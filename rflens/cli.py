@@ -27,11 +27,14 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
 
 
-def _load(spec: str, args, device="meta"):
+def _load(spec: str, args, device="meta", weigh=None):
     """The model MODEL names, adapted by --model-output/--model-input, and which weights it holds
-    (None: its own initialisation)."""
+    (None: its own initialisation).  ``weigh(model, note)`` may load weights into the model as
+    built (before adapting, whose wrapper would change the state dict's keys) and give the note."""
     model, note = build_model(spec, parse_model_args(args.model_arg), device=device,
                               trust_checkpoint=args.trust_checkpoint)
+    if weigh is not None:
+        note = weigh(model, note)
     return adapt(model, args.model_output, parse_model_inputs(args.model_input)), note
 
 
@@ -292,16 +295,17 @@ def _weighted_model(spec: str, args):
     checkpoint, which checks the weights) see the same network."""
     import torch
     torch.manual_seed(args.seed)
-    model, note = build_model(spec, parse_model_args(args.model_arg), device="cpu",
-                              trust_checkpoint=args.trust_checkpoint)
-    if args.weights:
-        from .checkpoints import load_weights
-        note = load_weights(model, args.weights, trust_checkpoint=args.trust_checkpoint).summary()
-    elif note is None:
-        # a callable may load trained weights itself (or draw them from the seed)
-        note = (f"weights as built by {spec} (torch seed {args.seed})" if ":" in spec
-                else f"random weights (torch seed {args.seed})")
-    return adapt(model, args.model_output, parse_model_inputs(args.model_input)), note
+
+    def weigh(model, note):
+        if args.weights:
+            from .checkpoints import load_weights
+            return load_weights(model, args.weights, trust_checkpoint=args.trust_checkpoint).summary()
+        if note is None:
+            # a callable may load trained weights itself (or draw them from the seed)
+            return (f"weights as built by {spec} (torch seed {args.seed})" if ":" in spec
+                    else f"random weights (torch seed {args.seed})")
+        return note
+    return _load(spec, args, "cpu", weigh)
 
 
 def _check_weights_flags(args, models: list[str]) -> None:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from .errors import RFLensError
 from .trace import evaluating, fx_graph
 
 POINTWISE_MODULES = (
@@ -112,10 +113,6 @@ class _Region:
     value: torch.Tensor
 
 
-class Unsupported(Exception):
-    """A node the incremental engine cannot recompute exactly."""
-
-
 class Incremental:
     """Recomputes one layer of ``model`` for many occluded copies of one image.
 
@@ -163,7 +160,7 @@ class Incremental:
             if n.op == "placeholder" or not any(a in varying for a in n.all_input_nodes):
                 continue
             varying.add(n)
-            kind = _kind(gm, n, varying)
+            kind = _kind(gm, n)
             if not isinstance(kind, Window) and kind not in ("pointwise", "binary", "cat"):
                 where = n.target if n.op == "call_module" else n.name
                 return f"'{where}' ({_describe(gm, n)}): {kind}"
@@ -183,11 +180,12 @@ class Incremental:
         self._padded = {}
         out = self.clean[self.target]
         if out.ndim != 4:
-            raise Unsupported(f"the layer's output has shape {tuple(out.shape)}, not (N, C, H, W)")
+            raise RFLensError(f"the layer's output has shape {tuple(out.shape)}, not (N, C, H, W)")
         self.cells = torch.tensor(cells, device=x.device).reshape(-1, 2)
         self.channels = torch.tensor(channels, device=x.device)
         self.needed = self._needed(cells)
-        return out[0, self.channels, self.cells[:, 0], self.cells[:, 1]]
+        self.units = out[0, self.channels, self.cells[:, 0], self.cells[:, 1]]
+        return self.units
 
     def values(self, corners, patches: torch.Tensor) -> torch.Tensor:
         """The units' values (B, units) on the clean image with ``patches`` (B, C, s, s) pasted
@@ -200,8 +198,7 @@ class Incremental:
                 if n in self.kinds and n in self.needed:
                     regions[n] = self._step(n, regions)
         r = regions.get(self.target)
-        clean = self.clean[self.target][0, self.channels, self.cells[:, 0], self.cells[:, 1]]
-        out = clean.expand(len(corners), -1).clone()
+        out = self.units.expand(len(corners), -1).clone()
         if r is None:
             return out
         rel = self.cells[None] - torch.from_numpy(r.origin).to(self.cells.device)[:, None]  # (B, units, 2)
@@ -227,7 +224,7 @@ class Incremental:
             for part in n.target.split("."):
                 obj = getattr(obj, part)
             return obj
-        raise Unsupported(f"node op {n.op}")
+        raise RFLensError(f"incremental inference cannot run a node of kind {n.op!r}")
 
     def _needed(self, cells) -> dict:
         """Per node, the box ((y0, y1), (x0, x1)) (half-open) of positions the units need."""
@@ -346,7 +343,7 @@ def _describe(gm: fx.GraphModule, n: fx.Node) -> str:
     return getattr(n.target, "__name__", str(n.target))
 
 
-def _kind(gm: fx.GraphModule, n: fx.Node, varying: set) -> str | Window:
+def _kind(gm: fx.GraphModule, n: fx.Node) -> str | Window:
     """How node ``n``, which depends on the input, is recomputed (or why it cannot be)."""
     if n.op == "call_module":
         m = gm.get_submodule(n.target)
