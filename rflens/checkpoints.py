@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import RFLensError
+from .errors import RFLensError, first_line
 
 __all__ = ["CONTAINER_KEYS", "STRIPPABLE_PREFIXES", "LoadReport", "load_weights"]
 
@@ -226,7 +226,7 @@ def _read_torchscript(path: Path, shown: str) -> dict[str, torch.Tensor]:
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
             return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
     except Exception as e:  # noqa: BLE001 - any failure means: this torch cannot read it
-        raise RFLensError(f"'{shown}' is a TorchScript archive that this PyTorch cannot read ({_first_line(e)}); "
+        raise RFLensError(f"'{shown}' is a TorchScript archive that this PyTorch cannot read ({first_line(e)}); "
                           "save the model's state_dict() with torch.save or safetensors instead") from None
 
 
@@ -250,7 +250,7 @@ def _torch_load(path: Path, shown: str, kind: str, trust: bool) -> object:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - unpickling runs the file's own code, which may fail in any way
         raise RFLensError(f"cannot read '{shown}' even with full unpickling: "
-                          f"{type(e).__name__}: {_first_line(e)}") from None
+                          f"{type(e).__name__}: {first_line(e)}") from None
 
 
 def _refused_global(error: Exception, kind: str) -> str | None:
@@ -270,16 +270,11 @@ def _refused_global(error: Exception, kind: str) -> str | None:
 
 def _unreadable_message(shown: str, kind: str, error: Exception) -> str:
     if kind in ("pickle", "zip", "tar"):
-        reason = _first_line(error) or type(error).__name__
+        reason = first_line(error) or type(error).__name__
         return (f"cannot read '{shown}': the file is truncated or corrupt, or not a PyTorch "
                 f"checkpoint ({reason})")
     return (f"cannot read '{shown}': it is not a weights file but {kind} "
             "(expected safetensors, a torch.save checkpoint or a TorchScript archive)")
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else ""
 
 
 # --- making sense of what was read -----------------------------------------------------

@@ -81,3 +81,9 @@ class UnitError(RFLensError, IndexError):
 
 class ModelNotFoundError(RFLensError):
     """A model name that is neither a torchvision architecture nor module:callable."""
+
+
+def first_line(error: BaseException, default: str = "") -> str:
+    """The first line of an exception's message (at most 200 characters), for one-line reports."""
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else default

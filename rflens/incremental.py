@@ -242,7 +242,8 @@ class Incremental:
             for a in ([n.all_input_nodes[0]] if isinstance(kind, Window) else n.all_input_nodes):
                 if a in self.kinds or a.op == "placeholder":
                     old = need.get(a)
-                    need[a] = box if old is None else tuple((min(o[0], b[0]), max(o[1], b[1])) for o, b in zip(old, box))
+                    need[a] = box if old is None else tuple(
+                        (min(o[0], b[0]), max(o[1], b[1])) for o, b in zip(old, box))
         return need
 
     def _padded_clean(self, n: fx.Node, pad: tuple[tuple[int, int], tuple[int, int]], fill: float) -> torch.Tensor:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ModelNotFoundError, RFLensError, close_matches
+from .errors import ModelNotFoundError, RFLensError, close_matches, first_line
 
 # onnx2torch converts the operator sets up to this version; newer files are first converted
 # down with onnx's version converter
@@ -78,7 +78,7 @@ def model_from_file(spec: str, trust_checkpoint: bool = False) -> tuple[nn.Modul
                 model = torch.jit.load(str(path), map_location="cpu")
         except Exception as e:  # noqa: BLE001 - any failure means: this torch cannot read it
             raise RFLensError(f"'{spec}' is a TorchScript archive that this PyTorch cannot read "
-                              f"({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__})") from None
+                              f"({first_line(e, type(e).__name__)})") from None
         return model, f"weights from {spec} (TorchScript)"
     if kind not in ("zip", "pickle", "tar"):
         raise RFLensError(f"cannot read '{spec}': it is not a model file but {kind} (expected an .onnx file, "
@@ -100,7 +100,8 @@ def onnx_model(path: Path, shown: str) -> nn.Module:
     try:
         proto = onnx.load(str(path))
     except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and others on damaged files
-        raise RFLensError(f"cannot read '{shown}': not a valid ONNX file ({_first_line(e)})") from None
+        raise RFLensError(f"cannot read '{shown}': not a valid ONNX file "
+                          f"({first_line(e, type(e).__name__)})") from None
     if not proto.graph.node:
         raise RFLensError(f"cannot read '{shown}': not a valid ONNX file (its graph has no nodes)")
     proto = _down_to_supported_opset(onnx, proto, shown)
@@ -110,9 +111,11 @@ def onnx_model(path: Path, shown: str) -> nn.Module:
             warnings.simplefilter("ignore")
             model = convert(proto).eval()
     except NotImplementedError as e:
-        raise RFLensError(f"'{shown}' uses an ONNX operator onnx2torch cannot convert: {_first_line(e)}") from None
+        raise RFLensError(f"'{shown}' uses an ONNX operator onnx2torch cannot convert: "
+                          f"{first_line(e, type(e).__name__)}") from None
     except Exception as e:  # noqa: BLE001 - the converter fails in many ways on unusual graphs
-        raise RFLensError(f"onnx2torch could not convert '{shown}': {type(e).__name__}: {_first_line(e)}") from None
+        raise RFLensError(f"onnx2torch could not convert '{shown}': {type(e).__name__}: "
+                          f"{first_line(e, type(e).__name__)}") from None
     _shapes_on_host(model)
     return model
 
@@ -153,8 +156,8 @@ def _down_to_supported_opset(onnx, proto, shown: str):
         return onnx.version_converter.convert_version(proto, ONNX_OPSET)
     except Exception as e:  # noqa: BLE001 - the converter's C++ assertions surface as RuntimeError
         raise RFLensError(f"'{shown}' uses ONNX opset {_opset(proto)}; onnx2torch converts opsets up to "
-                          f"{ONNX_OPSET} and the down-conversion failed ({_first_line(e)}). Export it with "
-                          f"opset_version={ONNX_OPSET}.") from None
+                          f"{ONNX_OPSET} and the down-conversion failed ({first_line(e, type(e).__name__)}). "
+                          f"Export it with opset_version={ONNX_OPSET}.") from None
 
 
 def _inline_identity_initializers(proto) -> None:
@@ -190,8 +193,3 @@ def onnx_input_size(spec: str) -> tuple[int, ...] | None:
             return tuple(dims[1:])
         return None
     return None
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
