@@ -378,16 +378,15 @@ class _Engine:
         cells = [t.where for _, t in wanted]
         hits = np.stack([_hits(rf.mask, occ, ys, xs).ravel() for rf in rfs])  # (units, positions)
         if method == "naive":
-            clean, drops = self._naive(x, corners, patches, cells, channels)
-        elif method == "fast" and self.incremental is not None:
-            clean, drops = self._incremental(x, corners, patches, np.flatnonzero(hits.any(0)), cells, channels)
-            drops = np.where(hits, drops, 0.0)
+            return self._naive(x, corners, patches, cells, channels)
+        use = np.arange(len(corners)) if method == "full" else np.flatnonzero(hits.any(0))
+        if method == "fast" and self.incremental is not None:
+            clean, drops = self._incremental(x, corners, patches, use, cells, channels)
         else:
-            use = np.arange(len(corners)) if method == "full" else np.flatnonzero(hits.any(0))
             region, local, clean = self._region(x, rfs, cells, channels, crop=method != "full")
             drops = self._occluded(x, corners, patches, use, region, local, channels, clean)
-            drops = drops if method == "full" else np.where(hits, drops, 0.0)
-        return clean, drops
+        # an occluder that misses a unit's RF cannot change it: 0, not the float noise of a batch
+        return clean, drops if method == "full" else np.where(hits, drops, 0.0)
 
     def discrepancies(self, shape, wanted, clean, drops, discrepancy: str) -> list[Discrepancy]:
         """Per-position drops of the units ``wanted`` on one image as discrepancy maps."""
@@ -431,9 +430,8 @@ class _Engine:
         (y0, x0), (y1, x1) = region if region is not None else ((0, 0), tuple(x.shape[1:]))
         base = x[:, y0:y1, x0:x1]
         s = self.occluder.size
-        drops = np.zeros((len(cells), len(corners)))
-        for b in range(0, len(use), self.batch_size):
-            chunk = use[b:b + self.batch_size]
+
+        def values(chunk):
             batch = base.expand(len(chunk), *base.shape).clone()
             for i, p in enumerate(chunk):
                 cy, cx = corners[p]
@@ -441,8 +439,16 @@ class _Engine:
                 by, bx = min(cy + s, y1), min(cx + s, x1)
                 if ty < by and tx < bx:
                     batch[i, :, ty - y0:by - y0, tx - x0:bx - x0] = patches[p][:, ty - cy:by - cy, tx - cx:bx - cx]
-            v = self._values(batch, cells, channels).double().cpu().numpy()  # (B, units)
-            drops[:, chunk] = clean[:, None] - v.T
+            return self._values(batch, cells, channels)
+        return self._drops(use, len(corners), clean, values)
+
+    def _drops(self, use: np.ndarray, positions: int, clean: np.ndarray, values) -> np.ndarray:
+        """Drops (units, positions): ``clean`` minus ``values(chunk)`` (B, units) for the positions
+        ``use``, a batch at a time; 0 at the other positions."""
+        drops = np.zeros((len(clean), positions))
+        for b in range(0, len(use), self.batch_size):
+            chunk = use[b:b + self.batch_size]
+            drops[:, chunk] = clean[:, None] - values(chunk).double().cpu().numpy().T
         return drops
 
     def _incremental(self, x, corners, patches, use, cells, channels) -> tuple[np.ndarray, np.ndarray]:
@@ -450,12 +456,8 @@ class _Engine:
         plan = self.incremental
         clean = plan.prepare(x[None], cells, channels).double().cpu().numpy()
         at = np.asarray(corners, dtype=np.int64)
-        drops = np.zeros((len(cells), len(corners)))
-        for b in range(0, len(use), self.batch_size):
-            chunk = use[b:b + self.batch_size]
-            v = plan.values(at[chunk], patches[torch.as_tensor(chunk, device=patches.device)])
-            drops[:, chunk] = clean[:, None] - v.double().cpu().numpy().T
-        return clean, drops
+        return clean, self._drops(use, len(corners), clean, lambda chunk: plan.values(
+            at[chunk], patches[torch.as_tensor(chunk, device=patches.device)]))
 
     def _naive(self, x, corners, patches, cells, channels) -> tuple[np.ndarray, np.ndarray]:
         s = self.occluder.size
