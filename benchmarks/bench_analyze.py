@@ -12,7 +12,7 @@ import torch
 import rflens
 from common import best_of, machine, table
 from rflens.models import load_model
-from rflens.trace import _call, _meta_state
+from rflens.engine.trace import _call, _meta_state
 
 MODELS = [("resnet50", 224), ("inception_v3", 299), ("efficientnet_b0", 224), ("convnext_tiny", 224)]
 

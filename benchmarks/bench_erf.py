@@ -43,7 +43,7 @@ from torch import nn
 
 import rflens
 from common import best_of, table
-from rflens.trace import fx_graph
+from rflens.engine.trace import fx_graph
 
 LAYER, SIZE, SEED = "layer4", (3, 224, 224), 0
 LIMIT = 1e-4  # largest relative difference allowed between rflens (mode="replknet") and the loop
@@ -258,7 +258,7 @@ def main() -> None:
     # the fixed cost of every effective_field call: analyze + FX trace (+ the weights' fingerprint)
     fixed = {"analyze": best_of(lambda: rflens.analyze(model, SIZE)), "FX trace": best_of(lambda: fx_graph(model))}
     try:
-        from rflens.running import fingerprint
+        from rflens.methods.running import fingerprint
     except ImportError:
         fingerprint = None
     if fingerprint is not None:

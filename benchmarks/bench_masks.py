@@ -18,7 +18,7 @@ import numpy as np
 import rflens
 from common import machine, table
 from rflens.models import load_model
-from rflens.probe import ProbeAnalysis
+from rflens.engine.probe import ProbeAnalysis
 
 LAYER, SIZE, SAMPLE = "layer1", (3, 224, 224), 32
 

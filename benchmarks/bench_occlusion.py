@@ -34,7 +34,7 @@ import torch
 import rflens
 from common import machine, table
 from rflens.models import load_model
-from rflens.trace import capture, fx_graph
+from rflens.engine.trace import capture, fx_graph
 
 CASES = [("alexnet", ["features.2", "features.5", "features.12"]),
          ("vgg16", ["features.9", "features.16", "features.23"])]
@@ -44,7 +44,7 @@ SIZE = (3, 224, 224)
 
 def photos() -> torch.Tensor:
     from skimage import data
-    from rflens.images import Picture, fit, to_tensor
+    from rflens.methods.images import Picture, fit, to_tensor
     pics = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.immunohistochemistry(),
             np.stack([data.camera()] * 3, -1)]
     return torch.stack([to_tensor(fit(p / 255.0, SIZE[1:])) for p in pics])

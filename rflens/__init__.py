@@ -8,16 +8,16 @@
 
 from __future__ import annotations
 
-from .adapt import adapt
-from .api import analyze
+from .models.adapt import adapt
+from .engine.analyze import analyze
 from .errors import (InputTooSmallError, LayerNotFoundError, ModelNotFoundError, RFLensError,
                      TraceError, UnitError, UnsupportedOpError)
-from .field import Analysis, Layer, Unit
-from .models import load_model
-from .gradient import EffectiveField, GradientField, effective_field, gradient_field
-from .occlusion import EmpiricalField, EmpiricalLayer, Occluder, empirical_field
-from .scan import Scan, top_images
-from .segment import Segment, segment
+from .engine.field import Analysis, Layer, Unit
+from .models.names import load_model
+from .methods.gradient import EffectiveField, GradientField, effective_field, gradient_field
+from .methods.occlusion import EmpiricalField, EmpiricalLayer, Occluder, empirical_field
+from .methods.scan import Scan, top_images
+from .methods.segment import Segment, segment
 
 __all__ = [
     "analyze", "load_model", "adapt", "gradient_field", "effective_field", "top_images", "empirical_field", "segment", "Occluder",

@@ -47,8 +47,8 @@ def raised_by_rflens(e: BaseException) -> bool:
     while tb is not None:
         last = tb.tb_frame.f_code.co_filename
         tb = tb.tb_next
-    here = os.path.dirname(os.path.abspath(__file__))
-    return last is not None and os.path.dirname(os.path.abspath(last)) == here
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    return last is not None and os.path.abspath(last).startswith(here)
 
 
 def close_matches(name: str, choices: list[str], n: int = 5) -> str:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import rflens
-from rflens.probe import ProbeAnalysis
+from rflens.engine.probe import ProbeAnalysis
 
 import os
 

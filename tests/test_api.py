@@ -139,7 +139,7 @@ def test_every_graph_node_name_of_torchvision_is_a_layer(name, size):
     model = load_model(name)
     _, eval_names = get_graph_node_names(model.eval())
     a = rflens.analyze(model, (3, size, size))
-    from rflens.trace import fx_graph
+    from rflens.engine.trace import fx_graph
     _, node_names, _ = fx_graph(model)
     kinds = {name: (node.op, str(node.target)) for node, name in node_names.items()}
     missing = [n for n in eval_names if n not in a]

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import rflens
-from rflens.checkpoints import load_weights
+from rflens.models.checkpoints import load_weights
 from rflens.cli import main
 from rflens.errors import RFLensError
 
@@ -213,7 +213,7 @@ def test_internal_errors_exit_1_with_a_hint(files, capsys):
     it, no traceback.  (This model hands rflens' layout code a value it never receives from the
     engine, so the failure's innermost frame is rflens'.)"""
     (files / "buggy.py").write_text(
-        "from torch import nn\nfrom rflens.layout import compact\n\n"
+        "from torch import nn\nfrom rflens.engine.layout import compact\n\n"
         "class Buggy(nn.Module):\n"
         "    def forward(self, x):\n"
         "        compact(None)\n"

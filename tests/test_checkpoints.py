@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from rflens.checkpoints import LoadReport, load_weights
+from rflens.models.checkpoints import LoadReport, load_weights
 from rflens.errors import RFLensError
 from rflens.models import load_model
 

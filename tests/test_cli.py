@@ -259,11 +259,11 @@ def test_grad_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, monkeypatc
 
 
 def test_an_interrupted_erf_exits_130_and_says_how_to_resume(capsys, tmp_path, monkeypatch):
-    import rflens.gradient
+    import rflens.methods.gradient
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(rflens.gradient, "effective_field", interrupted)
+    monkeypatch.setattr(rflens.methods.gradient, "effective_field", interrupted)
     code, out, err = run(capsys, "erf", "resnet18", *SMALL, "--layer", "layer1", "--checkpoint",
                          str(tmp_path / "run.npz"), "-o", str(tmp_path / "erf.png"))
     assert code == 130 and out == "" and "Traceback" not in err

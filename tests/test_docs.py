@@ -8,9 +8,9 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["rflens", "rflens.api", "rflens.field", "rflens.models", "rflens.probe",
-                                    "rflens.gradient", "rflens.spread", "rflens.images", "rflens.checkpoints",
-                                    "rflens.scan", "rflens.occlusion", "rflens.segment", "rflens.adapt",
+@pytest.mark.parametrize("module", ["rflens", "rflens.engine.analyze", "rflens.engine.field", "rflens.models.names", "rflens.engine.probe",
+                                    "rflens.methods.gradient", "rflens.methods.spread", "rflens.methods.images", "rflens.models.checkpoints",
+                                    "rflens.methods.scan", "rflens.methods.occlusion", "rflens.methods.segment", "rflens.models.adapt",
                                     "rflens.viewer", "rflens.viewer.scene", "rflens.viewer.server"])
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)

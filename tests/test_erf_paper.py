@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import rflens
-from rflens import spread
+from rflens.methods import spread
 
 # -- models --------------------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from torch import nn
 from trained import lfw_faces, trained_onet
 
-from rflens.incremental import Incremental
-from rflens.trace import capture
+from rflens.methods.incremental import Incremental
+from rflens.engine.trace import capture
 
 
 def occluded(x: torch.Tensor, corners: np.ndarray, patches: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import rflens
-from rflens.occlusion import _hits
+from rflens.methods.occlusion import _hits
 
 from trained import lfw_faces, trained_onet, weights_file
 

@@ -12,16 +12,16 @@ from torch import nn
 
 import rflens
 from rflens.cli import main
-from rflens.field import Unit
-from rflens.gradient import EffectiveField
-from rflens.images import load_image
-from rflens.occlusion import EmpiricalField, EmpiricalLayer
+from rflens.engine.field import Unit
+from rflens.methods.gradient import EffectiveField
+from rflens.methods.images import load_image
+from rflens.methods.occlusion import EmpiricalField, EmpiricalLayer
 from rflens.plot import (CATEGORIES, DIM, EMPIRICAL_RGB, GAUSS_RGB, HEAT_BOX_RGB, MASK_ALPHA, MASK_RGB, SEGMENT_RGB,
                          centred_square, empirical_figure, empirical_grid_figure, erf_comparison_figure, erf_figure,
                          gradient_categories, gradient_figure, grid_figure, growth_figure, mask_outline,
                          overlay_figure, segment_sheet, select_layers)
-from rflens.scan import TopImage
-from rflens.segment import Segment
+from rflens.methods.scan import TopImage
+from rflens.methods.segment import Segment
 
 PAINT = np.array([255 * (MASK_ALPHA * c + 1 - MASK_ALPHA) for c in MASK_RGB])
 

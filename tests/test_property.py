@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import rflens
-from rflens.probe import ProbeAnalysis
+from rflens.engine.probe import ProbeAnalysis
 
 _common = dict(deadline=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,

@@ -105,7 +105,7 @@ def test_meta_lists_every_layer_with_its_grid_and_flags(vgg16_url, resnet50_url)
 
 
 def test_the_picture_is_served_as_the_model_sees_it(vgg16_url, resnet50_url, photo):
-    from rflens.images import load_image
+    from rflens.methods.images import load_image
     status, kind, body = request(vgg16_url, "/image.png")
     assert status == 200 and kind == "image/png"
     served = np.asarray(Image.open(io.BytesIO(body)))

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from viewing import astronaut, running, scene
 
-from rflens.gradient import gradient_field
+from rflens.methods.gradient import gradient_field
 from rflens.viewer import export_html
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need Playwright "
@@ -131,7 +131,7 @@ def test_server_page_gradient_heat_map_and_erf_cancellation(page, vgg16):
     before = shot(page, "#image")
     page.check("#grad")
     page.wait_for_selector('#heat[data-state="done"][data-shown]', timeout=120_000)
-    from rflens.images import to_tensor
+    from rflens.methods.images import to_tensor
     g = gradient_field(s.model, "features.9", (20, 30), input=to_tensor(s.picture), device="cpu")
     after = shot(page, "#image")
     heat = np.kron(g.nonzero, np.ones((2, 2), bool))  # drawn where the gradient is not 0, under the box

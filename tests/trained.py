@@ -85,7 +85,7 @@ def weights_file(name: str = "onet") -> Path | None:
 
 
 def _trained(net: nn.Module, name: str) -> nn.Module:
-    from rflens.checkpoints import load_weights
+    from rflens.models.checkpoints import load_weights
     path = weights_file(name)
     if path is None:
         raise FileNotFoundError("facenet-pytorch is not installed: run `make setup`")

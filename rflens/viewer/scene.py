@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ..api import analyze, parse_input_size
+from ..engine.analyze import analyze, parse_input_size
 from ..errors import RFLensError, UnitError
-from ..field import Analysis, Layer
-from ..images import Picture, load_image
+from ..engine.field import Analysis, Layer
+from ..methods.images import Picture, load_image
 
 
 def encode_mask(mask: np.ndarray) -> dict:

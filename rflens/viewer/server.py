@@ -112,12 +112,12 @@ class Jobs:
                 job.state, job.message = "error", f"internal error: {type(e).__name__}: {e}"
 
     def _compute(self, job: Job) -> None:
-        from ..gradient import effective_field, gradient_field
+        from ..methods.gradient import effective_field, gradient_field
         s = self.scene
         if job.kind == "gradient":
             x = None
             if s.picture is not None:
-                from ..images import to_tensor
+                from ..methods.images import to_tensor
                 x = to_tensor(s.picture, s.input_size[0])
             g = gradient_field(s.model, job.layer, job.unit, input=x, input_size=s.input_size, device=self.device)
             job.heat = g.heat

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .api import analyze
-from .errors import RFLensError, UnitError
-from .field import Layer
+from ..engine.analyze import analyze
+from ..errors import RFLensError, UnitError
+from ..engine.field import Layer
 from .running import Checkpoint, Source, fingerprint, model_dtype, pick_device, prepared
-from .trace import capture, fx_graph
+from ..engine.trace import capture, fx_graph
 
 TOP_FRACTION = 0.005  # NetDissect's top 0.5% of activations
 

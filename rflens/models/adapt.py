@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from .errors import RFLensError
+from ..errors import RFLensError
 
 __all__ = ["adapt", "parse_model_inputs"]
 

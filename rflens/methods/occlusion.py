@@ -38,12 +38,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import spread
-from .errors import RFLensError
-from .field import Layer, Unit
+from ..errors import RFLensError
+from ..engine.field import Layer, Unit
 from .incremental import Incremental
 from .running import Checkpoint, Source, fingerprint, model_dtype, pick_device, prepared
 from .scan import Scan, TopImage, channel_layer, top_images
-from .trace import capture, execute, fx_graph, named_tensors
+from ..engine.trace import capture, execute, fx_graph, named_tensors
 
 FILLS = ("random", "zeros", "mean", "blur")
 DISCREPANCIES = ("abs", "drop")
@@ -167,7 +167,7 @@ class EmpiricalLayer:
 
     def plot(self, channel: int | None = None):
         """The averaged map of one channel (default: the first) with the theoretical RF outlined."""
-        from .plot import empirical_figure
+        from ..plot import empirical_figure
         return empirical_figure(self.fields[channel if channel is not None else next(iter(self.fields))],
                                 occluder=self.occluder, discrepancy=self.discrepancy)
 

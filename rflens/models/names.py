@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ModelNotFoundError, RFLensError, close_matches
+from ..errors import ModelNotFoundError, RFLensError, close_matches
 
 # input sizes that differ from 3x224x224
 DEFAULT_SIZES = {

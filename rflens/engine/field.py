@@ -7,7 +7,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .errors import LayerNotFoundError, UnitError
+from ..errors import LayerNotFoundError, UnitError
 from .geometry import Node
 from .layout import Tracked
 from .trace import Flow, Record
@@ -33,13 +33,13 @@ class Unit:
     def plot(self, image=None):
         """This unit's RF on the input (or ``image``: a path or an HxWx3 array), beside its
         layer's grid; a matplotlib Figure."""
-        from .plot import unit_figure
+        from ..plot import unit_figure
         if self.owner is None:
             raise ValueError("this unit was not made by a Layer, so it has no grid to draw")
         return unit_figure(self.owner, self, _picture(image, self.owner.analysis.spatial))
 
     def _repr_png_(self) -> bytes | None:
-        from .plot import to_png
+        from ..plot import to_png
         return to_png(self.plot()) if self.owner is not None and self.mask.ndim == 2 else None
 
     @property
@@ -360,7 +360,7 @@ class Layer:
 
 def _picture(image, spatial):
     """A path, an HxWx3 (or HxW) array in [0, 1] or 0..255, or a Picture, fitted to the input."""
-    from .images import Picture, fit, load_image
+    from ..methods.images import Picture, fit, load_image
     if image is None or isinstance(image, Picture):
         return image
     size = tuple(spatial[-2:])
@@ -432,12 +432,12 @@ class Analysis:
 
     def plot(self, layers: str = "conv,pool"):
         """RF size and stride against depth (a matplotlib Figure)."""
-        from .plot import growth_figure
+        from ..plot import growth_figure
         return growth_figure({self.model_name or "model": self}, layers)
 
     def plot_grid(self, unit, layers: str = "conv,pool"):
         """One panel per layer with the same unit's RF (indices clamped to smaller grids)."""
-        from .plot import grid_figure, select_layers
+        from ..plot import grid_figure, select_layers
         return grid_figure(self, tuple(unit), select_layers(self, layers))
 
     def _repr_html_(self) -> str:

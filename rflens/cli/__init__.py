@@ -16,12 +16,12 @@ import sys
 
 import numpy as np
 
-from . import __version__
-from .adapt import adapt, parse_model_inputs
-from .api import analyze, parse_input_size
-from .errors import RFLensError
-from .files import atomic_write
-from .models import build_model, default_input_size, parse_model_args
+from .. import __version__
+from ..models.adapt import adapt, parse_model_inputs
+from ..engine.analyze import analyze, parse_input_size
+from ..errors import RFLensError
+from ..files import atomic_write
+from ..models.names import build_model, default_input_size, parse_model_args
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
@@ -202,14 +202,14 @@ def _analysis(args, model_name: str | None = None):
 def _picture_for(args, analysis):
     if not getattr(args, "image", None):
         return None
-    from .images import load_image
+    from ..methods.images import load_image
     if len(analysis.spatial) != 2:
         raise RFLensError("--image needs a model with 2-D inputs")
     return load_image(args.image, analysis.spatial)
 
 
 def cmd_show(args) -> int:
-    from .plot import save, unit_figure
+    from ..plot import save, unit_figure
     analysis = _analysis(args)
     layer = analysis[args.layer]
     if args.local:
@@ -228,7 +228,7 @@ def _no_local(layer):
 
 
 def cmd_grid(args) -> int:
-    from .plot import grid_figure, save, select_layers
+    from ..plot import grid_figure, save, select_layers
     analysis = _analysis(args)
     unit = _parse_unit(args.unit)
     if unit is None:
@@ -239,7 +239,7 @@ def cmd_grid(args) -> int:
 
 
 def cmd_growth(args) -> int:
-    from .plot import growth_figure, save
+    from ..plot import growth_figure, save
     analyses = {}
     for spec in args.models:
         model = _load(spec, args)[0]
@@ -251,7 +251,7 @@ def cmd_growth(args) -> int:
 
 
 def cmd_overlay(args) -> int:
-    from .plot import overlay_figure, save
+    from ..plot import overlay_figure, save
     analysis = _analysis(args)
     picture = _picture_for(args, analysis)
     layers = [n.strip() for n in args.layers.split(",") if n.strip()]
@@ -298,7 +298,7 @@ def _weighted_model(spec: str, args):
 
     def weigh(model, note):
         if args.weights:
-            from .checkpoints import load_weights
+            from ..models.checkpoints import load_weights
             return load_weights(model, args.weights, trust_checkpoint=args.trust_checkpoint).summary()
         if note is None:
             # a callable may load trained weights itself (or draw them from the seed)
@@ -393,9 +393,9 @@ def _erf_record(spec: str, weights: str, f) -> dict:
 
 
 def cmd_erf(args) -> int:
-    from .gradient import effective_field
-    from .images import image_files
-    from .plot import erf_comparison_figure, erf_figure, save
+    from ..methods.gradient import effective_field
+    from ..methods.images import image_files
+    from ..plot import erf_comparison_figure, erf_figure, save
 
     models = list(dict.fromkeys(args.models))
     layers = list(dict.fromkeys(n.strip() for n in args.layer.split(",") if n.strip()))
@@ -469,8 +469,8 @@ def cmd_erf(args) -> int:
 
 
 def cmd_grad(args) -> int:
-    from .gradient import gradient_field
-    from .plot import gradient_figure, save
+    from ..methods.gradient import gradient_field
+    from ..plot import gradient_figure, save
 
     _check_weights_flags(args, [args.model])
     unit = _parse_unit(args.unit)
@@ -567,15 +567,15 @@ def _check_count(flag: str, value: int | None, least: int = 1) -> None:
 
 def _target(model, layer: str, size):
     """The layer, checked by the library to be an (N, C, *grid) map, before any long job."""
-    from .scan import channel_layer
+    from ..methods.scan import channel_layer
     return channel_layer(model, layer, size)
 
 
 def cmd_scan(args) -> int:
     from pathlib import Path
 
-    from .images import image_files
-    from .scan import top_images
+    from ..methods.images import image_files
+    from ..methods.scan import top_images
 
     _check_weights_flags(args, [args.model])
     _check_count("--top-k", args.top_k)
@@ -680,8 +680,8 @@ class _ScanInputs:
     ``--images``, with the input size and normalisation to use."""
 
     def __init__(self, args, model, weights: str):
-        from .running import fingerprint
-        from .scan import Scan
+        from ..methods.running import fingerprint
+        from ..methods.scan import Scan
 
         self.scan = None
         self.normalize = _normalize_arg(args.normalize)
@@ -732,7 +732,7 @@ class _ScanInputs:
 
 
 def _occluder(args, size):
-    from .occlusion import Occluder
+    from ..methods.occlusion import Occluder
     occluder = Occluder(args.occluder, args.stride, args.fill, args.seed)
     occluder.grid(tuple(size[1:]))  # too big for the input: fails before the long job
     return occluder
@@ -740,7 +740,7 @@ def _occluder(args, size):
 
 def _scan_for(args, model, inputs: _ScanInputs, k: int, device, progress):
     """The given scan, or a scan of ``--images`` made now (kept in memory)."""
-    from .scan import top_images
+    from ..methods.scan import top_images
     if inputs.scan is not None:
         return inputs.scan
     task = progress.add_task(f"scanning {_short(args.model)} {args.layer}", total=None)
@@ -752,9 +752,9 @@ def _scan_for(args, model, inputs: _ScanInputs, k: int, device, progress):
 
 
 def cmd_empirical(args) -> int:
-    from .images import image_files
-    from .occlusion import empirical_field
-    from .plot import empirical_figure, empirical_grid_figure, save
+    from ..methods.images import image_files
+    from ..methods.occlusion import empirical_field
+    from ..plot import empirical_figure, empirical_grid_figure, save
 
     _check_weights_flags(args, [args.model])
     _check_count("--top-k", args.top_k)
@@ -819,8 +819,8 @@ def cmd_empirical(args) -> int:
 
 
 def cmd_segment(args) -> int:
-    from .plot import save, segment_sheet
-    from .segment import segment
+    from ..plot import save, segment_sheet
+    from ..methods.segment import segment
 
     _check_weights_flags(args, [args.model])
     _check_count("--top-k", args.top_k)
@@ -874,7 +874,7 @@ MODEL_HELP = ("a torchvision name (vgg16), timm:NAME, package.module:callable or
 # -- the interactive viewer ---------------------------------------------------------------------
 
 def cmd_view(args) -> int:
-    from .viewer import Scene, export_html, serve
+    from ..viewer import Scene, export_html, serve
     if args.html and (args.port is not None or args.host is not None or args.weights):
         raise RFLensError("--html writes a static page (geometry only, no server): leave out --port, --host "
                           "and --weights")

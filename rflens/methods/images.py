@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import RFLensError
+from ..errors import RFLensError
 
 
 @dataclass(frozen=True)

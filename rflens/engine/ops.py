@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import InputTooSmallError, UnsupportedOpError
+from ..errors import InputTooSmallError, UnsupportedOpError
 from .geometry import AxisMap, Edge
 from .layout import (LayoutError, Part, Table, Tracked, Window, align, axis_map, compact, concat,
                      sep_mix_matrix,

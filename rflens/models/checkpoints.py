@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import RFLensError, first_line
+from ..errors import RFLensError, first_line
 
 __all__ = ["CONTAINER_KEYS", "STRIPPABLE_PREFIXES", "LoadReport", "load_weights"]
 

@@ -6,7 +6,7 @@ from typing import Sequence
 
 from torch import nn
 
-from .errors import InputTooSmallError, RFLensError, TraceError, raised_by_rflens
+from ..errors import InputTooSmallError, RFLensError, TraceError, raised_by_rflens
 from .field import Analysis
 from .trace import run, too_small
 

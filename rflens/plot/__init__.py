@@ -17,14 +17,14 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Ellipse, Patch, Rectangle
 
-from .errors import RFLensError
-from .files import atomic_write
-from .images import Picture
+from ..errors import RFLensError
+from ..files import atomic_write
+from ..methods.images import Picture
 
 if TYPE_CHECKING:
-    from .gradient import EffectiveField, GradientField
-    from .occlusion import EmpiricalField, EmpiricalLayer, Occluder
-    from .segment import Segment
+    from ..methods.gradient import EffectiveField, GradientField
+    from ..methods.occlusion import EmpiricalField, EmpiricalLayer, Occluder
+    from ..methods.segment import Segment
 
 MASK_RGB = (1.0, 0.42, 0.0)       # the support: orange
 MASK_ALPHA = 0.6

@@ -26,7 +26,7 @@ from torch.utils._pytree import keystr, tree_flatten_with_path
 
 from . import ops
 from .layout import LayoutError, Part, Table, Tracked, compact, empty_part
-from .errors import InputTooSmallError, LayerNotFoundError, RFLensError, TraceError, UnsupportedOpError, raised_by_rflens
+from ..errors import InputTooSmallError, LayerNotFoundError, RFLensError, TraceError, UnsupportedOpError, raised_by_rflens
 from .ops import Op
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .errors import LayerNotFoundError, RFLensError, UnitError
+from ..errors import LayerNotFoundError, RFLensError, UnitError
 from .field import Unit
 from .trace import execute, fx_graph
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import RFLensError
-from .files import atomic_write
+from ..errors import RFLensError
+from ..files import atomic_write
 
 
 @contextlib.contextmanager
@@ -68,7 +68,7 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 
 def input_size_or_default(input_size) -> tuple[int, ...]:
     """(C, *spatial) from a tuple or "3x224x224"; 3x224x224 when not given."""
-    from .api import parse_input_size
+    from ..engine.analyze import parse_input_size
     return parse_input_size(input_size) if input_size is not None else (3, 224, 224)
 
 

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import RFLensError
-from .field import Layer
+from ..errors import RFLensError
+from ..engine.field import Layer
 from .occlusion import Occluder, _Lookup, empirical_field, scanned_inputs
 from .running import model_dtype, pick_device, prepared
 from .scan import TOP_FRACTION, Scan, TopImage, channel_layer
-from .trace import capture, fx_graph
+from ..engine.trace import capture, fx_graph
 
 METHODS = ("netdissect", "occlusion")
 OCCLUSION_LEVEL = 0.5  # fraction of a discrepancy map's maximum that counts as "responds"

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .errors import RFLensError
-from .trace import evaluating, fx_graph
+from ..errors import RFLensError
+from ..engine.trace import evaluating, fx_graph
 
 POINTWISE_MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,

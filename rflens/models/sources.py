@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ModelNotFoundError, RFLensError, close_matches, first_line
+from ..errors import ModelNotFoundError, RFLensError, close_matches, first_line
 
 # onnx2torch converts the operator sets up to this version; newer files are first converted
 # down with onnx's version converter

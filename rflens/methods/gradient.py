@@ -22,13 +22,13 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from . import spread
-from .api import analyze
-from .errors import RFLensError, UnitError
-from .field import Layer, Unit
-from .probe import PositiveSurrogate, _name
+from ..engine.analyze import analyze
+from ..errors import RFLensError, UnitError
+from ..engine.field import Layer, Unit
+from ..engine.probe import PositiveSurrogate, _name
 from .running import (Checkpoint, Source, fingerprint, input_size_or_default, model_dtype, normalization,
                       pick_device, prepared)
-from .trace import capture, fx_graph
+from ..engine.trace import capture, fx_graph
 
 # activations whose derivative is exactly zero somewhere (dead units, the kink at 0)
 ACTIVATIONS = frozenset("""relu relu6 hardtanh hardsigmoid hardswish clamp clamp_min clamp_max clip
@@ -195,7 +195,7 @@ class GradientField:
 
     def plot(self):
         """Heat map of |gradient| (log) and a map of support, gradient and causes."""
-        from .plot import gradient_figure
+        from ..plot import gradient_figure
         return gradient_figure(self)
 
 
@@ -362,11 +362,11 @@ class EffectiveField:
     def plot(self, scale: str = "both"):
         """Heat maps (``"linear"``, ``"log"`` or ``"both"``) with the theoretical RF box and the
         Gaussian's 1- and 2-sigma ellipses."""
-        from .plot import erf_figure
+        from ..plot import erf_figure
         return erf_figure(self, scale=scale)
 
     def _repr_png_(self) -> bytes | None:
-        from .plot import to_png
+        from ..plot import to_png
         return to_png(self.plot()) if self.heat.ndim == 2 else None
 
 
