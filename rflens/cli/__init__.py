@@ -136,7 +136,7 @@ def cmd_unit(args) -> int:
         model, size = _model_and_size(args, device="cpu")
         analytic = analyze(_load(args.model, args)[0], size)
         layer = analytic[args.layer]
-        idx = layer._index(unit_index)
+        idx = layer.index(unit_index)
         probe = analyze(model, size, method="probe")
         unit = probe.layer(args.layer, layer.spatial_dims).unit(idx)
         is_global = layer.is_global

@@ -142,18 +142,21 @@ class Layer:
                 f"stride={list(self.stride)}{g}>")
 
     @cached_property
-    def _entries(self) -> list:
+    def dependencies(self) -> list[tuple[int, np.ndarray, tuple[np.ndarray, ...]]]:
+        """What each unit reads: ``(node, units, positions)`` triples, where ``units`` is a bool
+        array over the grid and ``positions[a]`` the node unit read along input axis ``a`` (for
+        the units marked).  ``analysis.nodes[node]`` holds the node's exact dependency terms."""
         return _Entries(self.record.tracked, self.spatial_dims, self.grid_shape).items
 
     def _nodes(self) -> list[Node]:
-        return [self.analysis.nodes[v] for v, _, _ in self._entries]
+        return [self.analysis.nodes[v] for v, _, _ in self.dependencies]
 
     # -- per-unit arrays ---------------------------------------------------------------------
     def _hulls(self, which: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
         k = self.analysis.k
         lo = [np.full(self.grid_shape, np.inf) for _ in range(k)]
         hi = [np.full(self.grid_shape, -np.inf) for _ in range(k)]
-        for v, m, pos in self._entries:
+        for v, m, pos in self.dependencies:
             hulls = getattr(self.analysis.nodes[v], which)
             if hulls is None:
                 continue
@@ -166,13 +169,19 @@ class Layer:
     def _hull(self):
         return self._hulls("local_hull" if self.local_only else "hull")
 
+    @property
+    def bounds(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Every unit's unclipped box: ``(lo, hi)``, one float array over the grid per input axis
+        (half-open; ``inf``/``-inf`` where a unit reads nothing)."""
+        return self._hull
+
     @cached_property
     def _boxes(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Clipped boxes of every unit, from the exact terms."""
         k = self.analysis.k
         lo = [np.full(self.grid_shape, np.iinfo(np.int64).max) for _ in range(k)]
         hi = [np.full(self.grid_shape, -1) for _ in range(k)]
-        for v, m, pos in self._entries:
+        for v, m, pos in self.dependencies:
             node = self.analysis.nodes[v]
             for term in node.terms(self.local_only):
                 nonempty = m.copy()
@@ -283,9 +292,12 @@ class Layer:
         return Layer(self.analysis, self.record, local_only=True)
 
     # -- units -------------------------------------------------------------------------------
-    def _index(self, unit) -> tuple[int, ...]:
-        if unit is None or unit == "center":
+    def index(self, unit=None) -> tuple[int, ...]:
+        """``unit`` checked against the grid, as a tuple; ``None`` or ``"center"``: the centre unit."""
+        if unit is None or (isinstance(unit, str) and unit in ("center", "centre")):
             return tuple(n // 2 for n in self.grid_shape)
+        if isinstance(unit, str):
+            raise UnitError(f"a unit is an index such as (3, 4) or \"center\", not {unit!r}")
         unit = tuple(int(u) for u in (unit if isinstance(unit, (tuple, list, np.ndarray)) else [unit]))
         if len(unit) != len(self.grid_shape):
             if not self.grid_shape and all(u == 0 for u in unit):
@@ -300,10 +312,10 @@ class Layer:
 
     def unit(self, index=None) -> Unit:
         """The receptive field of one unit (0-based, in the layer's spatial order)."""
-        u = self._index(index)
+        u = self.index(index)
         shape = self.analysis.spatial
         mask = np.zeros(shape, bool)
-        for v, m, pos in self._entries:
+        for v, m, pos in self.dependencies:
             if m[u]:
                 mask |= self.analysis.nodes[v].support(tuple(int(p[u]) for p in pos), self.local_only)
         lo, hi = self._hull
@@ -334,7 +346,7 @@ class Layer:
             s[a:b] = True
             sets.append(s)
         out = np.zeros(self.grid_shape, bool)
-        for v, m, pos in self._entries:
+        for v, m, pos in self.dependencies:
             seen = self.analysis.nodes[v].seen_by(tuple(sets), self.local_only)
             out |= m & seen[tuple(pos)]
         return out

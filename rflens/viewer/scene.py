@@ -169,7 +169,7 @@ class Scene:
             grid = L.grid_shape
             own = np.indices(grid) if len(grid) == a.k else None
             entries = []
-            for v, m, pos in L._entries:
+            for v, m, pos in L.dependencies:
                 node = a.nodes[v]
                 if str(v) not in nodes:
                     nodes[str(v)] = {"grid": list(node.grid),
@@ -181,7 +181,7 @@ class Scene:
                     "pos": [None if own is not None and np.array_equal(p, own[ax])
                             else _b64(np.asarray(p, "<i4").reshape(-1)) for ax, p in enumerate(pos)],
                 })
-            lo, hi = L._hull
+            lo, hi = L.bounds
             layers[name] = {"entries": entries, "lo": [_axis_values(x) for x in lo],
                             "hi": [_axis_values(x) for x in hi]}
         return {"nodes": nodes, "layers": layers}

@@ -322,7 +322,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _layer_unit(self, q: dict) -> tuple[str, tuple[int, ...]]:
         layer = self.server.scene.layer(q["layer"])  # LayerNotFoundError: 400 with close names
-        return layer.name, layer._index(_ints(q["unit"], "unit"))
+        return layer.name, layer.index(_ints(q["unit"], "unit"))
 
     def _unit(self, query: str) -> None:
         q = _query(query, {"layer", "unit"}, {"layer", "unit"})
