@@ -1,0 +1,308 @@
+"""Reductions and normalisation: every element along some dims; over spatial dims this is global
+context (global pooling, spatial norms, softmax over positions, matmul over positions, attention)."""
+
+from __future__ import annotations
+
+
+import numpy as np
+
+from ..geometry import AxisMap, Edge
+from ..layout import Part, Tracked, Window, align, compact, sep_mix_matrix, unique_rows
+from .registry import broadcast_to, coalesce, norm_dim, Op, out_shape, rule, union_of, zero_pos
+from .spatial import spatial
+
+
+# -------------------------------------------------------------------------------------------
+# reductions, normalisation, softmax, matmul, attention
+
+
+def reduce(op: Op, tr: Tracked, dims: list[int], kind: str) -> Tracked:
+    """Every element along ``dims`` (keepdim shape).  Dims that carry positions make the
+    result global context for those axes."""
+    dims = sorted(set(norm_dim(d, tr.ndim) for d in dims))
+    shape = tuple(1 if d in dims else n for d, n in enumerate(tr.shape))
+    out_parts = []
+    for p in tr.parts:
+        positional = {d for a in p.pos for d in range(a.ndim) if a.shape[d] > 1}
+        home = {d for a in p.pos for d in positional
+                if a.shape[d] > 1 and all(a.shape[e] == 1 for e in range(a.ndim) if e != d)}
+        sub = Tracked(tr.shape, [p])
+        if not positional & set(dims):
+            out_parts += _mix(op, sub, dims, shape).parts
+        elif not (positional & set(dims)) <= home:
+            # a dim that lists differently placed copies (a stack): the union of its slices
+            out_parts += _union_of_slices(op, sub, dims, shape, kind).parts
+        elif positional <= set(dims):
+            out_parts += _global(op, sub, dims, shape, kind).parts
+        else:
+            out_parts += _partial_global(op, sub, dims, sorted(positional), shape, kind).parts
+    return coalesce(op.table, shape, out_parts)
+
+
+def _union_of_slices(op: Op, tr: Tracked, dims: list[int], shape, kind: str) -> Tracked:
+    """Reduction over dims that list differently placed copies (a stack, a patch-merging
+    concatenation): the union of the distinct slices."""
+    listed = [d for d in dims if any(a.shape[d] > 1 for p in tr.parts for a in p.arrays())]
+    sizes = [tr.shape[d] for d in listed]
+    if int(np.prod(sizes)) > 65536:
+        raise op.fail("a reduction over a dim that mixes differently placed positions")
+    new_shape = tuple(1 if d in listed else n for d, n in enumerate(tr.shape))
+    distinct: dict[bytes, Tracked] = {}
+    for index in np.ndindex(*sizes):
+        def pick(a, index=index):
+            sl = [slice(None)] * a.ndim
+            for d, i in zip(listed, index):
+                sl[d] = slice(0, 1) if a.shape[d] == 1 else slice(i, i + 1)
+            return compact(a[tuple(sl)])
+        piece = tr.map(pick, new_shape)
+        key = b"|".join(a.tobytes() + str(a.shape).encode() for p in piece.parts for a in p.arrays())
+        distinct.setdefault(key, piece)
+    merged = union_of(op, list(distinct.values()), new_shape)
+    rest = [d for d in dims if d not in listed]
+    return reduce(op, merged, rest, kind) if rest else merged
+
+
+def _mix(op: Op, tr: Tracked, dims: list[int], shape) -> Tracked:
+    """Position-preserving: each result reads all elements along non-positional ``dims``."""
+    parts = []
+    for p in tr.parts:
+        comp = p.comp
+        if all(comp.shape[d] == 1 for d in dims):
+            new = comp
+        else:
+            keep = [d for d in range(comp.ndim) if d not in dims]
+            moved = np.moveaxis(comp, dims, list(range(comp.ndim - len(dims), comp.ndim)))
+            flat = moved.reshape(moved.shape[: len(keep)] + (-1,))
+            lead = flat.reshape(-1, flat.shape[-1])
+            rows, inv = unique_rows(np.sort(lead, axis=1))
+            ids = np.array([op.table.union(tuple(int(v) for v in np.unique(r))) for r in rows], np.int64)
+            new = ids[inv].reshape(flat.shape[:-1] + (1,) * len(dims))
+            new = np.moveaxis(new, list(range(comp.ndim - len(dims), comp.ndim)), dims)
+        pos = tuple(a[tuple(slice(0, 1) if d in dims else slice(None) for d in range(a.ndim))] for a in p.pos)
+        parts.append(Part(new, pos))
+    return Tracked(tuple(shape), parts)
+
+
+def _global(op: Op, tr: Tracked, dims: list[int], shape, kind: str) -> Tracked:
+    """Every result reads all units present along ``dims`` (which hold all positions)."""
+    k = op.k
+    p = tr.parts[0]
+    ndim = tr.ndim
+    sep = [d for d in range(ndim) if d not in dims]
+    canonical = all(p.comp.shape[d] == 1 for a in p.pos for d in range(ndim) if a.shape[d] > 1) and all(
+        sum(n > 1 for n in a.shape) <= 1 for a in p.pos)
+    if canonical:
+        # every comp sits at every position: the units read are the product of each axis' values
+        units = [np.unique(a) for a in p.pos]
+        mat = sep_mix_matrix(p.comp, tr.shape, sep, dims)
+        rows, inv = unique_rows(np.sort(mat, axis=1))
+        ids = np.array([_global_node(op, [(int(v), units) for v in np.unique(r) if v >= 0], kind)
+                        for r in rows], np.int64)[inv]
+        ids = ids.reshape([tr.shape[d] for d in sep] if mat.shape[0] > 1 else [1] * len(sep))
+    else:
+        full = [np.broadcast_to(a, tr.shape) for a in p.arrays()]
+        lead = [int(np.prod([tr.shape[d] for d in sep])) if sep else 1, -1]
+        comp, *pos = [np.moveaxis(a, sep, list(range(len(sep)))).reshape(lead) for a in full]
+        memo: dict = {}
+        ids = np.zeros(comp.shape[0], np.int64)
+        for r in range(comp.shape[0]):
+            key = comp[r].tobytes() + b"".join(q[r].tobytes() for q in pos)
+            if key not in memo:
+                reads = []
+                for v in np.unique(comp[r]):
+                    if v < 0:
+                        continue
+                    hit = comp[r] == v
+                    present = np.unique(np.stack([q[r][hit] for q in pos], 1), axis=0)
+                    units = [np.unique(present[:, a]) for a in range(k)]
+                    if len(present) != int(np.prod([len(u) for u in units])):
+                        raise op.fail("global context over a set of positions that is not a product")
+                    reads.append((int(v), units))
+                memo[key] = _global_node(op, reads, kind)
+            ids[r] = memo[key]
+        ids = ids.reshape([tr.shape[d] for d in sep]) if sep else ids.reshape(())
+    comp_out = np.expand_dims(ids, dims) if dims else ids
+    return Tracked(tuple(shape), [Part(align(comp_out, ndim), tuple(zero_pos(ndim) for _ in range(k)))])
+
+
+def _global_node(op: Op, reads: list[tuple[int, list[np.ndarray]]], kind: str) -> int:
+    """A node of all-1 grid reading the given units of each source node."""
+    if not reads:
+        return -1
+    edges = []
+    for v, units in reads:
+        node = op.table.nodes[v]
+        maps = tuple(AxisMap(u[None, :].astype(np.int64), u[None, :].astype(float), node.grid[a],
+                             float(node.grid[a])) for a, u in enumerate(units))
+        edges.append(Edge(node, maps, op.via(kind)))
+    key = ("global", op.via(kind), tuple((v, tuple(u.tobytes() for u in units)) for v, units in reads))
+    return op.table.make(key, (1,) * op.k, edges)
+
+
+def _partial_global(op: Op, tr: Tracked, dims: list[int], positional: list[int], shape, kind) -> Tracked:
+    """Reduction over some positional dims: a full window there, identity elsewhere."""
+    op_dims = positional
+    sep = [d for d in range(tr.ndim) if d not in dims and d not in op_dims]
+    mix = [d for d in dims if d not in op_dims]
+    windows = []
+    for d in op_dims:
+        n = tr.shape[d]
+        if d in dims:
+            windows.append(Window.of(np.arange(n)[None, :], float(n)))
+        else:
+            windows.append(Window.of(np.arange(n), 1.0))
+
+    def place(ids):  # ids over the sep dims (ascending), put back in their places
+        return ids.reshape([tr.shape[d] if d in sep and ids.size > 1 else 1 for d in range(tr.ndim)])
+    return spatial(op, tr, op_dims, sep, mix, windows, op_dims, shape, place, op.via(kind))
+
+
+def normalized(op: Op, tr: Tracked, dims: list[int], kind: str) -> Tracked:
+    """Each element with statistics over ``dims``: itself plus everything along ``dims``."""
+    stats = reduce(op, tr, dims, kind)
+    return union_of(op, [tr, broadcast_to(stats, tr.shape)], tr.shape)
+
+
+@rule("native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+      "_native_batch_norm_legit_functional", "batch_norm")
+def batch_norm(op: Op):
+    tr = op.t(op.args[0])
+    training = op.arg(5, "training", False)
+    if op.name.startswith("_native_batch_norm_legit_no_training"):
+        training = False
+    if tr is None:
+        return None
+    shape = tr.shape
+    if not training:
+        return [tr] + [None] * (len(op.out) - 1) if isinstance(op.out, (tuple, list)) else tr
+    dims = [d for d in range(len(shape)) if d != 1]
+    out = normalized(op, tr, dims, "batch statistics in training mode")
+    return [out] + [None] * (len(op.out) - 1)
+
+
+@rule("mean", "sum", "amax", "amin", "max", "min", "prod", "var", "std", "var_mean", "std_mean",
+      "logsumexp", "linalg_vector_norm", "norm", "argmax", "argmin", "any", "all", "nansum", "nanmean",
+      "count_nonzero", "median", "nanmedian", "mode", "aminmax")
+def reduction(op: Op):
+    x = op.args[0]
+    tr = op.t(x)
+    outs = op.out if isinstance(op.out, (tuple, list)) else [op.out]
+    dims = op.arg(1, "dim", None)
+    if op.name.split(".")[0] in ("linalg_vector_norm", "norm"):
+        dims = op.arg(2, "dim", None)
+    if op.name.split(".")[0] in ("max", "min", "median", "nanmedian") and not isinstance(dims, (int, list, tuple)):
+        dims = None
+    if isinstance(dims, int):
+        dims = [dims]
+    if dims is None or len(dims) == 0:
+        dims = list(range(x.ndim))
+    dims = [norm_dim(d, x.ndim) for d in dims]
+    kind = "global pooling" if op.name.split(".")[0] in ("mean", "amax", "max", "sum", "nanmean") else "reduction"
+    red = reduce(op, tr, dims, kind)
+    res = [red.reshaped(o.shape) for o in outs]
+    return res if isinstance(op.out, (tuple, list)) else res[0]
+
+
+@rule("_softmax", "softmax", "_log_softmax", "log_softmax", "_safe_softmax")
+def softmax(op: Op):
+    tr = op.t(op.args[0])
+    dim = norm_dim(op.args[1], tr.ndim)
+    return normalized(op, tr, [dim], "softmax over positions")
+
+
+@rule("native_layer_norm", "layer_norm")
+def layer_norm(op: Op):
+    tr = op.t(op.args[0])
+    n = len(op.args[1])
+    dims = list(range(tr.ndim - n, tr.ndim))
+    out = normalized(op, tr, dims, "norm over spatial dims")
+    if not isinstance(op.out, (tuple, list)):
+        return out
+    stats = reduce(op, tr, dims, "norm over spatial dims")
+    return [out] + [stats.reshaped(o.shape) for o in op.out[1:]]
+
+
+@rule("native_group_norm", "group_norm")
+def group_norm(op: Op):
+    tr = op.t(op.args[0])
+    g = op.args[6] if op.name.startswith("native") else op.args[1]
+    n, c = tr.shape[:2]
+    rest = tr.shape[2:]
+    grouped_shape = (n, g, c // g) + tuple(rest)
+    grouped = tr.reshaped(grouped_shape)
+    dims = list(range(2, len(grouped_shape)))
+    out = normalized(op, grouped, dims, "norm over spatial dims")
+    out = out.reshaped(tr.shape)
+    if not isinstance(op.out, (tuple, list)):
+        return out
+    stats = reduce(op, grouped, dims, "norm over spatial dims")
+    return [out] + [stats.reshaped(o.shape) for o in op.out[1:]]
+
+
+@rule("mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_addmm_activation", "addmv", "mv",
+      "dot", "vdot", "outer")
+def matmul(op: Op):
+    base = op.name.split(".")[0]
+    a, b = (op.args[1], op.args[2]) if base in ("addmm", "baddbmm", "_addmm_activation", "addmv") else (
+        op.args[0], op.args[1])
+    shape = out_shape(op)
+    pieces = []
+    if base in ("addmm", "baddbmm", "_addmm_activation", "addmv"):
+        bias = op.t(op.args[0])
+        if bias is not None:
+            pieces.append(broadcast_to(bias, shape))
+    if base not in ("mm", "addmm", "bmm", "baddbmm", "_addmm_activation"):
+        raise op.fail("this matrix product form reached aten undecomposed")
+    ta, tb = op.t(a), op.t(b)
+    kind = "attention" if "attn" in op.module.lower() or "attention" in op.module.lower() else (
+        "linear over spatial positions")
+    if ta is not None:  # (..., m, k): reduce k, result varies along m
+        red = reduce(op, ta, [ta.ndim - 1], kind)
+        pieces.append(broadcast_to(red, shape))
+    if tb is not None:  # (..., k, n): reduce k, result varies along n
+        red = reduce(op, tb, [tb.ndim - 2], kind)
+        pieces.append(broadcast_to(red, shape))
+    return union_of(op, pieces, shape)
+
+
+@rule("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+      "_scaled_dot_product_efficient_attention", "_scaled_dot_product_attention_math",
+      "scaled_dot_product_attention", "_scaled_dot_product_cudnn_attention",
+      "_scaled_dot_product_fused_attention_overrideable")
+def attention(op: Op):
+    q, k, v = op.args[:3]
+    outs = op.out if isinstance(op.out, (tuple, list)) else [op.out]
+    shape = tuple(outs[0].shape)
+    pieces = []
+    tq = op.t(q)
+    if tq is not None:
+        pieces.append(broadcast_to(reduce(op, tq, [tq.ndim - 1], "attention"), shape))
+    for t in (k, v):
+        tt = op.t(t)
+        if tt is not None:
+            red = reduce(op, tt, [tt.ndim - 2, tt.ndim - 1], "attention")
+            pieces.append(broadcast_to(red, shape))
+    mask = op.kwargs.get("attn_mask", op.args[3] if len(op.args) > 3 else None)
+    tm = op.t(mask)
+    if tm is not None:
+        pieces.append(broadcast_to(reduce(op, tm, [tm.ndim - 1], "attention"), shape))
+    res = union_of(op, pieces, shape)
+    return [res] + [None] * (len(outs) - 1) if isinstance(op.out, (tuple, list)) else res
+
+
+@rule("cumsum", "cumprod", "cummax", "cummin", "logcumsumexp")
+def cumulative(op: Op):
+    tr = op.t(op.args[0])
+    dim = norm_dim(op.args[1], tr.ndim)
+    n = tr.shape[dim]
+    positional = any(a.shape[dim] > 1 for p in tr.parts for a in p.pos)
+    if not positional:
+        raise op.fail("a running reduction over a non-spatial dim")
+    pos = np.broadcast_to(np.arange(n)[None, :], (n, n))
+    win = Window.of(pos, 1.0, pos <= np.arange(n)[:, None])
+    others = [d for d in range(tr.ndim) if d != dim]
+    res = spatial(op, tr, [dim], others, [], [win], [dim], tr.shape,
+                  lambda ids: np.expand_dims(ids, dim))
+    if isinstance(op.out, (tuple, list)):
+        return [res] * len(op.out)
+    return res

@@ -1,0 +1,210 @@
+"""The rule registry: ``Op`` (what a rule sees of one aten call), ``@rule`` and ``lookup``, and the
+helpers every rule family uses to build output layouts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ...errors import InputTooSmallError, UnsupportedOpError
+from ..geometry import Node
+from ..layout import LayoutError, Part, Table, Tracked, align, compact, pad_parts, unique_rows
+
+
+@dataclass
+class Op:
+    name: str
+    args: tuple
+    kwargs: dict
+    out: object
+    module: str
+    flow: "object"  # trace.Flow: .get(tensor) -> Tracked | None, .table, .k
+    before: list = None  # (size, stride, offset) of written tensors before an in-place op
+
+    def t(self, x) -> Tracked | None:
+        return self.flow.get(x) if isinstance(x, torch.Tensor) else None
+
+    @property
+    def table(self) -> Table:
+        return self.flow.table
+
+    @property
+    def k(self) -> int:
+        return self.flow.k
+
+    def arg(self, i: int, name: str, default=None):
+        if len(self.args) > i:
+            return self.args[i]
+        return self.kwargs.get(name, default)
+
+    def via(self, kind: str) -> str:
+        where = f" in {self.module}" if self.module else ""
+        return f"{self.name}{where} ({kind})"
+
+    def fail(self, why: str) -> UnsupportedOpError:
+        return UnsupportedOpError(self.name, self.module, why)
+
+    def too_small(self, why: str) -> InputTooSmallError:
+        return InputTooSmallError.at(self.name, self.module, why)
+
+
+RULES: dict[str, Callable[[Op], object]] = {}
+
+
+def rule(*names: str):
+    def deco(fn):
+        for n in names:
+            RULES[n] = fn
+        return fn
+    return deco
+
+
+def lookup(func) -> Callable[[Op], object] | None:
+    name = func.name().split("::")[-1]
+    return RULES.get(name) or RULES.get(name.split(".")[0])
+
+
+
+# -------------------------------------------------------------------------------------------
+# helpers
+
+
+def int_list(v, n: int) -> list[int]:
+    if isinstance(v, int):
+        return [v] * n
+    v = list(v)
+    return v * n if len(v) == 1 else v
+
+
+def norm_dim(d: int, ndim: int) -> int:
+    return d + ndim if d < 0 else d
+
+
+_IDENT: dict = {}
+
+
+def ident_pos(ndim: int, dim: int, n: int) -> np.ndarray:
+    """Shared identity position arrays, so equal layouts compare by identity."""
+    key = (ndim, dim, n)
+    if key not in _IDENT:
+        shape = [1] * ndim
+        shape[dim] = n
+        _IDENT[key] = np.arange(n, dtype=np.int64).reshape(shape)
+    return _IDENT[key]
+
+
+def zero_pos(ndim: int) -> np.ndarray:
+    return np.zeros((1,) * ndim, np.int64)
+
+
+def broadcast_to(tr: Tracked, shape) -> Tracked:
+    shape = tuple(shape)
+    return Tracked(shape, [Part.of([align(a, len(shape)) for a in p.arrays()]) for p in tr.parts])
+
+
+def _all_one_grid(table: Table, comp: np.ndarray) -> bool:
+    ids = np.unique(comp)
+    return all(i < 0 or all(n == 1 for n in table.nodes[i].grid) for i in ids)
+
+
+def coalesce(table: Table, shape, parts: list[Part]) -> Tracked:
+    """Merge parts that read their nodes at the same units (or at the only unit of an
+    all-1 grid) into union nodes, keeping the layout small."""
+    ndim = len(shape)
+    k = table_k(parts)
+    groups: dict[bytes, Part] = {}
+    consts: list[Part] = []
+    for p in parts:
+        if (p.comp < 0).all():
+            continue
+        if all(a.size == 1 and int(a.flat[0]) == 0 for a in p.pos) and _all_one_grid(table, p.comp):
+            consts.append(p)
+            continue
+        key = _units_key(p, shape)
+        if key in groups:
+            try:
+                groups[key] = _merge(table, groups[key], p, ndim)
+                continue
+            except LayoutError:
+                key = key + bytes(len(groups))
+        groups[key] = p
+    out = list(groups.values())
+    for c in consts:
+        for i, q in enumerate(out):
+            try:
+                out[i] = _merge(table, q, c, ndim)
+                break
+            except LayoutError:
+                continue
+        else:
+            out.append(c)
+    if not out:
+        out = [Part(np.full((1,) * ndim, -1, np.int64), tuple(zero_pos(ndim) for _ in range(k)))]
+    if len(out) > MAX_PARTS:
+        raise LayoutError(f"its output reads more than {MAX_PARTS} differently placed copies of its inputs "
+                          "(as window attention over reshaped windows does)")
+    return Tracked(tuple(shape), out)
+
+
+MAX_PARTS = 64
+
+
+def _units_key(p: Part, shape) -> bytes:
+    """Equal for parts whose unit arrays are equal once broadcast to the tensor's shape."""
+    ndim = len(shape)
+    return b"|".join(str(c.shape).encode() + c.tobytes() for c in
+                     (compact(np.ascontiguousarray(align(a, ndim))) for a in p.pos))
+
+
+def table_k(parts: list[Part]) -> int:
+    return len(parts[0].pos) if parts else 0
+
+
+def _merge(table: Table, a: Part, b: Part, ndim: int) -> Part:
+    """Union of part ``b`` into part ``a`` (``b`` reads at ``a``'s units, or is all-1)."""
+    ca, cb = compact(align(a.comp, ndim)), compact(align(b.comp, ndim))
+    shape = np.broadcast_shapes(ca.shape, cb.shape)
+    pairs = np.stack([np.broadcast_to(ca, shape).reshape(-1), np.broadcast_to(cb, shape).reshape(-1)], 1)
+    rows, inv = unique_rows(pairs)
+    ids = np.array([table.union((int(x), int(y))) for x, y in rows], np.int64)
+    pos = a.pos
+    if (ca < 0).any():
+        # where only b is read, its units apply
+        only_b = np.broadcast_to(ca < 0, shape)
+        pos = tuple(compact(np.where(only_b, np.broadcast_to(align(q, ndim), np.broadcast_shapes(shape, q.shape)),
+                                     np.broadcast_to(align(p, ndim), np.broadcast_shapes(shape, p.shape))))
+                    for p, q in zip(a.pos, b.pos))
+    return Part(ids[inv].reshape(shape), pos)
+
+
+def union_of(op: Op, trs: list[Tracked], shape) -> Tracked:
+    ndim = len(shape)
+    parts = [p for ps in pad_parts(trs, ndim, op.k) for p in ps]
+    return coalesce(op.table, shape, parts)
+
+
+def out_shape(op: Op, i: int = 0) -> tuple[int, ...]:
+    out = op.out[i] if isinstance(op.out, (tuple, list)) else op.out
+    return tuple(out.shape)
+
+
+
+def constant(op: Op, shape) -> Tracked:
+    """A value that depends on no input pixel, of ``shape``."""
+    return constant_like(shape, op.k)
+
+
+def constant_like(shape, k: int) -> Tracked:
+    ndim = len(shape)
+    return Tracked(tuple(shape), [Part(np.full((1,) * ndim, -1, np.int64), tuple(zero_pos(ndim) for _ in range(k)))])
+
+
+def input_layout(table: Table, shape, k: int) -> Tracked:
+    """The model input: every channel of pixel p reads unit p of the input node."""
+    node = table.add(Node.input(tuple(shape[2:])))
+    ndim = len(shape)
+    comp = np.full((1,) * ndim, node, np.int64)
+    return Tracked(tuple(shape), [Part(comp, tuple(ident_pos(ndim, 2 + a, shape[2 + a]) for a in range(k)))])
