@@ -26,6 +26,26 @@ class UnsupportedOpError(RFLensError):
         )
 
 
+class LimitError(RFLensError):
+    """A documented limit of the analytic engine: the model is valid, but holding its fields
+    exactly would take more than the engine allows.  The message names the limit (``why``) and the
+    way out, the brute-force answer ``method='probe'``.  Inside a trace it is re-raised as an
+    ``UnsupportedOpError`` naming the op and the module where the limit was reached."""
+
+    def __init__(self, why: str):
+        self.why = why
+        super().__init__(f"{why}. Use method='probe' (CLI: --method probe) for the brute-force gradient answer.")
+
+
+class GeometryError(LimitError):
+    """A receptive field that is a union of more separable pieces than ``geometry.MAX_TERMS``."""
+
+
+class LayoutError(LimitError):
+    """A tensor layout outside what the analytic engine follows exactly (units of misaligned
+    grids, positions that are not separable across an op's dims, too many placed copies)."""
+
+
 class TraceError(RFLensError):
     """The model could not be run on meta tensors."""
 

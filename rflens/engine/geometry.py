@@ -20,11 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import GeometryError
+
 MAX_TERMS = 64
-
-
-class GeometryError(RuntimeError):
-    """The dependency structure is too complex to hold exactly (see ``MAX_TERMS``)."""
 
 
 @dataclass(frozen=True)
@@ -116,10 +114,7 @@ def simplify(terms: list[Term]) -> list[Term]:
                 out.append(t)
         terms = out
     if len(terms) > MAX_TERMS:
-        raise GeometryError(
-            f"the receptive field is a union of more than {MAX_TERMS} separable pieces; "
-            "use method='probe' for this model"
-        )
+        raise GeometryError(f"the receptive field is a union of more than {MAX_TERMS} separable pieces")
     return terms
 
 

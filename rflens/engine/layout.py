@@ -16,11 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import LayoutError
 from .geometry import AxisMap, Edge, Node, identity_map
-
-
-class LayoutError(RuntimeError):
-    """The tensor layout is outside what the analytic engine can follow exactly."""
 
 
 @dataclass

@@ -18,16 +18,17 @@ import contextlib
 import re
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import fx, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import keystr, tree_flatten_with_path
 
+from ..errors import (InputTooSmallError, LayerNotFoundError, LimitError, RFLensError, TraceError,
+                      UnsupportedOpError, raised_by_rflens)
 from . import ops
-from .layout import LayoutError, Part, Table, Tracked, compact, empty_part
-from ..errors import InputTooSmallError, LayerNotFoundError, RFLensError, TraceError, UnsupportedOpError, raised_by_rflens
+from .layout import Table, Tracked
 from .ops import Op
+from .strides import gather, scatter, spec
 
 
 @dataclass
@@ -62,7 +63,8 @@ class Flow(TorchDispatchMode):
         self.current_node: str | None = None
 
     # -- tensor bookkeeping ----------------------------------------------------------------
-    def get(self, t: torch.Tensor) -> Tracked | None:
+    def tracked(self, t: torch.Tensor) -> Tracked | None:
+        """The layout of ``t``: which input units each element reads (None: no input dependency)."""
         e = self.entries.get(id(t))
         if e is None or e.tensor is not t:
             return None
@@ -77,7 +79,8 @@ class Flow(TorchDispatchMode):
         root = t if root is None else root
         self.entries[id(t)] = _Entry(t, tracked, root, self.writes.get(id(root), 0))
 
-    def _root(self, t: torch.Tensor) -> torch.Tensor:
+    def root(self, t: torch.Tensor) -> torch.Tensor:
+        """The tensor whose storage ``t`` views (itself where it is no view)."""
         e = self.entries.get(id(t))
         if e is not None and e.tensor is t:
             return e.root
@@ -88,7 +91,7 @@ class Flow(TorchDispatchMode):
         if root_entry is None:
             tracked = None
         else:
-            tracked = _gather(root_entry.tracked, e.root, e.tensor, self.k)
+            tracked = gather(root_entry.tracked, e.root, e.tensor, self.k)
         new = _Entry(e.tensor, tracked, e.root, self.writes.get(id(e.root), 0))
         if tracked is None:
             self.entries.pop(id(e.tensor), None)
@@ -98,17 +101,17 @@ class Flow(TorchDispatchMode):
 
     def write(self, target: torch.Tensor, tracked: Tracked | None) -> None:
         """An in-place op wrote ``tracked`` into ``target`` (maybe a view of a larger base)."""
-        root = self._root(target)
+        root = self.root(target)
         if root is target:
             self.writes[id(root)] = self.writes.get(id(root), 0) + 1
             self.put(target, tracked)
             return
-        root_tr = self.get(root)
+        root_tr = self.tracked(root)
         if root_tr is None and tracked is None:
             return
         if root_tr is None:
             root_tr = ops.constant_like(tuple(root.shape), self.k)
-        new_root = _scatter(root_tr, root, target, tracked, self.k)
+        new_root = scatter(root_tr, root, target, tracked, self.k)
         self.writes[id(root)] = self.writes.get(id(root), 0) + 1
         self.put(root, new_root)
         self.put(target, tracked, root)
@@ -143,8 +146,8 @@ class Flow(TorchDispatchMode):
         except (RuntimeError, NotImplementedError, ValueError) as e:
             raise _failure(func, self.module, e) from None
         tensors = _tensors(args, kwargs)
-        traced = [t for t in tensors if self.get(t) is not None]
-        if not traced and not any(self.get(self._root(w)) is not None for w in written):
+        traced = [t for t in tensors if self.tracked(t) is not None]
+        if not traced and not any(self.tracked(self.root(w)) is not None for w in written):
             return out
         module = self.module
         rule = ops.lookup(func)
@@ -154,8 +157,8 @@ class Flow(TorchDispatchMode):
         op = Op(name, tuple(args), dict(kwargs), out, module, self, before)
         try:
             result = rule(op) if traced else None
-        except LayoutError as e:
-            raise UnsupportedOpError(name, module, str(e)) from None
+        except LimitError as e:  # a limit reached inside this op: say which op and where
+            raise UnsupportedOpError(name, module, e.why) from None
         outs = out if isinstance(out, (tuple, list)) else [out]
         results = result if isinstance(result, (tuple, list)) else [result]
         if len(results) == 1 and len(outs) > 1:
@@ -165,11 +168,11 @@ class Flow(TorchDispatchMode):
             if not isinstance(o, torch.Tensor):
                 continue
             if written and any(o is w for w in written):
-                if r is not None and self.get(o) is r:
+                if r is not None and self.tracked(o) is r:
                     continue
                 self.write(o, r)
             elif is_view and tensors:
-                self.put(o, r, self._root(tensors[0]))
+                self.put(o, r, self.root(tensors[0]))
             else:
                 self.put(o, r)
         return out
@@ -191,43 +194,6 @@ def _to_meta(a):
     if isinstance(a, (list, tuple)):
         return type(a)(_to_meta(b) for b in a)
     return a
-
-
-def spec(t: torch.Tensor) -> tuple:
-    """(size, stride, storage offset): where each element of ``t`` lives in its storage."""
-    return tuple(t.shape), tuple(t.stride()), t.storage_offset()
-
-
-def _positions(t) -> np.ndarray:
-    size, stride, offset = spec(t) if isinstance(t, torch.Tensor) else t
-    pos = np.full(tuple(size), offset, np.int64)
-    for d, (n, s) in enumerate(zip(size, stride)):
-        shape = [1] * len(size)
-        shape[d] = n
-        pos = pos + (np.arange(n, dtype=np.int64) * s).reshape(shape)
-    return pos
-
-
-def _flat_index(root, view) -> np.ndarray:
-    """For each element of ``view``, the flat index of the element of ``root`` in the same
-    storage slot (``root``/``view``: tensors or (size, stride, offset) specs)."""
-    rp = _positions(root).reshape(-1)
-    vp = _positions(view)
-    if rp.size == 0:
-        raise LayoutError("a view of an empty tensor")
-    inv = np.full(int(max(rp.max(), vp.max() if vp.size else 0)) + 1, -1, np.int64)
-    inv[rp] = np.arange(rp.size)
-    idx = inv[vp] if vp.size else vp
-    if (idx < 0).any():
-        raise LayoutError("a strided view reads storage its base does not hold")
-    return idx
-
-
-def restride(tracked: Tracked, old, new, k: int) -> Tracked:
-    """The layout of the elements at storage spec ``new``, given ``tracked`` at spec ``old``."""
-    idx = _flat_index(old, new)
-    parts = [Part.of([compact(a[idx]) for a in arrays]) for arrays in _full(tracked, k)]
-    return Tracked(tuple(new[0]), parts)
 
 
 def too_small(message: str) -> bool:
@@ -252,34 +218,6 @@ def _failure(func, module: str, e: Exception) -> Exception:
     return TraceError(f"the model failed while tracing op '{name}' in {where}: {msg.rstrip('.')}. rflens runs the model "
                       "on one (1, C, *spatial) tensor of the input size: check its rank and size (models of "
                       "vectors or sequences, such as Linear-only or LSTM models, have no spatial receptive field).")
-
-
-def _full(tr: Tracked, k: int) -> list[list[np.ndarray]]:
-    return [[np.broadcast_to(a, tr.shape).reshape(-1).copy() for a in p.arrays()] for p in tr.parts]
-
-
-def _gather(root_tr: Tracked, root: torch.Tensor, view: torch.Tensor, k: int) -> Tracked:
-    idx = _flat_index(root, view)
-    parts = [Part.of([compact(a[idx]) for a in arrays]) for arrays in _full(root_tr, k)]
-    return Tracked(tuple(view.shape), parts)
-
-
-def _scatter(root_tr: Tracked, root, view, tracked: Tracked | None, k: int) -> Tracked:
-    idx = _flat_index(root, view).reshape(-1)
-    base = _full(root_tr, k)
-    new = _full(tracked, k) if tracked is not None else []
-    n = max(len(base), len(new))
-    empty = empty_part(root.ndim, k)
-    while len(base) < n:
-        base.append([np.broadcast_to(a, tuple(root.shape)).reshape(-1).copy() for a in empty.arrays()])
-    for i in range(n):
-        for j in range(1 + k):
-            if i < len(new):
-                base[i][j][idx] = new[i][j]
-            elif j == 0:
-                base[i][j][idx] = -1
-    return Tracked(tuple(root.shape), [Part.of([compact(a.reshape(tuple(root.shape))) for a in arrays])
-                                       for arrays in base])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,7 +389,7 @@ class Recorder:
         for n, t in named_tensors(name, value):
             if n in self.records:
                 continue
-            tr = self.flow.get(t)
+            tr = self.flow.tracked(t)
             if tr is None:
                 continue
             self.records[n] = Record(n, tr, tuple(t.shape), op, module)

@@ -19,7 +19,7 @@ log_ log1p sqrt sqrt_ rsqrt rsqrt_ reciprocal reciprocal_ square sign sgn erf er
 floor ceil round trunc frac logical_not bitwise_not threshold threshold_ _to_copy clone alias
 detach detach_ lift_fresh lift_fresh_copy contiguous _conj resolve_conj resolve_neg
 native_dropout dropout feature_dropout alpha_dropout nan_to_num
-isnan isinf isfinite logit rrelu_with_noise fill_ zero_ copy prelu _prelu_kernel
+isnan isinf isfinite logit rrelu_with_noise copy prelu _prelu_kernel
 """.split()
 
 

@@ -7,6 +7,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..strides import restride, spec
 from ..layout import Part, Tracked, concat, expand_dim, pad_parts, slice_dim, take_dim
 from .registry import broadcast_to, coalesce, constant, norm_dim, Op, out_shape, rule
 
@@ -267,7 +268,6 @@ def embedding(op: Op):
 def as_strided(op: Op):
     """Raw restriding, followed through storage slots (meta kernels restride outputs to a
     memory format; a changed stride on a size-1 dim moves nothing)."""
-    from .trace import restride, spec
     x = op.args[0]
     size, stride = tuple(op.args[1]), tuple(op.args[2])
     if op.name.startswith("as_strided_"):
@@ -275,7 +275,7 @@ def as_strided(op: Op):
         offset = op.arg(3, "storage_offset", None)
         new = (size, stride, old[2] if offset is None else offset)
         return restride(op.t(x), old, new, op.k)
-    root = op.flow._root(x)
+    root = op.root(x)
     offset = op.arg(3, "storage_offset", None)
     new = (size, stride, x.storage_offset() if offset is None else offset)
-    return restride(op.flow.get(root), spec(root), new, op.k)
+    return restride(op.t(root), spec(root), new, op.k)

@@ -4,7 +4,7 @@ helpers every rule family uses to build output layouts."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -14,26 +14,47 @@ from ..geometry import Node
 from ..layout import LayoutError, Part, Table, Tracked, align, compact, pad_parts, unique_rows
 
 
+class Context(Protocol):
+    """What a rule may ask of the trace: the layout of a tensor, the tensor whose storage a view
+    shares, the node table and the number of spatial axes (``trace.Flow`` is one)."""
+
+    k: int
+    table: Table
+
+    def tracked(self, t: torch.Tensor) -> Tracked | None: ...
+
+    def root(self, t: torch.Tensor) -> torch.Tensor: ...
+
+
 @dataclass
 class Op:
+    """One aten call as a rule sees it: the op's name, its arguments, its (meta) outputs, the
+    module it ran in, and a narrow ``Context`` for the layouts of tensors."""
+
     name: str
     args: tuple
     kwargs: dict
     out: object
     module: str
-    flow: "object"  # trace.Flow: .get(tensor) -> Tracked | None, .table, .k
+    ctx: Context
     before: list = None  # (size, stride, offset) of written tensors before an in-place op
 
     def t(self, x) -> Tracked | None:
-        return self.flow.get(x) if isinstance(x, torch.Tensor) else None
+        """The layout of argument ``x`` (None: not a tensor, or no input dependency)."""
+        return self.ctx.tracked(x) if isinstance(x, torch.Tensor) else None
+
+    def root(self, x: torch.Tensor) -> torch.Tensor:
+        """The tensor whose storage ``x`` views."""
+        return self.ctx.root(x)
 
     @property
     def table(self) -> Table:
-        return self.flow.table
+        return self.ctx.table
 
     @property
     def k(self) -> int:
-        return self.flow.k
+        """The number of spatial axes of the input."""
+        return self.ctx.k
 
     def arg(self, i: int, name: str, default=None):
         if len(self.args) > i:
@@ -55,8 +76,14 @@ RULES: dict[str, Callable[[Op], object]] = {}
 
 
 def rule(*names: str):
+    """Register the decorated function as the rule of the aten ops ``names`` (overload packets,
+    e.g. ``"add"`` for ``add.Tensor``).  A name has one rule: registering it again is an error,
+    so a rule can never be silently replaced by a later one."""
     def deco(fn):
         for n in names:
+            if n in RULES:
+                raise RuntimeError(f"aten op '{n}' already has the rule '{RULES[n].__name__}' "
+                                   f"({RULES[n].__module__}); '{fn.__name__}' cannot register it again")
             RULES[n] = fn
         return fn
     return deco

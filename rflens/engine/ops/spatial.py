@@ -31,7 +31,7 @@ def spatial(op: Op, tr: Tracked, op_dims: list[int], sep_dims: list[int], mix_di
     try:
         ids, classes = read(tr, op_dims, sep_dims, mix_dims, k)
     except LayoutError as e:
-        raise op.fail(str(e)) from None
+        raise op.fail(e.why) from None
     dim_of_axis = _axis_dims(op, classes, len(op_dims))
     for i in range(len(op_dims)):
         # an axis no source carries (all read at a fixed unit) takes a free dim along which a
