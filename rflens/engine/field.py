@@ -33,14 +33,12 @@ class Unit:
     def plot(self, image=None):
         """This unit's RF on the input (or ``image``: a path or an HxWx3 array), beside its
         layer's grid; a matplotlib Figure."""
-        from ..plot import unit_figure
-        if self.owner is None:
-            raise ValueError("this unit was not made by a Layer, so it has no grid to draw")
-        return unit_figure(self.owner, self, _picture(image, self.owner.analysis.spatial))
+        from ..plot import unit_plot
+        return unit_plot(self, image)
 
     def _repr_png_(self) -> bytes | None:
-        from ..plot import to_png
-        return to_png(self.plot()) if self.owner is not None and self.mask.ndim == 2 else None
+        from ..plot import unit_png
+        return unit_png(self)
 
     @property
     def support_size(self) -> int:
@@ -370,20 +368,6 @@ class Layer:
         }
 
 
-def _picture(image, spatial):
-    """A path, an HxWx3 (or HxW) array in [0, 1] or 0..255, or a Picture, fitted to the input."""
-    from ..methods.images import Picture, fit, load_image
-    if image is None or isinstance(image, Picture):
-        return image
-    size = tuple(spatial[-2:])
-    if isinstance(image, np.ndarray):
-        arr = image.astype(float)
-        arr = arr / 255 if arr.max() > 1 else arr
-        arr = np.repeat(arr[..., None], 3, axis=2) if arr.ndim == 2 else arr[..., :3]
-        return fit(arr, size)
-    return load_image(image, size)
-
-
 def _num(x: float):
     """int where whole, None where a unit reads nothing (e.g. a padding slot)."""
     x = float(x)
@@ -444,13 +428,13 @@ class Analysis:
 
     def plot(self, layers: str = "conv,pool"):
         """RF size and stride against depth (a matplotlib Figure)."""
-        from ..plot import growth_figure
-        return growth_figure({self.model_name or "model": self}, layers)
+        from ..plot import analysis_plot
+        return analysis_plot(self, layers)
 
     def plot_grid(self, unit, layers: str = "conv,pool"):
         """One panel per layer with the same unit's RF (indices clamped to smaller grids)."""
-        from ..plot import grid_figure, select_layers
-        return grid_figure(self, tuple(unit), select_layers(self, layers))
+        from ..plot import analysis_plot_grid
+        return analysis_plot_grid(self, unit, layers)
 
     def _repr_html_(self) -> str:
         import html

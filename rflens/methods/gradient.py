@@ -366,8 +366,8 @@ class EffectiveField:
         return erf_figure(self, scale=scale)
 
     def _repr_png_(self) -> bytes | None:
-        from ..plot import to_png
-        return to_png(self.plot()) if self.heat.ndim == 2 else None
+        from ..plot import erf_png
+        return erf_png(self)
 
 
 def effective_field(model: nn.Module, layer: str, unit="center", inputs=64, *, input_size=None,

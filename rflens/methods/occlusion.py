@@ -167,9 +167,8 @@ class EmpiricalLayer:
 
     def plot(self, channel: int | None = None):
         """The averaged map of one channel (default: the first) with the theoretical RF outlined."""
-        from ..plot import empirical_figure
-        return empirical_figure(self.fields[channel if channel is not None else next(iter(self.fields))],
-                                occluder=self.occluder, discrepancy=self.discrepancy)
+        from ..plot import empirical_layer_plot
+        return empirical_layer_plot(self, channel)
 
 
 def empirical_field(model: nn.Module, layer: str, units=None, images=None, *, scan: Scan | None = None,

@@ -1,0 +1,314 @@
+"""Theoretical receptive fields: one unit on the input beside its layer's grid, one unit across
+layers, RF growth with depth, and a few units' boxes on a photograph; and the figures behind
+``Unit.plot``, ``Analysis.plot`` and ``Analysis.plot_grid``.
+
+>>> import rflens, torch.nn as nn
+>>> a = rflens.analyze(nn.Sequential(nn.Conv2d(1, 1, 3), nn.MaxPool2d(2)), (1, 16, 16))
+>>> select_layers(a)
+['0', '1']
+>>> a["1"].unit().plot()._suptitle.get_text()
+'Sequential · 1 · unit (3, 3) — RF 4, stride 2, not clipped'
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from ..errors import RFLensError
+from ..methods.images import Picture, fit, load_image
+from .common import BOX_RGB, LAYER_COLOURS, MASK_ALPHA, MASK_RGB, UNCLIPPED_RGB, UNIT_RGB, _fmt, _plane, _yx, to_png
+
+if TYPE_CHECKING:
+    from ..engine.field import Analysis, Unit
+
+
+def draw_field(ax, unit, shape: tuple[int, ...], picture: Picture | None = None, rgb=MASK_RGB,
+               boxes: bool = True) -> None:
+    """The unit's exact mask (and boxes) on the input grid or picture, one data unit per pixel."""
+    plane, _ = _plane(unit.mask)
+    h, w = plane.shape
+    extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+    if picture is not None:
+        ax.imshow(picture.pixels, extent=extent, interpolation="nearest")
+    else:
+        ax.imshow(np.ones((h, w, 3)), extent=extent, interpolation="nearest")
+        if max(h, w) <= 64:
+            ax.set_xticks(np.arange(-0.5, w, 1), minor=True)
+            ax.set_yticks(np.arange(-0.5, h, 1), minor=True)
+            ax.grid(which="minor", color="0.85", linewidth=0.4)
+    overlay = np.zeros((h, w, 4))
+    overlay[plane] = (*rgb, MASK_ALPHA)
+    ax.imshow(overlay, extent=extent, interpolation="nearest")
+    if boxes and unit.mask.any():
+        (y0, y1), (x0, x1) = _yx(unit.box, len(shape))
+        # above the axes frame, so a box clipped by the border is seen on it
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=BOX_RGB,
+                               linewidth=1.5, zorder=5, clip_on=False))
+        ax.annotate(f"{y1 - y0}x{x1 - x0}" if len(shape) > 1 else f"{x1 - x0}", (x0 - 0.5, y0 - 0.5),
+                    xytext=(1, 2), textcoords="offset points", fontsize=8, color=BOX_RGB,
+                    annotation_clip=True)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    if boxes and unit.clipped and unit.unclipped_box[0][0] is not None:
+        # widen the view to the classic box: the grey margin is padding, where the box reaches
+        (uy0, uy1), (ux0, ux1) = _yx(unit.unclipped_box, len(shape))
+        ax.add_patch(Rectangle((ux0 - 0.5, uy0 - 0.5), ux1 - ux0, uy1 - uy0, fill=False,
+                               edgecolor=UNCLIPPED_RGB, linewidth=1.2, linestyle="--", zorder=4))
+        ax.set_facecolor("0.85")
+        ax.set_xlim(min(-0.5, ux0 - 0.5), max(w - 0.5, ux1 - 0.5))
+        ax.set_ylim(max(h - 0.5, uy1 - 0.5), min(-0.5, uy0 - 0.5))
+
+
+def unit_figure(layer, unit, picture: Picture | str | Path | np.ndarray | None = None,
+                model_name: str = "") -> Figure:
+    """The RF of one unit on the input (left) and the unit on its layer's grid (right);
+    ``picture`` (a path, an HxWx3 or HxW array, or a ``Picture``) is fitted to the input.
+
+    >>> import rflens, torch.nn as nn
+    >>> layer = rflens.analyze(nn.Sequential(nn.Conv2d(1, 1, 3)), (1, 8, 8))["0"]
+    >>> unit_figure(layer, layer.unit((2, 2)), np.ones((8, 8))).axes[0].get_title().splitlines()[-1]
+    'image: as is'
+    """
+    analysis = layer.analysis
+    picture = _as_picture(picture, analysis.spatial)
+    fig = Figure(figsize=(10, 5.2), dpi=100, layout="constrained")
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1]})
+    draw_field(left, unit, analysis.spatial, picture)
+    _, how = _plane(unit.mask)
+    lines = [f"input {'x'.join(map(str, analysis.spatial))}: box {' x '.join(f'[{a},{b})' for a, b in unit.box)}, "
+             f"support {unit.support_size} px"]
+    if unit.clipped:
+        lines.append(f"dashed: unclipped box {' x '.join(f'[{a},{b})' for a, b in unit.unclipped_box)}; grey: padding")
+    if picture is not None:
+        lines.append(f"image: {picture.transform}")
+    if how:
+        lines.append(how)
+    left.set_title("\n".join(lines), fontsize=8)
+    grid = layer.grid_shape
+    g = np.zeros(grid if len(grid) == 2 else (1, max(1, int(np.prod(grid)))))
+    cell = unit.index if len(grid) == 2 else (0, int(np.ravel_multi_index(unit.index, grid)) if grid else 0)
+    right.imshow(g, cmap="Greys", vmin=0, vmax=1, extent=(-0.5, g.shape[1] - 0.5, g.shape[0] - 0.5, -0.5))
+    right.add_patch(Rectangle((cell[1] - 0.5, cell[0] - 0.5), 1, 1, color=UNIT_RGB))
+    if max(g.shape) <= 64:
+        right.set_xticks(np.arange(-0.5, g.shape[1], 1), minor=True)
+        right.set_yticks(np.arange(-0.5, g.shape[0], 1), minor=True)
+        right.grid(which="minor", color="0.8", linewidth=0.4)
+    right.set_title(f"layer {layer.name}: grid {'x'.join(map(str, grid)) or '1'}, unit "
+                    f"{', '.join(map(str, unit.index)) or '()'}", fontsize=9)
+    clipped = "clipped by the border" if unit.clipped else "not clipped"
+    glob = ", global" if layer.is_global else ""
+    fig.suptitle(f"{model_name or analysis.model_name} · {layer.name} · unit ({', '.join(map(str, unit.index))}) — "
+                 f"RF {_fmt(layer.rf_size)}, stride {_fmt(layer.stride)}, {clipped}{glob}", fontsize=11)
+    return fig
+
+
+def select_layers(analysis, select: str = "conv,pool") -> list[str]:
+    """Layer names by kind ("conv,pool", any comma list of op fragments), "all", or a regex."""
+    names = [n for n in analysis.layers if n not in ("x", "input", "output")]
+    if select == "all":
+        return names
+    kinds = [s.strip().lower() for s in select.split(",")]
+    if all(re.fullmatch(r"[a-z0-9_]+", s) for s in kinds):
+        chosen = [n for n in names if any(s in analysis[n].op.lower() for s in kinds)]
+        if chosen:
+            return chosen
+    try:
+        pattern = re.compile(select)
+    except re.error as e:
+        raise RFLensError(f"--layers {select!r} is neither op kinds (conv,pool), 'all', nor a regex: {e}") from None
+    chosen = [n for n in names if pattern.search(n)]
+    if not chosen:
+        raise RFLensError(f"no layer matches {select!r}")
+    return chosen
+
+
+def grid_figure(analysis, unit, layers: list[str], model_name: str = "", cols: int = 6) -> Figure:
+    """One panel per layer with the same unit's exact mask (the VGG-16 figure)."""
+    rows = -(-len(layers) // cols)
+    fig = Figure(figsize=(2.3 * min(cols, len(layers)), 2.5 * rows), dpi=100, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, min(cols, len(layers)), squeeze=False)).ravel()
+    for ax, name in zip(axes, layers):
+        layer = analysis[name]
+        want = tuple(unit)
+        grid = layer.grid_shape
+        if len(grid) != len(want):
+            ax.set_axis_off()
+            ax.set_title(f"{name}\n(no {len(want)}-D grid)", fontsize=8)
+            continue
+        idx = tuple(min(u, n - 1) for u, n in zip(want, grid))
+        u = layer.unit(idx)
+        draw_field(ax, u, analysis.spatial, boxes=False)
+        note = f"\nclamped to {idx}" if idx != want else ""
+        ax.set_title(f"{name}  RF {_fmt(layer.rf_size)}{note}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[len(layers):]:
+        ax.set_axis_off()
+    fig.suptitle(f"{model_name or analysis.model_name}: unit ({', '.join(map(str, unit))}) across layers",
+                 fontsize=11)
+    return fig
+
+
+def growth_figure(analyses: dict, select: str = "conv,pool") -> Figure:
+    """RF size and effective stride against depth, several models on one chart."""
+    fig = Figure(figsize=(9, 6.5), dpi=100, layout="constrained")
+    size_ax, stride_ax = fig.subplots(2, 1, sharex=True)
+    inputs = set()
+    for (name, analysis), colour in zip(analyses.items(), LAYER_COLOURS * 4):
+        layers = main_path(analysis, select)
+        depth = np.arange(1, len(layers) + 1)
+        size = [max((l.local or l).rf_size) for l in layers]
+        stride = [max(l.stride) for l in layers]
+        size_ax.plot(depth, size, "-o", ms=3, color=colour, label=name)
+        g = [i for i, l in enumerate(layers) if l.is_global]
+        if g:
+            size_ax.plot(depth[g], np.array(size)[g], "x", ms=6, color=colour)
+        stride_ax.plot(depth, stride, "-o", ms=3, color=colour, label=name)
+        inputs.add(max(analysis.spatial))
+    for i, n in enumerate(sorted(inputs)):
+        size_ax.axhline(n, color="0.4", linestyle="--", linewidth=1)
+        size_ax.annotate(f"input {n} px", (0, n), xycoords=("axes fraction", "data"), xytext=(4 + 70 * i, 3),
+                         textcoords="offset points", fontsize=8, color="0.3")
+    size_ax.set_ylabel("RF size (px, largest axis)")
+    size_ax.set_title("receptive field growth along the deepest path; above the input size a layer "
+                      "sees everything (x: global context, local field plotted)", fontsize=9)
+    size_ax.legend(fontsize=8)
+    stride_ax.set_ylabel("effective stride (px)")
+    stride_ax.set_yscale("log", base=2)
+    stride_ax.set_xlabel(f"depth ({select} layers)")
+    return fig
+
+
+def main_path(analysis, select: str = "conv,pool") -> list:
+    """Selected layers in execution order, keeping those that do not shrink the RF: parallel
+    branches with smaller fields (Inception) drop out, leaving growth along the deepest path.
+    Layers with global context and no local field are left out."""
+    kept, best = [], 0
+    for n in select_layers(analysis, select):
+        layer = analysis[n]
+        if len(layer.grid_shape) != analysis.k:
+            continue
+        field = layer.local if layer.is_global else layer
+        if field is None:
+            continue
+        size = max(field.rf_size)
+        if size >= best:
+            kept.append(layer)
+            best = size
+    return kept
+
+
+def overlay_figure(analysis, picture: Picture, layers: list[str], units: str = "center,corners",
+                   model_name: str = "") -> Figure:
+    """Boxes of a few units per layer drawn on a photograph, a colour per layer (AlexNet figure)."""
+    fig = Figure(figsize=(7, 7.4), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    h, w = analysis.spatial[-2:]
+    ax.imshow(picture.pixels, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+    for name, colour in zip(layers, LAYER_COLOURS * 4):
+        layer = analysis[name]
+        for u in _pick_units(layer.grid_shape, units):
+            unit = layer.unit(u)
+            (y0, y1), (x0, x1) = unit.box[-2], unit.box[-1]
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour,
+                                   linewidth=2))
+        ax.plot([], [], color=colour, linewidth=2, label=f"{name}: RF {_fmt(layer.rf_size)}")
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.legend(loc="upper right", fontsize=8, framealpha=0.85)
+    ax.set_title(f"{model_name or analysis.model_name}: receptive fields ({units})\nimage: {picture.transform}",
+                 fontsize=10)
+    return fig
+
+
+def _pick_units(grid: tuple[int, ...], which: str) -> list[tuple[int, ...]]:
+    if len(grid) != 2:
+        raise RFLensError(f"overlay needs layers with a 2-D grid, not {grid}")
+    h, w = grid
+    picks: list[tuple[int, int]] = []
+    for part in which.split(","):
+        part = part.strip()
+        if part in ("center", "centre"):
+            picks.append((h // 2, w // 2))
+        elif part == "corners":
+            picks += [(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1)]
+        elif re.fullmatch(r"\d+:\d+", part):
+            i, j = (int(v) for v in part.split(":"))
+            picks.append((min(i, h - 1), min(j, w - 1)))
+        else:
+            raise RFLensError(f"--units {which!r}: use center, corners or i:j, comma-separated")
+    return list(dict.fromkeys(picks))
+
+
+def _as_picture(image, spatial: tuple[int, ...]) -> Picture | None:
+    """A path, an HxWx3 (or HxW) array in [0, 1] or 0..255, or a Picture, fitted to the input."""
+    if image is None or isinstance(image, Picture):
+        return image
+    size = tuple(spatial[-2:])
+    if isinstance(image, np.ndarray):
+        arr = image.astype(float)
+        arr = arr / 255 if arr.max() > 1 else arr
+        arr = np.repeat(arr[..., None], 3, axis=2) if arr.ndim == 2 else arr[..., :3]
+        return fit(arr, size)
+    return load_image(image, size)
+
+
+# -- what the result objects' plot methods draw ---------------------------------------------------
+
+def unit_plot(unit: Unit, image: Picture | str | Path | np.ndarray | None = None) -> Figure:
+    """``Unit.plot``: the unit's RF on the input (or ``image``) beside its own layer's grid.
+
+    >>> import rflens, torch.nn as nn
+    >>> a = rflens.analyze(nn.Sequential(nn.Conv2d(1, 1, 3)), (1, 8, 8))
+    >>> unit_plot(a["0"].unit((0, 0))).axes[1].get_title()
+    'layer 0: grid 6x6, unit 0, 0'
+    """
+    if unit.owner is None:
+        raise ValueError("this unit was not made by a Layer, so it has no grid to draw")
+    return unit_figure(unit.owner, unit, image)
+
+
+def unit_png(unit: Unit) -> bytes | None:
+    """``Unit._repr_png_``: ``unit_plot`` as PNG bytes, or None (Jupyter then shows the repr) for
+    a unit made by hand or a 1-D or 3-D mask.
+
+    >>> import rflens, torch.nn as nn
+    >>> a = rflens.analyze(nn.Sequential(nn.Conv1d(1, 1, 3)), (1, 8))
+    >>> unit_png(a["0"].unit((0,))) is None
+    True
+    >>> box = ((0, 3), (0, 3))
+    >>> unit_png(rflens.Unit("by hand", (0, 0), np.ones((3, 3), bool), box, box, (1, 1))) is None
+    True
+    """
+    if unit.owner is None or unit.mask.ndim != 2:
+        return None
+    return to_png(unit_plot(unit))
+
+
+def analysis_plot(analysis: Analysis, layers: str = "conv,pool") -> Figure:
+    """``Analysis.plot``: one model's RF size and stride against depth (``growth_figure``).
+
+    >>> import rflens, torch.nn as nn
+    >>> a = rflens.analyze(nn.Sequential(nn.Conv2d(1, 1, 3), nn.Conv2d(1, 1, 3)), (1, 16, 16))
+    >>> [line.get_label() for line in analysis_plot(a).axes[0].get_lines()][:1]
+    ['Sequential']
+    """
+    return growth_figure({analysis.model_name or "model": analysis}, layers)
+
+
+def analysis_plot_grid(analysis: Analysis, unit, layers: str = "conv,pool") -> Figure:
+    """``Analysis.plot_grid``: one panel per selected layer with the same unit's RF (indices
+    clamped to smaller grids; ``grid_figure``).
+
+    >>> import rflens, torch.nn as nn
+    >>> a = rflens.analyze(nn.Sequential(nn.Conv2d(1, 1, 3), nn.MaxPool2d(2)), (1, 16, 16))
+    >>> [ax.get_title() for ax in analysis_plot_grid(a, [9, 9]).axes]
+    ['0  RF 3', '1  RF 4\\nclamped to (6, 6)']
+    """
+    return grid_figure(analysis, tuple(unit), select_layers(analysis, layers))
