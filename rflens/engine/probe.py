@@ -13,6 +13,7 @@ follow.  It is slow: one forward and backward per batch of units.
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import numpy as np
 import torch
@@ -21,19 +22,13 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import LayerNotFoundError, RFLensError, UnitError
+from .families import Gradient, Structure, functions
 from .field import Unit
 from .trace import execute, fx_graph
 
-_IDENTITY = set("""
-relu relu6 hardtanh hardsigmoid hardswish silu gelu sigmoid tanh elu selu celu leaky_relu softplus
-mish clamp clamp_min clamp_max clip abs neg negative sign sgn round floor ceil trunc exp log log1p
-sqrt rsqrt reciprocal dropout dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout
-threshold prelu logsigmoid softsign tanhshrink hardshrink softshrink erf sin cos nan_to_num
-square rrelu
-""".split())
-
-
-def _name(func) -> str:
+def function_name(func) -> str:
+    """The name an op has in the op table (``engine.families``): a torch function's or ``Tensor``
+    method's ``__name__``, an operator's without its dunders (``__iadd__`` is ``add_``)."""
     n = getattr(func, "__name__", "")
     if n.startswith("__") and n.endswith("__"):
         n = n[2:-2]
@@ -77,8 +72,186 @@ def _ntuple(v, n):
     return v * n if len(v) == 1 else v
 
 
+# ops run as their identity: pointwise ops whose derivative may vanish (casts keep no torch
+# function in the table, so they run as they are)
+IDENTITY = functions(Gradient.PASSES, Gradient.ZERO_DERIVATIVE, Gradient.CONSTANT, structure=Structure.POINTWISE)
+# ops whose result the probe cannot make positive: which elements pass is chosen by value
+REFUSED = functions(Gradient.SELECTS)
+
+StandIn = Callable[[Callable, tuple, dict, bool], object]
+STAND_INS: dict[str, StandIn] = {}
+"""A positive structural twin per torch function of the op table's signed and max-routing rows:
+``stand_in(func, args, kwargs, inplace)`` returns the twin's value, or ``NotImplemented`` where
+the op as it is already keeps every dependency (a sum of positives, a positive exponent)."""
+
+
+def stand_in(*names: str):
+    def register(fn: StandIn) -> StandIn:
+        for n in names:
+            if n in STAND_INS:
+                raise RuntimeError(f"the probe has two stand-ins for '{n}'")
+            STAND_INS[n] = fn
+        return fn
+    return register
+
+
+@stand_in("batch_norm")
+def _batch_norm(func, args, kwargs, inplace):
+    x = args[0]
+    if not kwargs.get("training", _arg(args, 5, False)):
+        return x * 1.0  # eval mode: a per-channel affine map
+    return x + x.mean(dim=[0] + list(range(2, x.ndim)), keepdim=True)
+
+
+@stand_in("pow", "pow_")
+def _pow(func, args, kwargs, inplace):
+    if len(args) > 1 and not isinstance(args[1], torch.Tensor) and args[1] <= 0:
+        return args[0] * 1.0
+    return NotImplemented
+
+
+@stand_in("sub", "sub_", "rsub", "subtract", "subtract_")
+def _sub(func, args, kwargs, inplace):
+    a, b = args[0], args[1]
+    b = abs(b) if not isinstance(b, torch.Tensor) else b
+    if inplace:
+        return a.add_(b)
+    return a + b if isinstance(a, torch.Tensor) else b + a
+
+
+@stand_in("div", "div_", "truediv", "true_divide", "divide")
+def _div(func, args, kwargs, inplace):
+    a, b = args[0], args[1]
+    if isinstance(b, torch.Tensor):
+        return a.mul_(b) if inplace else a * b
+    return a.div_(abs(b)) if inplace else a / abs(b)
+
+
+@stand_in("rtruediv")
+def _rtruediv(func, args, kwargs, inplace):
+    return args[0] * abs(args[1])
+
+
+@stand_in("mul", "mul_", "multiply", "multiply_")
+def _mul(func, args, kwargs, inplace):
+    a, b = args[0], args[1]
+    if not isinstance(b, torch.Tensor):
+        return a.mul_(abs(b)) if inplace else a * abs(b)
+    if isinstance(a, torch.Tensor) and (a.requires_grad or b.requires_grad or a.is_floating_point()):
+        # a sum has the same dependencies as a product without squaring magnitudes
+        # (gates multiplied block after block would overflow float64)
+        return a.add_(b) if inplace else a + b
+    return NotImplemented
+
+
+@stand_in("maximum", "minimum", "fmax", "fmin")
+def _maximum(func, args, kwargs, inplace):
+    return args[0] + args[1]
+
+
+@stand_in("where")
+def _where(func, args, kwargs, inplace):
+    if len(args) != 3:
+        return NotImplemented
+    parts = [a for a in args[1:] if isinstance(a, torch.Tensor)]
+    out = parts[0] * 1.0
+    for p in parts[1:]:
+        out = out + p
+    return out  # the condition is boolean: it carries no gradient either way
+
+
+@stand_in("masked_fill", "masked_fill_")
+def _masked_fill(func, args, kwargs, inplace):
+    return args[0] if inplace else args[0] * 1.0
+
+
+@stand_in("amax", "amin", "max", "min")
+def _max(func, args, kwargs, inplace):
+    if isinstance(_arg(args, 1, None), torch.Tensor):
+        return NotImplemented  # torch.max(a, b) is maximum, which has its own stand-in in aten
+    x, dim = args[0], kwargs.get("dim", _arg(args, 1, None))
+    if dim is None or (isinstance(dim, (list, tuple)) and not dim):
+        return x.sum()
+    s = x.sum(dim=dim, keepdim=kwargs.get("keepdim", _arg(args, 2, False)))
+    if function_name(func) in ("max", "min"):
+        return torch.return_types.max((s, torch.zeros_like(s, dtype=torch.long)))
+    return s
+
+
+@stand_in("var", "std")
+def _var(func, args, kwargs, inplace):
+    x = args[0]
+    dim = kwargs.get("dim", _arg(args, 1, None))
+    return (x * x).mean(dim=_dims(x, dim), keepdim=kwargs.get("keepdim", False))
+
+
+@stand_in("softmax", "_softmax", "log_softmax", "softmin")
+def _softmax(func, args, kwargs, inplace):
+    x = args[0]
+    return x + x.mean(dim=kwargs.get("dim", _arg(args, 1, -1)), keepdim=True)
+
+
+@stand_in("layer_norm", "rms_norm")
+def _layer_norm(func, args, kwargs, inplace):
+    x, shape = args[0], kwargs.get("normalized_shape", _arg(args, 1, None))
+    return x + x.mean(dim=list(range(x.ndim - len(shape), x.ndim)), keepdim=True)
+
+
+@stand_in("group_norm")
+def _group_norm(func, args, kwargs, inplace):
+    x, g = args[0], kwargs.get("num_groups", _arg(args, 1, None))
+    xg = x.reshape(x.shape[0], g, -1)
+    return (xg + xg.mean(dim=2, keepdim=True)).reshape(x.shape)
+
+
+@stand_in("instance_norm")
+def _instance_norm(func, args, kwargs, inplace):
+    x = args[0]
+    return x + x.mean(dim=list(range(2, x.ndim)), keepdim=True)
+
+
+@stand_in("max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
+          "max_pool3d_with_indices")
+def _max_pool(func, args, kwargs, inplace):
+    x = args[0]
+    real = func(*args, **kwargs)
+    out = real[0] if isinstance(real, tuple) else real
+    nd = x.ndim - 2 if x.ndim > 2 else 1
+    names = ["kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"]
+    vals = {n: kwargs.get(n, _arg(args, i + 1, None)) for i, n in enumerate(names)}
+    k = _ntuple(vals["kernel_size"], nd)
+    s = _ntuple(vals["stride"], nd) or k
+    p = _ntuple(vals["padding"], nd) or [0] * nd
+    d = _ntuple(vals["dilation"], nd) or [1] * nd
+    unbatched = x.ndim == nd + 1
+    xin = x.unsqueeze(0) if unbatched else x
+    y = _window_sum(xin, k, s, p, d, list(out.shape[-nd:]))
+    y = y[0] if unbatched else y
+    return (y, real[1]) if isinstance(real, tuple) else y
+
+
+@stand_in("adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "adaptive_max_pool1d_with_indices",
+          "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices")
+def _adaptive_max_pool(func, args, kwargs, inplace):
+    name = function_name(func)
+    nd = int(name.split("pool")[1][0])
+    pool = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)[nd - 1]
+    out = pool(args[0], kwargs.get("output_size", _arg(args, 1, None)))
+    ret = kwargs.get("return_indices", _arg(args, 2, False))
+    return (out, torch.zeros_like(out, dtype=torch.long)) if ret or "indices" in name else out
+
+
+@stand_in("scaled_dot_product_attention")
+def _attention(func, args, kwargs, inplace):
+    q, k, v = args[:3]
+    s = q @ k.transpose(-2, -1)
+    s = s + s.mean(dim=-1, keepdim=True)
+    return s @ v
+
+
 class PositiveSurrogate(TorchFunctionMode):
-    """Replaces ops whose gradient can vanish or cancel by positive structural twins."""
+    """Runs every op of the op table whose gradient could vanish or cancel as a positive
+    structural twin: pointwise ops as the identity, the others by their ``STAND_INS`` entry."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -86,116 +259,18 @@ class PositiveSurrogate(TorchFunctionMode):
             # integer arithmetic (shapes an ONNX graph computes, indices) carries no gradient:
             # a twin would change its values
             return func(*args, **kwargs)
-        name = _name(func)
-        base = name.rstrip("_")
+        name = function_name(func)
         inplace = name.endswith("_") and not name.startswith("_")
-        if base in _IDENTITY or (base == "batch_norm" and not kwargs.get("training", _arg(args, 5, False))):
+        if name in IDENTITY:
             x = args[0]
             return x if inplace else x * 1.0
-        if base in ("pow",) and len(args) > 1 and not isinstance(args[1], torch.Tensor) and args[1] <= 0:
-            return args[0] * 1.0
-        if base in ("sub", "rsub", "subtract"):
-            a, b = args[0], args[1]
-            b = abs(b) if not isinstance(b, torch.Tensor) else b
-            if inplace:
-                return a.add_(b)
-            return a + b if isinstance(a, torch.Tensor) else b + a
-        if base in ("truediv", "div", "true_divide", "divide"):
-            a, b = args[0], args[1]
-            if isinstance(b, torch.Tensor):
-                return a.mul_(b) if inplace else a * b
-            return a.div_(abs(b)) if inplace else a / abs(b)
-        if base == "rtruediv":
-            return args[0] * abs(args[1])
-        if base in ("mul", "multiply") and not isinstance(args[1], torch.Tensor):
-            return args[0].mul_(abs(args[1])) if inplace else args[0] * abs(args[1])
-        if base in ("mul", "multiply") and isinstance(args[0], torch.Tensor) and isinstance(args[1], torch.Tensor):
-            # a sum has the same dependencies as a product without squaring magnitudes
-            # (gates multiplied block after block would overflow float64)
-            a, b = args[0], args[1]
-            if a.requires_grad or b.requires_grad or a.is_floating_point():
-                return a.add_(b) if inplace else a + b
-        if base in ("maximum", "minimum", "fmax", "fmin"):
-            return args[0] + args[1]
-        if base in ("where",) and len(args) == 3:
-            parts = [a for a in args[1:] if isinstance(a, torch.Tensor)]
-            out = parts[0] * 1.0
-            for p in parts[1:]:
-                out = out + p
-            return out  # the condition is boolean: it carries no gradient either way
-        if base in ("masked_fill",):
-            return args[0] if inplace else args[0] * 1.0
-        if base in ("amax", "amin", "max", "min") and not isinstance(_arg(args, 1, None), torch.Tensor):
-            x, dim = args[0], kwargs.get("dim", _arg(args, 1, None))
-            if dim is None or (isinstance(dim, (list, tuple)) and not dim):
-                return x.sum()
-            keep = kwargs.get("keepdim", _arg(args, 2, False))
-            s = x.sum(dim=dim, keepdim=keep)
-            if base in ("max", "min"):
-                return torch.return_types.max((s, torch.zeros_like(s, dtype=torch.long)))
-            return s
-        if base in ("var", "std"):
-            x = args[0]
-            dim = kwargs.get("dim", _arg(args, 1, None))
-            keep = kwargs.get("keepdim", False)
-            return (x * x).mean(dim=_dims(x, dim), keepdim=keep)
-        if base in ("softmax", "log_softmax", "_softmax"):
-            x = args[0]
-            dim = kwargs.get("dim", _arg(args, 1, -1))
-            return x + x.mean(dim=dim, keepdim=True)
-        if base == "layer_norm":
-            x, shape = args[0], kwargs.get("normalized_shape", _arg(args, 1, None))
-            return x + x.mean(dim=list(range(x.ndim - len(shape), x.ndim)), keepdim=True)
-        if base == "rms_norm":
-            x, shape = args[0], kwargs.get("normalized_shape", _arg(args, 1, None))
-            return x + x.mean(dim=list(range(x.ndim - len(shape), x.ndim)), keepdim=True)
-        if base == "group_norm":
-            x, g = args[0], kwargs.get("num_groups", _arg(args, 1, None))
-            n, c = x.shape[:2]
-            xg = x.reshape(n, g, -1)
-            return (xg + xg.mean(dim=2, keepdim=True)).reshape(x.shape)
-        if base == "instance_norm":
-            x = args[0]
-            return x + x.mean(dim=list(range(2, x.ndim)), keepdim=True)
-        if base == "batch_norm":
-            x = args[0]
-            return x + x.mean(dim=[0] + list(range(2, x.ndim)), keepdim=True)
-        if base in ("max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices",
-                    "max_pool2d_with_indices", "max_pool3d_with_indices"):
-            return self._max_pool(func, args, kwargs)
-        if base in ("adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
-                    "adaptive_max_pool1d_with_indices", "adaptive_max_pool2d_with_indices",
-                    "adaptive_max_pool3d_with_indices"):
-            nd = int(base.split("pool")[1][0])
-            pool = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)[nd - 1]
-            out = pool(args[0], kwargs.get("output_size", _arg(args, 1, None)))
-            ret = kwargs.get("return_indices", _arg(args, 2, False))
-            return (out, torch.zeros_like(out, dtype=torch.long)) if ret or "indices" in base else out
-        if base == "scaled_dot_product_attention":
-            q, k, v = args[:3]
-            s = q @ k.transpose(-2, -1)
-            s = s + s.mean(dim=-1, keepdim=True)
-            return s @ v
-        if base in ("topk", "sort", "argsort", "kthvalue", "nonzero", "unique", "item"):
+        if name in STAND_INS:
+            out = STAND_INS[name](func, args, kwargs, inplace)
+            if out is not NotImplemented:
+                return out
+        if name in REFUSED:
             raise RFLensError(f"the probe cannot follow '{name}' (it selects by value)")
         return func(*args, **kwargs)
-
-    def _max_pool(self, func, args, kwargs):
-        x = args[0]
-        real = func(*args, **kwargs)
-        out = real[0] if isinstance(real, tuple) else real
-        nd = x.ndim - 2 if x.ndim > 2 else 1
-        names = ["kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"]
-        vals = {n: kwargs.get(n, _arg(args, i + 1, None)) for i, n in enumerate(names)}
-        k = _ntuple(vals["kernel_size"], nd)
-        s = _ntuple(vals["stride"], nd) or k
-        p = _ntuple(vals["padding"], nd) or [0] * nd
-        d = _ntuple(vals["dilation"], nd) or [1] * nd
-        unbatched = x.ndim == nd + 1
-        xin = x.unsqueeze(0) if unbatched else x
-        y = _window_sum(xin, k, s, p, d, list(out.shape[-nd:]))
-        y = y[0] if unbatched else y
-        return (y, real[1]) if isinstance(real, tuple) else y
 
 
 def _any_float(args, kwargs) -> bool:

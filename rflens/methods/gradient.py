@@ -25,19 +25,16 @@ from . import spread
 from ..engine.analyze import analyze
 from ..errors import RFLensError, UnitError
 from ..engine.field import Layer, Unit
-from ..engine.probe import PositiveSurrogate, _name
+from ..engine.families import Gradient, functions
+from ..engine.probe import PositiveSurrogate, function_name
 from .running import (Checkpoint, Source, fingerprint, input_size_or_default, model_dtype, normalization,
                       pick_device, prepared)
 from ..engine.trace import capture, fx_graph
 
-# activations whose derivative is exactly zero somewhere (dead units, the kink at 0)
-ACTIVATIONS = frozenset("""relu relu6 hardtanh hardsigmoid hardswish clamp clamp_min clamp_max clip
-threshold""".split())
-# ops that route the gradient to one element of many
-MAXIMA = frozenset("""max_pool1d max_pool2d max_pool3d max_pool1d_with_indices max_pool2d_with_indices
-max_pool3d_with_indices adaptive_max_pool1d adaptive_max_pool2d adaptive_max_pool3d
-adaptive_max_pool1d_with_indices adaptive_max_pool2d_with_indices adaptive_max_pool3d_with_indices
-max min amax amin maximum minimum fmax fmin""".split())
+# the op table's rows whose derivative can hide a dependency: activations that are exactly flat
+# somewhere (dead units, the kink at 0), and ops that route the gradient to one element of many
+ACTIVATIONS = functions(Gradient.ZERO_DERIVATIVE)
+MAXIMA = functions(Gradient.MAX_ROUTING)
 
 MODES = ("luo", "replknet")
 
@@ -57,11 +54,11 @@ class StraightThrough(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        base = _name(func).rstrip("_")
-        if base not in self.names or not args or not isinstance(args[0], torch.Tensor):
+        name = function_name(func)
+        if name not in self.names or not args or not isinstance(args[0], torch.Tensor):
             return func(*args, **kwargs)
         x = args[0]
-        if base in ACTIVATIONS:
+        if name in ACTIVATIONS:
             with torch.no_grad():
                 self.at_zero += int((x == 0).sum())
                 self.below_zero += int((x < 0).sum())

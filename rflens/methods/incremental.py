@@ -14,15 +14,16 @@ Two facts make the boxes small:
 
 Boxes of one batch share one size (the largest; boxes near a border are moved inward), so each
 node is one batched call of the model's own module on a small tensor: exact, not an
-approximation, up to float rounding of the different conv tiling.  A node outside the supported
-set (anything that is not pointwise, a conv or pool with zero padding, an add/mul or a channel
-cat) makes ``plan`` return the reason, and the caller falls back to whole-image forwards.
+approximation, up to float rounding of the different conv tiling.  What each node is comes from
+its row of the op table (``engine.families``): pointwise and per-position ops, elementwise ops,
+2-D convolutions and max/avg pools with zero padding (as modules), and concatenations along
+channels are recomputed; any other node makes ``plan`` return the reason, and the caller falls
+back to whole-image forwards.
 """
 
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,22 +32,12 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import RFLensError
+from ..engine.families import BY_FUNCTION, Structure, module_entry
+from ..engine.probe import function_name
 from ..engine.trace import evaluating, fx_graph
 
-POINTWISE_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Identity,
-    nn.Dropout, nn.Dropout2d, nn.BatchNorm2d, nn.LocalResponseNorm,
-)
-POINTWISE_FUNCTIONS = {F.relu, torch.relu, F.relu6, torch.sigmoid, F.sigmoid, torch.tanh, F.silu, F.gelu,
-                       F.hardswish, F.leaky_relu, F.elu}
-POINTWISE_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous", "clone"}
-BINARY = {operator.add, operator.mul, operator.sub, operator.truediv, torch.add, torch.mul, torch.sub}
-CAT = {torch.cat, torch.concat}
-
-
 @dataclass(frozen=True)
-class Window:
+class WindowedOp:
     """A windowed op's geometry along H and W, with the value its implicit padding holds."""
 
     kernel: tuple[int, int]
@@ -63,7 +54,7 @@ def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _window(module: nn.Module) -> Window | str:
+def _window(module: nn.Module) -> WindowedOp | str:
     """The geometry of a supported windowed module, or why it is not supported."""
     if isinstance(module, nn.Conv2d):
         if module.padding_mode != "zeros":
@@ -78,19 +69,19 @@ def _window(module: nn.Module) -> Window | str:
                 pad = (reach[0] // 2, reach[1] // 2)
         else:
             pad = _pair(module.padding)
-        return Window(_pair(module.kernel_size), _pair(module.stride), pad, _pair(module.dilation), 0.0)
+        return WindowedOp(_pair(module.kernel_size), _pair(module.stride), pad, _pair(module.dilation), 0.0)
     if isinstance(module, nn.MaxPool2d):
         if module.return_indices:
             return "return_indices=True"
         stride = module.stride if module.stride is not None else module.kernel_size
-        return Window(_pair(module.kernel_size), _pair(stride), _pair(module.padding), _pair(module.dilation),
+        return WindowedOp(_pair(module.kernel_size), _pair(stride), _pair(module.padding), _pair(module.dilation),
                       -math.inf)
     if isinstance(module, nn.AvgPool2d):
         if module.ceil_mode or module.divisor_override is not None or (
                 not module.count_include_pad and module.padding not in (0, (0, 0))):
             return "ceil_mode, divisor_override or count_include_pad=False with padding"
         stride = module.stride if module.stride is not None else module.kernel_size
-        return Window(_pair(module.kernel_size), _pair(stride), _pair(module.padding), (1, 1), 0.0)
+        return WindowedOp(_pair(module.kernel_size), _pair(stride), _pair(module.padding), (1, 1), 0.0)
     return f"{type(module).__name__} is not a windowed op this engine knows"
 
 
@@ -155,13 +146,13 @@ class Incremental:
         if len(inputs) != 1:
             return "the layer depends on several inputs"
         varying = {inputs[0]}
-        kinds: dict[fx.Node, str | Window] = {}
+        kinds: dict[fx.Node, str | WindowedOp] = {}
         for n in order:
             if n.op == "placeholder" or not any(a in varying for a in n.all_input_nodes):
                 continue
             varying.add(n)
             kind = _kind(gm, n)
-            if not isinstance(kind, Window) and kind not in ("pointwise", "binary", "cat"):
+            if not isinstance(kind, WindowedOp) and kind not in ("pointwise", "binary", "cat"):
                 where = n.target if n.op == "call_module" else n.name
                 return f"'{where}' ({_describe(gm, n)}): {kind}"
             kinds[n] = kind
@@ -234,12 +225,12 @@ class Incremental:
             if n not in need or n not in self.kinds:
                 continue
             kind, box = self.kinds[n], need[n]
-            if isinstance(kind, Window):
+            if isinstance(kind, WindowedOp):
                 src = n.all_input_nodes[0]
                 size = self.clean[src].shape[2:]
                 box = tuple((max(0, lo * s - p), min(size[a], (hi - 1) * s - p + kind.reach(a)))
                             for a, ((lo, hi), s, p) in enumerate(zip(box, kind.stride, kind.padding)))
-            for a in ([n.all_input_nodes[0]] if isinstance(kind, Window) else n.all_input_nodes):
+            for a in ([n.all_input_nodes[0]] if isinstance(kind, WindowedOp) else n.all_input_nodes):
                 if a in self.kinds or a.op == "placeholder":
                     old = need.get(a)
                     need[a] = box if old is None else tuple(
@@ -287,7 +278,7 @@ class Incremental:
         if not changed:
             return None
         need = self.needed[n]
-        if isinstance(kind, Window):
+        if isinstance(kind, WindowedOp):
             src = n.all_input_nodes[0]
             r = regions[src]
             size_in, size_out = self.clean[src].shape[2:], self.clean[n].shape[2:]
@@ -310,8 +301,16 @@ class Incremental:
         lo = np.min([r.origin for r in rs], axis=0)
         hi = np.max([r.origin + np.array(r.size) for r in rs], axis=0)
         origin, size = self._fit(lo, hi, need)
-        env = {a: self._materialise(a, regions.get(a), origin, size) for a in ins}
+        # every input on this node's grid is cut to the box, changed or not (a mask, a positional
+        # embedding); broadcast ones (per-channel scales, scalars) are read whole
+        grid = self.clean[n].shape[2:]
+        env = {a: self._materialise(a, regions.get(a), origin, size) for a in n.all_input_nodes
+               if a in regions or _on_grid(self.clean.get(a), grid)}
         return _Region(origin, size, self._run(n, {**self.clean, **env}))
+
+
+def _on_grid(value, grid) -> bool:
+    return isinstance(value, torch.Tensor) and value.ndim == 4 and value.shape[0] == 1 and value.shape[2:] == grid
 
 
 def _unrolled(gm: fx.GraphModule, target: fx.Node) -> tuple[list[fx.Node], fx.Node]:
@@ -344,22 +343,30 @@ def _describe(gm: fx.GraphModule, n: fx.Node) -> str:
     return getattr(n.target, "__name__", str(n.target))
 
 
-def _kind(gm: fx.GraphModule, n: fx.Node) -> str | Window:
-    """How node ``n``, which depends on the input, is recomputed (or why it cannot be)."""
+def _kind(gm: fx.GraphModule, n: fx.Node) -> str | WindowedOp:
+    """How node ``n``, which depends on the input, is recomputed (or why it cannot be), from its
+    row of the op table: pointwise and per-position ops on the changed box, elementwise ops on the
+    union of their inputs' boxes, windowed modules by their geometry, channel concatenations."""
     if n.op == "call_module":
         m = gm.get_submodule(n.target)
-        if isinstance(m, POINTWISE_MODULES):
-            return "pointwise"
-        return _window(m)
-    if n.op == "call_function":
-        if n.target in POINTWISE_FUNCTIONS:
-            return "pointwise"
-        if n.target in BINARY:
-            return "binary"
-        if n.target in CAT:
-            dim = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else 0)
-            return "cat" if dim in (1, -3) else f"concatenation along dim {dim}"
-        return "not a pointwise, windowed, add/mul or channel-cat op"
-    if n.op == "call_method" and n.target in POINTWISE_METHODS:
+        row = module_entry(type(m))
+        if row is None or row.structure is Structure.WINDOWED:
+            return _window(m)  # its geometry, or why it has none this engine knows
+        what = f"{type(m).__name__}"
+    elif n.op in ("call_function", "call_method"):
+        what = function_name(n.target) if n.op == "call_function" else n.target
+        row = BY_FUNCTION.get(what)
+        if row is not None and row.structure is Structure.WINDOWED:
+            return f"the functional {what}: incremental inference recomputes windowed modules (nn.Conv2d, ...)"
+    else:
+        row, what = None, n.op
+    if row is None:
+        return "not a pointwise, windowed, elementwise or channel-cat op"
+    if row.structure in (Structure.POINTWISE, Structure.PER_POSITION):
         return "pointwise"
-    return "not a pointwise, windowed, add/mul or channel-cat op"
+    if row.structure is Structure.ELEMENTWISE:
+        return "binary"
+    if row.rule == "cat" and n.op == "call_function":
+        dim = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else 0)
+        return "cat" if dim in (1, -3) else f"concatenation along dim {dim}"
+    return f"{what} is {row.structure.label} ({row.structure.meaning})"

@@ -1,7 +1,8 @@
 """The registry of op rules: how each aten op moves receptive fields.
 
 A rule receives an ``Op`` (the call, its meta outputs, the module it ran in) and returns the
-``Tracked`` layout of each output.  Rules are grouped by what the op does:
+``Tracked`` layout of each output.  Which aten ops each rule follows is said once, in the op table
+(``engine.families``).  Rules are grouped by what the op does:
 
 * passthrough: elementwise with one traced input (activations, eval-mode batch norm, casts);
 * elementwise: several traced inputs read at the same element (add, mul, where, ...);
@@ -15,9 +16,12 @@ An op with traced inputs and no rule raises ``UnsupportedOpError``: the engine n
 
 from __future__ import annotations
 
+from ..families import TABLE
 # importing the rule modules registers their rules
-from . import elementwise, movement, reductions, refusals, spatial  # noqa: F401  (registers the rules)
-from .registry import RULES, Op, constant_like, input_layout, lookup, rule
+from . import elementwise, movement, reductions, refusals, spatial  # noqa: F401
+from .registry import IMPLEMENTATIONS, RULES, Op, build_rules, constant_like, input_layout, lookup, rule
 from .shapes import fast_meta
+
+RULES.update(build_rules(TABLE, IMPLEMENTATIONS))
 
 __all__ = ["RULES", "Op", "rule", "lookup", "constant_like", "input_layout", "fast_meta"]

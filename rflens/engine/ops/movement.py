@@ -16,8 +16,7 @@ from .registry import broadcast_to, coalesce, constant, norm_dim, Op, out_shape,
 # data movement: same numpy op on the layout arrays
 
 
-@rule("view", "_unsafe_view", "reshape", "_reshape_alias", "view_copy", "flatten",
-      "unflatten", "_reshape_copy")
+@rule
 def view(op: Op):
     tr = op.t(op.args[0])
     shape = out_shape(op)
@@ -26,14 +25,14 @@ def view(op: Op):
     return tr.reshaped(shape)
 
 
-@rule("permute", "permute_copy")
+@rule
 def permute(op: Op):
     tr = op.t(op.args[0])
     dims = [norm_dim(d, tr.ndim) for d in op.args[1]]
     return tr.map(lambda a: a.transpose(dims), out_shape(op))
 
 
-@rule("transpose", "transpose_", "transpose_copy", "swapaxes", "t", "t_", "numpy_T", "mT", "movedim")
+@rule
 def transpose(op: Op):
     tr = op.t(op.args[0])
     if tr.ndim < 2:
@@ -43,19 +42,19 @@ def transpose(op: Op):
     return tr.map(lambda a: np.swapaxes(a, d0, d1), out_shape(op))
 
 
-@rule("expand", "expand_copy", "expand_as", "broadcast_to")
+@rule
 def expand(op: Op):
     return broadcast_to(op.t(op.args[0]), out_shape(op))
 
 
-@rule("unsqueeze", "unsqueeze_", "unsqueeze_copy", "squeeze", "squeeze_", "squeeze_copy")
+@rule
 def squeeze(op: Op):
     tr = op.t(op.args[0])
     shape = out_shape(op)
     return tr.reshaped(shape)
 
 
-@rule("slice", "slice_copy")
+@rule("slice")
 def slice_(op: Op):
     tr = op.t(op.args[0])
     dim = norm_dim(op.arg(1, "dim", 0), tr.ndim)
@@ -64,7 +63,7 @@ def slice_(op: Op):
     return tr.map(lambda a: slice_dim(a, dim, n, start, end, step), out_shape(op))
 
 
-@rule("select", "select_copy")
+@rule
 def select(op: Op):
     tr = op.t(op.args[0])
     dim = norm_dim(op.args[1], tr.ndim)
@@ -75,7 +74,7 @@ def select(op: Op):
     return tr.map(fn, out_shape(op))
 
 
-@rule("narrow", "narrow_copy")
+@rule
 def narrow(op: Op):
     tr = op.t(op.args[0])
     dim = norm_dim(op.args[1], tr.ndim)
@@ -83,8 +82,7 @@ def narrow(op: Op):
     return tr.map(lambda a: slice_dim(a, dim, tr.shape[dim], start, start + op.args[3], 1), out_shape(op))
 
 
-@rule("split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes", "split_copy",
-      "split_with_sizes_copy", "chunk", "unsafe_chunk", "tensor_split", "unbind", "unbind_copy")
+@rule
 def split(op: Op):
     tr = op.t(op.args[0])
     outs = op.out
@@ -101,7 +99,7 @@ def split(op: Op):
     return res
 
 
-@rule("cat", "concat", "concatenate", "stack", "hstack", "vstack")
+@rule
 def cat(op: Op):
     tensors = [t for t in op.args[0] if t.numel() > 0 or t.ndim > 1]
     shape = out_shape(op)
@@ -123,7 +121,7 @@ def cat(op: Op):
     return coalesce(op.table, shape, parts)
 
 
-@rule("constant_pad_nd", "pad")
+@rule
 def constant_pad(op: Op):
     tr = op.t(op.args[0])
     pads = list(op.args[1])
@@ -171,7 +169,7 @@ def _index_pad(op: Op, index_of: Callable[[int, int, int, int], np.ndarray]):
     return Tracked(shape, res.parts)
 
 
-@rule("reflection_pad1d", "reflection_pad2d", "reflection_pad3d")
+@rule
 def reflection_pad(op: Op):
     def index(n, left, right, dim):
         j = np.arange(-left, n + right)
@@ -181,17 +179,17 @@ def reflection_pad(op: Op):
     return _index_pad(op, index)
 
 
-@rule("replication_pad1d", "replication_pad2d", "replication_pad3d")
+@rule
 def replication_pad(op: Op):
     return _index_pad(op, lambda n, left, right, dim: np.clip(np.arange(-left, n + right), 0, n - 1))
 
 
-@rule("_pad_circular", "circular_pad1d", "circular_pad2d", "circular_pad3d")
+@rule
 def circular_pad(op: Op):
     return _index_pad(op, lambda n, left, right, dim: np.arange(-left, n + right) % n)
 
 
-@rule("flip")
+@rule
 def flip(op: Op):
     tr = op.t(op.args[0])
     dims = [norm_dim(d, tr.ndim) for d in op.args[1]]
@@ -201,7 +199,7 @@ def flip(op: Op):
     return tr.map(fn, tr.shape)
 
 
-@rule("roll")
+@rule
 def roll(op: Op):
     tr = op.t(op.args[0])
     shifts, dims = list(op.args[1]), list(op.arg(2, "dims", []))
@@ -217,7 +215,7 @@ def roll(op: Op):
     return tr.map(fn, tr.shape)
 
 
-@rule("repeat")
+@rule
 def repeat(op: Op):
     tr = op.t(op.args[0])
     reps = list(op.args[1])
@@ -228,7 +226,7 @@ def repeat(op: Op):
     return tr.map(lambda a: np.tile(a, [1 if a.shape[d] == 1 else r for d, r in enumerate(reps)]), shape)
 
 
-@rule("pixel_shuffle", "pixel_unshuffle")
+@rule
 def pixel_shuffle(op: Op):
     tr = op.t(op.args[0])
     r = op.args[1]
@@ -253,7 +251,7 @@ def pixel_shuffle(op: Op):
     return cur
 
 
-@rule("embedding")
+@rule
 def embedding(op: Op):
     idx = op.t(op.args[1])
     if idx is None:
@@ -264,7 +262,7 @@ def embedding(op: Op):
 
 
 
-@rule("as_strided", "as_strided_", "as_strided_copy")
+@rule
 def as_strided(op: Op):
     """Raw restriding, followed through storage slots (meta kernels restride outputs to a
     memory format; a changed stride on a size-1 dim moves nothing)."""

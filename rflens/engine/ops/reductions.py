@@ -163,8 +163,7 @@ def normalized(op: Op, tr: Tracked, dims: list[int], kind: str) -> Tracked:
     return union_of(op, [tr, broadcast_to(stats, tr.shape)], tr.shape)
 
 
-@rule("native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
-      "_native_batch_norm_legit_functional", "batch_norm")
+@rule
 def batch_norm(op: Op):
     tr = op.t(op.args[0])
     training = op.arg(5, "training", False)
@@ -180,9 +179,7 @@ def batch_norm(op: Op):
     return [out] + [None] * (len(op.out) - 1)
 
 
-@rule("mean", "sum", "amax", "amin", "max", "min", "prod", "var", "std", "var_mean", "std_mean",
-      "logsumexp", "linalg_vector_norm", "norm", "argmax", "argmin", "any", "all", "nansum", "nanmean",
-      "count_nonzero", "median", "nanmedian", "mode", "aminmax")
+@rule
 def reduction(op: Op):
     x = op.args[0]
     tr = op.t(x)
@@ -203,14 +200,14 @@ def reduction(op: Op):
     return res if isinstance(op.out, (tuple, list)) else res[0]
 
 
-@rule("_softmax", "softmax", "_log_softmax", "log_softmax", "_safe_softmax")
+@rule
 def softmax(op: Op):
     tr = op.t(op.args[0])
     dim = norm_dim(op.args[1], tr.ndim)
     return normalized(op, tr, [dim], "softmax over positions")
 
 
-@rule("native_layer_norm", "layer_norm")
+@rule
 def layer_norm(op: Op):
     tr = op.t(op.args[0])
     n = len(op.args[1])
@@ -222,7 +219,7 @@ def layer_norm(op: Op):
     return [out] + [stats.reshaped(o.shape) for o in op.out[1:]]
 
 
-@rule("native_group_norm", "group_norm")
+@rule
 def group_norm(op: Op):
     tr = op.t(op.args[0])
     g = op.args[6] if op.name.startswith("native") else op.args[1]
@@ -239,8 +236,7 @@ def group_norm(op: Op):
     return [out] + [stats.reshaped(o.shape) for o in op.out[1:]]
 
 
-@rule("mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_addmm_activation", "addmv", "mv",
-      "dot", "vdot", "outer")
+@rule
 def matmul(op: Op):
     base = op.name.split(".")[0]
     a, b = (op.args[1], op.args[2]) if base in ("addmm", "baddbmm", "_addmm_activation", "addmv") else (
@@ -265,10 +261,7 @@ def matmul(op: Op):
     return union_of(op, pieces, shape)
 
 
-@rule("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
-      "_scaled_dot_product_efficient_attention", "_scaled_dot_product_attention_math",
-      "scaled_dot_product_attention", "_scaled_dot_product_cudnn_attention",
-      "_scaled_dot_product_fused_attention_overrideable")
+@rule
 def attention(op: Op):
     q, k, v = op.args[:3]
     outs = op.out if isinstance(op.out, (tuple, list)) else [op.out]
@@ -290,7 +283,7 @@ def attention(op: Op):
     return [res] + [None] * (len(outs) - 1) if isinstance(op.out, (tuple, list)) else res
 
 
-@rule("cumsum", "cumprod", "cummax", "cummin", "logcumsumexp")
+@rule
 def cumulative(op: Op):
     tr = op.t(op.args[0])
     dim = norm_dim(op.args[1], tr.ndim)

@@ -72,27 +72,62 @@ class Op:
         return InputTooSmallError.at(self.name, self.module, why)
 
 
-RULES: dict[str, Callable[[Op], object]] = {}
+Rule = Callable[[Op], object]
+
+IMPLEMENTATIONS: dict[str, Rule] = {}
+"""Rules by name; ``engine.families.TABLE`` says which aten ops each one follows."""
+
+RULES: dict[str, Rule] = {}
+"""Aten overload packet -> its rule, built from the op table by ``build_rules``."""
 
 
-def rule(*names: str):
-    """Register the decorated function as the rule of the aten ops ``names`` (overload packets,
-    e.g. ``"add"`` for ``add.Tensor``).  A name has one rule: registering it again is an error,
-    so a rule can never be silently replaced by a later one."""
-    def deco(fn):
-        for n in names:
-            if n in RULES:
-                raise RuntimeError(f"aten op '{n}' already has the rule '{RULES[n].__name__}' "
-                                   f"({RULES[n].__module__}); '{fn.__name__}' cannot register it again")
-            RULES[n] = fn
+def rule(fn_or_name: Rule | str):
+    """Register a rule under its function's name (or the name given: ``@rule("slice")``).  A
+    name has one rule: registering it again is an error, never a silent replacement.
+
+    >>> @rule("passthrough")
+    ... def follow(op): ...
+    Traceback (most recent call last):
+    ...
+    RuntimeError: rule 'passthrough' is registered twice (rflens.engine.ops.elementwise.passthrough and ...follow)
+    """
+    def register(fn: Rule, name: str) -> Rule:
+        if name in IMPLEMENTATIONS:
+            old = IMPLEMENTATIONS[name]
+            raise RuntimeError(f"rule '{name}' is registered twice ({old.__module__}.{old.__qualname__} and "
+                               f"{fn.__module__}.{fn.__qualname__})")
+        IMPLEMENTATIONS[name] = fn
         return fn
-    return deco
+    if isinstance(fn_or_name, str):
+        return lambda fn: register(fn, fn_or_name)
+    return register(fn_or_name, fn_or_name.__name__)
 
 
-def lookup(func) -> Callable[[Op], object] | None:
+def build_rules(table, implementations: dict[str, Rule]) -> dict[str, Rule]:
+    """Aten packet -> rule, from the rows of an op table.  Every row names a registered rule, no
+    packet is in two rows, and every registered rule is used by some row."""
+    rules: dict[str, Rule] = {}
+    owner: dict[str, str] = {}
+    for row in table:
+        if not row.aten:
+            continue  # the op reaches aten as other ops
+        if row.rule not in implementations:
+            raise RuntimeError(f"the op table names the rule '{row.rule}' for {', '.join(row.aten) or row.functions}, "
+                               "but no such rule is registered")
+        for name in row.aten:
+            if name in rules:
+                raise RuntimeError(f"aten op '{name}' is in two rows of the op table (rules '{owner[name]}' and "
+                                   f"'{row.rule}'): one op, one rule")
+            rules[name], owner[name] = implementations[row.rule], row.rule
+    unused = sorted(set(implementations) - {row.rule for row in table if row.aten})
+    if unused:
+        raise RuntimeError(f"rules no row of the op table uses: {', '.join(unused)}")
+    return rules
+
+
+def lookup(func) -> Rule | None:
     name = func.name().split("::")[-1]
     return RULES.get(name) or RULES.get(name.split(".")[0])
-
 
 
 # -------------------------------------------------------------------------------------------

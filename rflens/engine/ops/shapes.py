@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .elementwise import PASSTHROUGH
+from ..families import TABLE, Gradient
 from .registry import int_list
 
 
@@ -15,7 +15,10 @@ from .registry import int_list
 # more than the geometry); anything else runs its meta kernel
 
 
-_UNARY = {n.rstrip("_") for n in PASSTHROUGH} - {"native_dropout", "_to_copy", "copy", "fill", "zero"}
+# unary ops with one result of their input's shape and dtype: not booleans, casts, copy (its
+# shape is its source's) or the ops that also return a mask or buffer
+_UNARY = {n.rstrip("_") for e in TABLE if e.rule == "passthrough" and e.gradient is not Gradient.NONE
+          for n in e.aten} - {"native_dropout", "log_sigmoid_forward", "_to_copy", "copy"}
 
 
 def fast_meta(func, args, kwargs):

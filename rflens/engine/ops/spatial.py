@@ -124,8 +124,7 @@ def _covers_all(windows: list[Window], n_in: list[int], n_out: list[int]) -> boo
                for w, ni, no in zip(windows, n_in, n_out))
 
 
-@rule("convolution", "_convolution", "convolution_overrideable", "_convolution_mode",
-      "cudnn_convolution", "mkldnn_convolution", "conv2d", "conv1d", "conv3d")
+@rule
 def convolution(op: Op):
     x = op.args[0]
     tr = op.t(x)
@@ -154,8 +153,7 @@ def convolution(op: Op):
     return spatial(op, grouped, op_dims, [0, 1], [2], windows, list(range(2, 2 + nd)), shape, place)
 
 
-@rule("max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
-      "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d", "_mkldnn_pool")
+@rule
 def pool(op: Op):
     x = op.args[0]
     tr = op.t(x)
@@ -185,9 +183,7 @@ def adaptive_window(n_in: int, n_out: int) -> Window:
     return Window.of(np.minimum(pos, n_in - 1), n_in / n_out, pos < end[:, None])
 
 
-@rule("_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
-      "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
-      "_adaptive_avg_pool1d")
+@rule
 def adaptive_pool(op: Op):
     x = op.args[0]
     tr = op.t(x)
@@ -265,9 +261,7 @@ def cubic_window(n_in: int, n_out: int, align_corners: bool, scale: float | None
     return Window.of(pos, n_in / n_out, coeffs != 0)
 
 
-@rule("upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
-      "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "upsample_linear1d",
-      "upsample_bilinear2d", "upsample_trilinear3d", "upsample_bicubic2d")
+@rule
 def upsample(op: Op):
     x = op.args[0]
     tr = op.t(x)
