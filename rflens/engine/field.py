@@ -370,26 +370,6 @@ class Layer:
         }
 
 
-def grid_index(unit: UnitLike, grid: tuple[int, ...], layer: str) -> tuple[int, ...]:
-    """``unit`` as an index on ``layer``'s ``grid``, checked; ``"center"``/``"centre"``/``None``:
-    the centre unit (``n // 2`` per axis)."""
-    if unit is None or (isinstance(unit, str) and unit in ("center", "centre")):
-        return tuple(n // 2 for n in grid)
-    if isinstance(unit, str):
-        raise UnitError(f"a unit is an index such as (3, 4) or \"center\", not {unit!r}")
-    unit = tuple(int(u) for u in (unit if isinstance(unit, (tuple, list, np.ndarray)) else [unit]))
-    if len(unit) != len(grid):
-        if not grid and all(u == 0 for u in unit):
-            return ()
-        raise UnitError(f"layer '{layer}' has a {len(grid)}-D grid {_fmt(grid)}; got the {len(unit)}-D unit "
-                        f"{_fmt(unit)}.")
-    for u, n in zip(unit, grid):
-        if not 0 <= u < n:
-            raise UnitError(f"unit {_fmt(unit)} is outside layer '{layer}', whose grid is {_fmt(grid)} "
-                            "(0-based indices 0..n-1 per axis).")
-    return unit
-
-
 def _picture(image, spatial):
     """A path, an HxWx3 (or HxW) array in [0, 1] or 0..255, or a Picture, fitted to the input."""
     from ..methods.images import Picture, fit, load_image
@@ -414,6 +394,26 @@ def _num(x: float):
 
 def _fmt(t) -> str:
     return "(" + ", ".join(str(x) for x in t) + ")"
+
+
+def grid_index(unit: UnitLike, grid: tuple[int, ...], layer: str) -> tuple[int, ...]:
+    """``unit`` as an index on ``layer``'s ``grid``, checked; ``"center"``/``"centre"``/``None``:
+    the centre unit (``n // 2`` per axis)."""
+    if unit is None or (isinstance(unit, str) and unit in ("center", "centre")):
+        return tuple(n // 2 for n in grid)
+    if isinstance(unit, str):
+        raise UnitError(f"a unit is an index such as (3, 4) or \"center\", not {unit!r}")
+    unit = tuple(int(u) for u in (unit if isinstance(unit, (tuple, list, np.ndarray)) else [unit]))
+    if len(unit) != len(grid):
+        if not grid and all(u == 0 for u in unit):
+            return ()
+        raise UnitError(f"layer '{layer}' has a {len(grid)}-D grid {_fmt(grid)}; got the {len(unit)}-D unit "
+                        f"{_fmt(unit)}.")
+    for u, n in zip(unit, grid):
+        if not 0 <= u < n:
+            raise UnitError(f"unit {_fmt(unit)} is outside layer '{layer}', whose grid is {_fmt(grid)} "
+                            "(0-based indices 0..n-1 per axis).")
+    return unit
 
 
 class Analysis:
