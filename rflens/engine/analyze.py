@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from torch import nn
 
 from ..errors import InputTooSmallError, RFLensError, TraceError, raised_by_rflens
 from .field import Analysis
 from .trace import run, too_small
+
+if TYPE_CHECKING:  # for the annotation only: the analytic engine does not depend on its oracle
+    from .probe import ProbeAnalysis
 
 
 def parse_input_size(input_size) -> tuple[int, ...]:
@@ -27,7 +30,7 @@ def parse_input_size(input_size) -> tuple[int, ...]:
 
 
 def analyze(model: nn.Module, input_size: Sequence[int] | str, method: str = "analytic",
-            fx_names: bool = True):
+            fx_names: bool = True) -> Analysis | ProbeAnalysis:
     """Exact receptive fields of every layer of ``model`` for inputs of ``input_size``.
 
     ``input_size`` is ``(C, *spatial)`` with 1, 2 or 3 spatial dims.  The model runs once on

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Sequence, Union
 
 import numpy as np
 
+from ..deprecation import renamed
 from ..errors import LayerNotFoundError, UnitError
 from .geometry import Node
 from .layout import Tracked
 from .trace import Flow, Record
+
+# a unit of a layer: its index on the layer's grid ((3, 4); an int on a 1-D grid), or "center"
+# (also "centre" or None) for the centre unit
+UnitLike = Union[Sequence[int], np.ndarray, int, str, None]
 
 
 @dataclass(frozen=True)
@@ -290,27 +296,21 @@ class Layer:
         return Layer(self.analysis, self.record, local_only=True)
 
     # -- units -------------------------------------------------------------------------------
-    def index(self, unit=None) -> tuple[int, ...]:
-        """``unit`` checked against the grid, as a tuple; ``None`` or ``"center"``: the centre unit."""
-        if unit is None or (isinstance(unit, str) and unit in ("center", "centre")):
-            return tuple(n // 2 for n in self.grid_shape)
-        if isinstance(unit, str):
-            raise UnitError(f"a unit is an index such as (3, 4) or \"center\", not {unit!r}")
-        unit = tuple(int(u) for u in (unit if isinstance(unit, (tuple, list, np.ndarray)) else [unit]))
-        if len(unit) != len(self.grid_shape):
-            if not self.grid_shape and all(u == 0 for u in unit):
-                return ()
-            raise UnitError(f"layer '{self.name}' has a {len(self.grid_shape)}-D grid "
-                            f"{_fmt(self.grid_shape)}; got the {len(unit)}-D unit {_fmt(unit)}.")
-        for u, n in zip(unit, self.grid_shape):
-            if not 0 <= u < n:
-                raise UnitError(f"unit {_fmt(unit)} is outside layer '{self.name}', whose grid is "
-                                f"{_fmt(self.grid_shape)} (0-based indices 0..n-1 per axis).")
-        return unit
+    def index(self, unit: UnitLike = "center") -> tuple[int, ...]:
+        """``unit`` checked against the grid, as a tuple; ``"center"`` or ``None``: the centre unit."""
+        return grid_index(unit, self.grid_shape, self.name)
 
-    def unit(self, index=None) -> Unit:
-        """The receptive field of one unit (0-based, in the layer's spatial order)."""
-        u = self.index(index)
+    @renamed(index="unit")
+    def unit(self, unit: UnitLike = "center") -> Unit:
+        """The receptive field of one unit: its index on the layer's grid (0-based, in the
+        layer's spatial order), or ``"center"`` (the default; ``None`` too) for the centre unit.
+
+        >>> import torch, rflens
+        >>> layer = rflens.analyze(torch.nn.Conv2d(1, 1, 3), (1, 9, 9))["output"]
+        >>> layer.unit((0, 0)).box, layer.unit("center").index
+        (((0, 3), (0, 3)), (3, 3))
+        """
+        u = self.index(unit)
         shape = self.analysis.spatial
         mask = np.zeros(shape, bool)
         for v, m, pos in self.dependencies:
@@ -378,6 +378,26 @@ def _num(x: float):
 
 def _fmt(t) -> str:
     return "(" + ", ".join(str(x) for x in t) + ")"
+
+
+def grid_index(unit: UnitLike, grid: tuple[int, ...], layer: str) -> tuple[int, ...]:
+    """``unit`` as an index on ``layer``'s ``grid``, checked; ``"center"``/``"centre"``/``None``:
+    the centre unit (``n // 2`` per axis)."""
+    if unit is None or (isinstance(unit, str) and unit in ("center", "centre")):
+        return tuple(n // 2 for n in grid)
+    if isinstance(unit, str):
+        raise UnitError(f"a unit is an index such as (3, 4) or \"center\", not {unit!r}")
+    unit = tuple(int(u) for u in (unit if isinstance(unit, (tuple, list, np.ndarray)) else [unit]))
+    if len(unit) != len(grid):
+        if not grid and all(u == 0 for u in unit):
+            return ()
+        raise UnitError(f"layer '{layer}' has a {len(grid)}-D grid {_fmt(grid)}; got the {len(unit)}-D unit "
+                        f"{_fmt(unit)}.")
+    for u, n in zip(unit, grid):
+        if not 0 <= u < n:
+            raise UnitError(f"unit {_fmt(unit)} is outside layer '{layer}', whose grid is {_fmt(grid)} "
+                            "(0-based indices 0..n-1 per axis).")
+    return unit
 
 
 class Analysis:

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..errors import LayerNotFoundError, RFLensError, UnitError
+from ..deprecation import renamed
+from ..errors import LayerNotFoundError, RFLensError
 from .families import Gradient, Structure, functions
-from .field import Unit
+from .field import Unit, UnitLike, grid_index
 from .trace import execute, fx_graph
 
 def function_name(func) -> str:
@@ -405,14 +406,13 @@ class ProbeLayer:
         self.spatial_dims = list(spatial_dims)
         self.grid_shape = tuple(shape[d] for d in self.spatial_dims)
 
-    def _check(self, unit) -> tuple[int, ...]:
-        unit = tuple(int(u) for u in unit)
-        if len(unit) != len(self.grid_shape) or any(not 0 <= u < n for u, n in zip(unit, self.grid_shape)):
-            raise UnitError(f"unit {unit} is outside layer '{self.name}' with grid {self.grid_shape}")
-        return unit
+    def index(self, unit: UnitLike = "center") -> tuple[int, ...]:
+        """``unit`` checked against the grid, as a tuple; ``"center"`` or ``None``: the centre unit."""
+        return grid_index(unit, self.grid_shape, self.name)
 
-    def units(self, units: list[tuple[int, ...]], batch: int = 16) -> list[Unit]:
-        units = [self._check(u) for u in units]
+    def units(self, units: list[UnitLike], batch: int = 16) -> list[Unit]:
+        """Several units' fields, ``batch`` units per backward pass."""
+        units = [self.index(u) for u in units]
         res = []
         for u, mask in zip(units, self.analysis.masks(self.name, units, batch, self.spatial_dims)):
             box = _bbox(mask)
@@ -420,8 +420,16 @@ class ProbeLayer:
             res.append(Unit(self.name, u, mask, box, box, center))
         return res
 
-    def unit(self, index) -> Unit:
-        return self.units([tuple(index)])[0]
+    @renamed(index="unit")
+    def unit(self, unit: UnitLike = "center") -> Unit:
+        """One unit's field, as ``Layer.unit``: an index on the grid, or ``"center"`` (default).
+
+        >>> import torch, rflens
+        >>> p = rflens.analyze(torch.nn.Conv2d(1, 1, 3), (1, 9, 9), method="probe", fx_names=False)
+        >>> p["output"].unit("center").box
+        ((3, 6), (3, 6))
+        """
+        return self.units([unit])[0]
 
 
 def _bbox(mask: np.ndarray) -> tuple[tuple[int, int], ...]:

@@ -24,11 +24,11 @@ from torch.overrides import TorchFunctionMode
 from . import spread
 from ..engine.analyze import analyze
 from ..errors import RFLensError, UnitError
-from ..engine.field import Layer, Unit
 from ..engine.families import Gradient, functions
+from ..engine.field import Layer, Unit, UnitLike
 from ..engine.probe import PositiveSurrogate, function_name
-from .running import (Checkpoint, Source, fingerprint, input_size_or_default, model_dtype, normalization,
-                      pick_device, prepared)
+from .running import (Checkpoint, Inputs, InputsLike, fingerprint, input_size_or_default, model_dtype,
+                      normalization, pick_device, prepared)
 from ..engine.trace import capture, fx_graph
 
 # the op table's rows whose derivative can hide a dependency: activations that are exactly flat
@@ -79,10 +79,10 @@ def _blend(real, twin):
 class _Target:
     """One unit (all channels, or one) of a named layer: the scalar whose gradient we take."""
 
-    def __init__(self, model: nn.Module, layer: str, unit, channel: int | None, input_size):
+    def __init__(self, model: nn.Module, layer: str, unit: UnitLike, channel: int | None, input_size):
         self.analysis = analyze(model, input_size)
         self.layer: Layer = self.analysis[layer]
-        self.unit: Unit = self.layer.unit(None if unit in (None, "center", "centre") else unit)
+        self.unit: Unit = self.layer.unit(unit)
         self.channel = channel
         rest = [d for d in range(1, len(self.layer.output_shape)) if d not in self.layer.spatial_dims]
         self.channel_dim = rest[0] if rest else None
@@ -196,15 +196,18 @@ class GradientField:
         return gradient_figure(self)
 
 
-def gradient_field(model: nn.Module, layer: str, unit=None, input=None, channel: int | None = None,
+def gradient_field(model: nn.Module, layer: str, unit: UnitLike = "center",
+                   input: torch.Tensor | str | Path | None = None, channel: int | None = None,
                    input_size=None, device=None, normalize=None) -> GradientField:
     """The gradient RF of one unit: where d(unit)/d(input) is nonzero for this model's weights
     and this input, against the exact theoretical support.
 
-    ``input``: a (C, *spatial) or (1, C, *spatial) tensor, an image path (resized and
-    normalised, ImageNet statistics unless ``normalize=(mean, std)``), or ``None`` for zeros
-    of ``input_size`` (the classic answer; default 3x224x224).  ``channel``: one output
-    channel, or ``None`` for the sum over channels.
+    ``unit``: an index on the layer's grid, or ``"center"`` (the default; ``None`` too).
+    ``input`` (singular: exactly one; ``effective_field`` takes many as ``inputs``): a
+    (C, *spatial) or (1, C, *spatial) tensor, an image path (resized and normalised, ImageNet
+    statistics unless ``normalize=(mean, std)``), or ``None`` for zeros of ``input_size`` (the
+    classic answer; default 3x224x224).  ``channel``: one output channel, or ``None`` for the
+    sum over channels.
 
     >>> import torch, rflens
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2))
@@ -367,13 +370,14 @@ class EffectiveField:
         return erf_png(self)
 
 
-def effective_field(model: nn.Module, layer: str, unit="center", inputs=64, *, input_size=None,
-                    channel: int | None = None, mode: str = "luo", limit: int | None = None,
+def effective_field(model: nn.Module, layer: str, unit: UnitLike = "center", inputs: InputsLike = 64, *,
+                    input_size=None, channel: int | None = None, mode: str = "luo", limit: int | None = None,
                     batch_size: int = 16, seed: int = 0, normalize=None, device=None,
                     progress: Callable[[int, int | None], None] | None = None,
                     checkpoint: str | Path | None = None) -> EffectiveField:
     """The effective RF (Luo et al., 2016) of one unit: the mean gradient map over many inputs.
 
+    ``unit``: an index on the layer's grid, or ``"center"`` (the default; ``None`` too).
     ``inputs``: an int N (N inputs of standard Gaussian noise, one seeded generator per input,
     so results do not depend on ``batch_size``), a folder of images (recursive; any file Pillow
     reads, resized and centre-cropped to ``input_size`` and normalised with ``normalize`` =
@@ -396,7 +400,7 @@ def effective_field(model: nn.Module, layer: str, unit="center", inputs=64, *, i
         raise RFLensError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     if batch_size < 1:
         raise RFLensError("batch_size must be at least 1")
-    source = Source(inputs, input_size, limit, seed, normalize)
+    source = Inputs(inputs, input_size, limit, seed, normalize)
     target = _Target(model, layer, unit, channel, source.size)
     dev = pick_device(device)
     dtype = model_dtype(model)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import RFLensError
+
+if TYPE_CHECKING:  # for the annotation only: pictures load without torch
+    import torch
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,7 @@ def image_files(folder: str | Path) -> list[Path]:
     return files
 
 
-def to_tensor(picture: Picture, channels: int = 3, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+def to_tensor(picture: Picture, channels: int = 3, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """A (C, H, W) float32 tensor normalised as the model expects (ImageNet statistics by
     default; ``mean=0, std=1`` keeps [0, 1]).  One-channel models get the grey level.
 

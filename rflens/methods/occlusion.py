@@ -1,17 +1,17 @@
 """The empirical receptive field of Zhou, Khosla, Lapedriza, Oliva and Torralba (ICLR 2015).
 
-For each of a unit's top images, slide a small occluder over the image, record how much the
-unit's activation (at the location where it peaked) changes, and spread each change over the
+For each of a channel's top images, slide a small occluder over the image, record how much the
+channel's activation at its peak (the unit there) changes, and spread each change over the
 pixels the occluder covered (the mean over the occluders covering a pixel, as Captum's
 ``Occlusion`` does): that is the discrepancy map.  Centre every map on the exact theoretical-RF
 centre of the unit that peaked, on a canvas twice the image size, and average them: the
 empirical RF.
 
 Exact, and far less work than the naive procedure (one full forward per occluded image per
-unit):
+channel):
 
 * the forward pass stops at the probed layer;
-* one occluded forward serves every unit whose top images include that image;
+* one occluded forward serves every channel whose top images include that image;
 * an occluder that misses a unit's exact theoretical support cannot change it: skipped;
 * each occluded copy recomputes only what the occluder changed, within what the units need:
   the clean image's activations are cached and, node by node, only the occluder's projective
@@ -27,7 +27,7 @@ unit):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -38,10 +38,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import spread
+from ..deprecation import renamed
 from ..errors import RFLensError
 from ..engine.field import Layer, Unit
 from .incremental import Incremental
-from .running import Checkpoint, Source, fingerprint, model_dtype, pick_device, prepared
+from .running import Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, pick_device, prepared
 from .scan import Scan, TopImage, channel_layer, top_images
 from ..engine.trace import capture, execute, fx_graph, named_tensors
 
@@ -97,10 +98,10 @@ class Occluder:
 
 @dataclass(frozen=True)
 class Discrepancy:
-    """One unit on one of its top images: ``activation`` (clean, at the peak), ``drops``
-    (activation minus occluded activation, per occluder position, 0 where the occluder misses
-    the unit's RF) and ``heat`` (the pixel map: per pixel, the mean over the occluders covering
-    it of |drop| or the signed drop)."""
+    """One channel on one of its top images, at the unit where it peaked: ``activation``
+    (clean), ``drops`` (activation minus occluded activation, per occluder position, 0 where
+    the occluder misses the unit's RF) and ``heat`` (the pixel map: per pixel, the mean over
+    the occluders covering it of |drop| or the signed drop)."""
 
     image: TopImage
     activation: float
@@ -171,16 +172,19 @@ class EmpiricalLayer:
         return empirical_layer_plot(self, channel)
 
 
-def empirical_field(model: nn.Module, layer: str, units=None, images=None, *, scan: Scan | None = None,
-                    k: int = 10, occluder: Occluder | None = None, discrepancy: str = "abs",
-                    input_size=None, normalize=None, batch_size: int = 64, device=None, method: str = "fast",
+@renamed(units=("channels", "they are channels"), images="inputs")
+def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] | None = None,
+                    inputs: InputsLike | Scan | None = None, *, scan: Scan | None = None, k: int = 10,
+                    occluder: Occluder | None = None, discrepancy: str = "abs", input_size=None, normalize=None,
+                    batch_size: int = 64, device=None, method: str = "fast",
                     progress: Callable[[int, int], None] | None = None,
                     checkpoint: str | Path | None = None) -> EmpiricalLayer:
-    """Empirical RFs (Zhou et al., 2015) of ``units`` (channel numbers; default all) of ``layer``.
+    """Empirical RFs (Zhou et al., 2015) of ``channels`` (an int, a list or a range; default
+    all) of ``layer``.
 
-    ``images``: where the top images come from (a folder, tensor or dataset as for
-    ``top_images``); ``scan``: a scan already made of those images (else one is made, keeping
-    ``k`` per channel).  A scan of a folder remembers the files, so ``images`` may be left out.
+    ``inputs``: where the top images come from (a folder, tensor or dataset as for
+    ``top_images``); ``scan``: a scan already made of those inputs (else one is made, keeping
+    ``k`` per channel).  A scan of a folder remembers the files, so ``inputs`` may be left out.
 
     ``discrepancy="abs"`` (default) maps |activation change|: the RF is where the unit is
     sensitive either way, and signed changes would cancel in the average over images;
@@ -208,22 +212,23 @@ def empirical_field(model: nn.Module, layer: str, units=None, images=None, *, sc
     if method not in METHODS:
         raise RFLensError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     occluder = occluder or Occluder()
-    scan, source = scanned_inputs(model, layer, images, scan, k, input_size, normalize, device)
+    scan, source = scanned_inputs(model, layer, inputs, scan, k, input_size, normalize, device)
     target = channel_layer(model, layer, source.size)
     if target.name != scan.layer:
         raise RFLensError(f"the scan is of layer '{scan.layer}', not '{target.name}'")
     if len(source.size) != 3:
         raise RFLensError("occlusion maps need images: inputs of shape (C, H, W)")
-    channels = list(range(scan.channels)) if units is None else [int(u) for u in _as_list(units)]
+    channels = list(range(scan.channels)) if channels is None else [int(c) for c in _as_list(channels)]
     for c in channels:
         scan.top(c)  # checks the range
-    # which units each image serves: one occluded forward per image for all of them
+    # which channels each image serves: one occluded forward per image for all of them
     jobs: dict[int, list[tuple[int, TopImage]]] = {}
     for c in channels:
         for t in scan.top(c)[:k]:
             jobs.setdefault(t.index, []).append((c, t))
     dev = pick_device(device)
     engine = _Engine(model, target, occluder, batch_size, dev, model_dtype(model))
+    # "units" (channels) as checkpoints already on disk spell it, so they still resume
     config = {"layer": target.name, "units": channels, "k": k, "method": method,
               "occluder": [occluder.size, occluder.stride, occluder.fill, occluder.seed],
               "scan": _scan_id(scan), "model": fingerprint(model) if checkpoint is not None else None}
@@ -254,21 +259,22 @@ def empirical_field(model: nn.Module, layer: str, units=None, images=None, *, sc
                           engine.fallback if method == "fast" else "")
 
 
-def scanned_inputs(model, layer: str, images, scan: Scan | None, k: int, input_size, normalize,
+def scanned_inputs(model, layer: str, inputs, scan: Scan | None, k: int, input_size, normalize,
                    device) -> tuple[Scan, _Lookup]:
-    """The scan (made here from ``images`` when not given, or ``images`` itself when it is one)
+    """The scan (made here from ``inputs`` when not given, or ``inputs`` itself when it is one)
     and the scanned inputs by position (a folder's scan remembers its files)."""
-    if scan is None and isinstance(images, Scan):
-        scan, images = images, None
+    if scan is None and isinstance(inputs, Scan):
+        scan, inputs = inputs, None
     if scan is None:
-        if images is None:
-            raise RFLensError("give the images (a folder, tensor or dataset) or a scan of them")
-        scan = top_images(model, layer, images, k, input_size=input_size, normalize=normalize, device=device)
-    if images is None:
+        if inputs is None:
+            raise RFLensError("give the inputs (a folder, tensor or dataset) or a scan of them")
+        scan = top_images(model, layer, inputs, k, input_size=input_size, normalize=normalize, device=device)
+    if inputs is None:
         if not scan.names or scan.names[0].startswith("input "):
-            raise RFLensError("this scan was made from a tensor or dataset: pass the same inputs as images")
-        images = [Path(n) for n in scan.names]
-    return scan, _Lookup(images, scan, input_size, normalize)
+            raise RFLensError("this scan was made from a tensor or dataset, which it does not keep: pass "
+                              "the same inputs again as inputs=")
+        inputs = [Path(n) for n in scan.names]
+    return scan, _Lookup(inputs, scan, input_size, normalize)
 
 
 def _scan_id(scan: Scan) -> str:
@@ -277,12 +283,13 @@ def _scan_id(scan: Scan) -> str:
     return h.hexdigest()[:16]
 
 
-def _as_list(units) -> list:
-    if isinstance(units, int):
-        return [units]
-    if isinstance(units, range) or isinstance(units, (list, tuple)):
-        return list(units)
-    raise RFLensError(f"units must be channel numbers, not {type(units).__name__}")
+def _as_list(channels) -> list:
+    if isinstance(channels, int):
+        return [channels]
+    if isinstance(channels, range) or isinstance(channels, (list, tuple)):
+        return list(channels)
+    raise RFLensError(f"channels must be a channel number, a list or a range of them, not "
+                      f"{type(channels).__name__}")
 
 
 def _centred(heat: np.ndarray, center) -> np.ndarray:
@@ -300,16 +307,16 @@ def _centred(heat: np.ndarray, center) -> np.ndarray:
 class _Lookup:
     """Inputs by their position in the scanned source."""
 
-    def __init__(self, images, scan: Scan, input_size, normalize):
+    def __init__(self, inputs, scan: Scan, input_size, normalize):
         size = tuple(scan.config.get("size", ())) or None
-        if isinstance(images, list):
-            self.paths, self.source = images, None
+        if isinstance(inputs, list):
+            self.paths, self.source = inputs, None
             from .running import input_size_or_default, normalization
             self.size = input_size_or_default(input_size or size)
             self.mean, self.std = normalization(normalize)
         else:
             self.paths = None
-            self.source = Source(images, input_size or size, None, 0, normalize)
+            self.source = Inputs(inputs, input_size or size, None, 0, normalize)
             self.size = self.source.size
 
     def get(self, index: int) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Running a model for real: device and dtype, frozen weights, inputs in a fixed order, and
 resumable state.
 
-Gradient and occlusion methods share this: each takes inputs from a ``Source`` (noise, a
-folder of images, a tensor, a dataset or loader) in an order that does not change between
+Gradient and occlusion methods share this: each takes its ``inputs=`` through ``Inputs`` (noise,
+a folder of images, a tensor, a dataset or loader) in an order that does not change between
 runs, so a job interrupted after n inputs resumes from input n with ``Checkpoint``.
 """
 
@@ -14,17 +14,23 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from ..errors import RFLensError
 from ..files import atomic_write
 
+# what an ``inputs=`` argument may be (see ``Inputs``): a count of noise inputs, a folder of
+# images, an (N, C, *spatial) tensor, a map-style dataset, or an iterable of batches
+InputsLike = Union[int, str, Path, torch.Tensor, Dataset, Iterable]
+
 
 @contextlib.contextmanager
-def prepared(model: nn.Module, device: torch.device):
+def prepared(model: nn.Module, device: torch.device) -> Iterator[None]:
     """The model on ``device`` without parameter gradients; put back as it was afterwards."""
     devices = {t.device for t in list(model.parameters()) + list(model.buffers())}
     if any(d.type == "meta" for d in devices):
@@ -106,7 +112,7 @@ class Batch:
     consumed: int
 
 
-class Source:
+class Inputs:
     """Inputs in a fixed order, so a run can resume after the ones it has used.
 
     ``inputs``: an int N (N standard Gaussian noise inputs of ``input_size``, one seeded
@@ -116,7 +122,7 @@ class Source:
     ``(tensor, label)`` pairs, or an iterable of batches (such as a DataLoader).
     """
 
-    def __init__(self, inputs, input_size=None, limit: int | None = None, seed: int = 0, normalize=None):
+    def __init__(self, inputs: InputsLike, input_size=None, limit: int | None = None, seed: int = 0, normalize=None):
         self.seed, self.limit = seed, limit
         self.mean, self.std = normalization(normalize)
         self.files: list[Path] | None = None

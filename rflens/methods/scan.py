@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..deprecation import renamed
 from ..engine.analyze import analyze
 from ..errors import RFLensError, UnitError
 from ..engine.field import Layer
-from .running import Checkpoint, Source, fingerprint, model_dtype, pick_device, prepared
+from .running import Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, pick_device, prepared
 from ..engine.trace import capture, fx_graph
 
 TOP_FRACTION = 0.005  # NetDissect's top 0.5% of activations
@@ -165,17 +166,19 @@ def channel_layer(model: nn.Module, layer: str, input_size) -> Layer:
     return found
 
 
-def top_images(model: nn.Module, layer: str, images, k: int = 10, *, input_size=None, normalize=None,
+@renamed(images="inputs")
+def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *, input_size=None, normalize=None,
                limit: int | None = None, batch_size: int = 16, device=None, out: str | Path | None = None,
                shard: tuple[int, int] | None = None, top_fraction: float = TOP_FRACTION,
                progress: Callable[[int, int | None], None] | None = None) -> Scan:
     """For every channel of ``layer``, the ``k`` inputs with the highest spatial-max activation.
 
-    ``images``: a folder (recursive, any file Pillow reads; unreadable files are skipped and
-    listed in ``skipped``), a tensor (N, C, *spatial), a dataset or a DataLoader (see
-    ``rflens.running.Source``).  ``out``: a folder for ``scan.npz``; while scanning, progress is
-    saved to ``scan.partial.npz`` (atomically, every batch), so an interrupted scan resumes
-    where it stopped when called again, and the finished scan is returned at once.
+    ``inputs``: a folder of images (recursive, any file Pillow reads; unreadable files are
+    skipped and listed in ``skipped``), a tensor (N, C, *spatial), a dataset or a DataLoader
+    (see ``rflens.methods.running.Inputs``).  ``out``: a folder for ``scan.npz``; while
+    scanning, progress is saved to ``scan.partial.npz`` (atomically, every batch), so an
+    interrupted scan resumes where it stopped when called again, and the finished scan is
+    returned at once.
     ``shard=(i, n)`` scans only the i-th of n equal blocks of the inputs; join the parts with
     ``Scan.merge``.
 
@@ -187,7 +190,7 @@ def top_images(model: nn.Module, layer: str, images, k: int = 10, *, input_size=
     """
     if k < 1:
         raise RFLensError(f"k must be at least 1, not {k}")
-    source = Source(images, input_size, limit, 0, normalize)
+    source = Inputs(inputs, input_size, limit, 0, normalize)
     if source.total is None:
         raise RFLensError("a scan needs to know how many inputs there are: pass a folder, a tensor, a dataset "
                           "or a DataLoader over a dataset")

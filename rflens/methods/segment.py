@@ -1,11 +1,11 @@
-"""What a unit responds to on its top images: segmentations as in Zhou et al. (2015) and
+"""What a channel responds to on its top images: segmentations as in Zhou et al. (2015) and
 NetDissect (Bau et al., CVPR 2017).
 
 * ``"netdissect"``: the channel's activation map brought to the image by interpolating between
   the exact RF centres of its units (so a unit's value sits where it looks, not where a plain
   resize would put it), thresholded at the level the channel's top 0.5% of activations over
   the whole scan reach;
-* ``"occlusion"``: the unit's discrepancy map (``empirical_field``) thresholded at half its
+* ``"occlusion"``: the channel's discrepancy map (``empirical_field``) thresholded at half its
   maximum.
 """
 
@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..deprecation import renamed
 from ..errors import RFLensError
 from ..engine.field import Layer
 from .occlusion import Occluder, _Lookup, empirical_field, scanned_inputs
-from .running import model_dtype, pick_device, prepared
+from .running import InputsLike, model_dtype, pick_device, prepared
 from .scan import TOP_FRACTION, Scan, TopImage, channel_layer
 from ..engine.trace import capture, fx_graph
 
@@ -30,7 +31,7 @@ OCCLUSION_LEVEL = 0.5  # fraction of a discrepancy map's maximum that counts as 
 
 @dataclass(frozen=True)
 class Segment:
-    """One top image of a unit: ``picture`` (H, W, 3) in [0, 1] for display, ``response``
+    """One top image of a channel: ``picture`` (H, W, 3) in [0, 1] for display, ``response``
     (H, W) the map that was thresholded, ``mask`` where it reaches ``level``."""
 
     image: TopImage
@@ -62,21 +63,28 @@ def rf_upsample(values: np.ndarray, layer: Layer) -> np.ndarray:
     return np.stack([np.interp(np.arange(height), rows, across[:, x]) for x in range(width)], axis=1)
 
 
-def segment(model: nn.Module, layer: str, channel: int, images=None, *, scan: Scan | None = None, k: int = 10,
-            method: str = "netdissect", occluder: Occluder | None = None, input_size=None, normalize=None,
-            device=None) -> list[Segment]:
+@renamed(images="inputs")
+def segment(model: nn.Module, layer: str, channel: int, inputs: InputsLike | Scan | None = None, *,
+            scan: Scan | None = None, k: int = 10, method: str = "netdissect", occluder: Occluder | None = None,
+            input_size=None, normalize=None, device=None) -> list[Segment]:
     """Segmentations of ``channel``'s top ``k`` images (see the module docstring).
 
-    ``images``/``scan`` as for ``empirical_field``.  The NetDissect threshold needs the whole
+    ``inputs``/``scan`` as for ``empirical_field``.  The NetDissect threshold needs the whole
     scan, so pass the scan of the full image set.
+
+    >>> import torch, rflens
+    >>> net = torch.nn.Conv2d(1, 2, 3)
+    >>> segments = rflens.segment(net, "output", 0, torch.rand(6, 1, 8, 8), k=2, device="cpu")
+    >>> len(segments), segments[0].mask.shape
+    (2, (8, 8))
     """
     if method not in METHODS:
         raise RFLensError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
-    scan, lookup = scanned_inputs(model, layer, images, scan, k, input_size, normalize, device)
+    scan, lookup = scanned_inputs(model, layer, inputs, scan, k, input_size, normalize, device)
     tops = scan.top(channel)[:k]
     target = channel_layer(model, layer, lookup.size)
     if method == "occlusion":
-        found = empirical_field(model, layer, [channel], None if isinstance(images, Scan) else images,
+        found = empirical_field(model, layer, [channel], None if isinstance(inputs, Scan) else inputs,
                                 scan=scan, k=k, occluder=occluder, input_size=input_size, normalize=normalize,
                                 device=device)
         out = []
