@@ -156,7 +156,7 @@ TABLE: tuple[Entry, ...] = (
     _row(E, PASSES, "elementwise", "floor_divide addcmul addcmul_ addcdiv addcdiv_ lerp lerp_ atan2 fmod "
          "remainder hypot copysign xlogy heaviside"),
     _row(E, NONE, "elementwise", "eq ne gt lt ge le logical_and logical_or logical_xor bitwise_and bitwise_or "
-         "bitwise_xor"),
+         "bitwise_xor", "eq ne gt lt ge le logical_and logical_or logical_xor bitwise_and bitwise_or bitwise_xor"),
 
     # -- windowed: convolution, pooling, resizing ------------------------------------------------
     _row(W, PASSES, "convolution", "convolution _convolution convolution_overrideable _convolution_mode "
