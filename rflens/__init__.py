@@ -27,3 +27,7 @@ __all__ = [
     "UnitError", "ModelNotFoundError",
 ]
 __version__ = "0.1.0"
+
+from . import _moved  # the module paths of 0.1 (rflens.api, rflens.checkpoints, ...) work for one release
+
+_moved.install()

@@ -275,6 +275,22 @@ def functions(*gradients: Gradient, structure: Structure | None = None) -> froze
                      for f in e.functions)
 
 
+def function_name(func) -> str:
+    """The name a torch function, ``Tensor`` method or operator has in this table: its
+    ``__name__``, an operator's without its dunders (``__iadd__`` is ``add_``).
+
+    >>> import operator, torch
+    >>> function_name(torch.Tensor.__iadd__), function_name(operator.truediv), function_name(torch.relu)
+    ('add_', 'truediv', 'relu')
+    """
+    n = getattr(func, "__name__", "")
+    if n.startswith("__") and n.endswith("__"):
+        n = n[2:-2]
+        if n.startswith("i") and n[1:] in ("add", "sub", "mul", "truediv", "div"):
+            n = n[1:] + "_"
+    return n
+
+
 def module_entry(cls: type) -> Entry | None:
     """The row of a module class, or of its nearest listed base class (a subclass of
     ``nn.Conv2d`` runs a convolution), or None."""

@@ -23,20 +23,9 @@ from torch.overrides import TorchFunctionMode
 
 from ..deprecation import renamed
 from ..errors import LayerNotFoundError, RFLensError
-from .families import Gradient, Structure, functions
+from .families import Gradient, Structure, function_name, functions
 from .field import Unit, UnitLike, grid_index
 from .trace import execute, fx_graph
-
-def function_name(func) -> str:
-    """The name an op has in the op table (``engine.families``): a torch function's or ``Tensor``
-    method's ``__name__``, an operator's without its dunders (``__iadd__`` is ``add_``)."""
-    n = getattr(func, "__name__", "")
-    if n.startswith("__") and n.endswith("__"):
-        n = n[2:-2]
-        if n.startswith("i") and n[1:] in ("add", "sub", "mul", "truediv", "div"):
-            n = n[1:] + "_"
-    return n
-
 
 def _dims(x: torch.Tensor, dim) -> list[int]:
     if dim is None:

@@ -32,8 +32,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import RFLensError
-from ..engine.families import BY_FUNCTION, Structure, module_entry
-from ..engine.probe import function_name
+from ..engine.families import BY_FUNCTION, Structure, function_name, module_entry
 from ..engine.trace import evaluating, fx_graph
 
 @dataclass(frozen=True)
