@@ -50,6 +50,19 @@ class TwoInputs(nn.Module):
         y = self.conv(x) * mask
         return {"map": y, "score": y.mean((2, 3))}
 
+class Shifted(nn.Module):
+    """Parallel 1x1 convolutions of the input shifted by (i, i): a field of diagonal pieces."""
+    def __init__(self, n=70, conv=True):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(1, 1, 1) if conv else nn.Identity() for _ in range(n))
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        return sum(c(nn.functional.pad(x, (i, 0, i, 0))[..., :h, :w]) for i, c in enumerate(self.convs))
+
+def shifted_copies():
+    return Shifted(conv=False)
+
 class FailsOnData(nn.Module):
     """Traces on meta tensors, then raises on real ones, as a model with a data check would."""
     def __init__(self):
@@ -147,6 +160,13 @@ CASES = [
      "the input is too small for this model", lambda t: rflens.analyze(rflens.load_model("alexnet"), (3, 16, 16))),
     ("input of the wrong rank", ["table", "resnet18", "--input-size", "3x64"], "check its rank and size",
      lambda t: rflens.analyze(rflens.load_model("resnet18"), (3, 64))),
+    ("a field of more pieces than the engine holds", ["table", "{tmp}/nets.py:Shifted", "--input-size", "1x80x80"],
+     "through op 'add.Tensor' in the model's forward (the receptive field is a union of more than 64 separable "
+     "pieces). Use method='probe'", lambda t: rflens.analyze(rflens.load_model(f"{_nets(t)}:Shifted"), (1, 80, 80))),
+    ("more placed copies than the engine holds", ["table", "{tmp}/nets.py:shifted_copies", "--input-size", "1x80x80"],
+     "(its output reads more than 64 differently placed copies of its inputs (as window attention over reshaped "
+     "windows does)). Use method='probe'",
+     lambda t: rflens.analyze(rflens.load_model(f"{_nets(t)}:shifted_copies"), (1, 80, 80))),
     ("input size not a size", ["table", "resnet18", "--input-size", "3xbig"], "is not of the form CxHxW",
      lambda t: rflens.analyze(rflens.load_model("resnet18"), "3xbig")),
     ("input of too many dims", ["table", "resnet18", "--input-size", "3x4x4x4x4"], "1, 2 or 3 spatial dims",
@@ -239,3 +259,22 @@ def test_huge_model_is_analysed_without_its_memory():
     assert size > 2.5e9 and a["trunk_output"].stride == (32, 32)
     assert peak < size / 20
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before < size / 8
+
+
+def test_a_documented_limit_is_an_rflens_error_and_the_probe_is_the_way_out(files):
+    """GeometryError and LayoutError are limits of the analytic engine, not bugs: RFLensErrors
+    that say how to get the answer, and the probe does answer."""
+    import numpy as np
+
+    from rflens.engine.geometry import simplify
+    from rflens.errors import GeometryError, LayoutError, LimitError
+    assert issubclass(GeometryError, LimitError) and issubclass(LayoutError, LimitError)
+    assert issubclass(LimitError, RFLensError)
+    diagonal = [(np.eye(1, 80, i, dtype=bool), np.eye(1, 80, i, dtype=bool)) for i in range(70)]
+    with pytest.raises(GeometryError, match=r"^the receptive field is a union of more than 64 separable pieces\. "
+                                            r"Use method='probe' \(CLI: --method probe\)"):
+        simplify(diagonal)
+    assert len(simplify(diagonal[:64])) == 64
+    shifted = rflens.load_model(f"{_nets(files)}:Shifted")
+    mask = rflens.analyze(shifted, (1, 80, 80), method="probe")["output"].unit((40, 40)).mask
+    assert mask.sum() == 41 and all(mask[40 - i, 40 - i] for i in range(41))
