@@ -30,7 +30,14 @@ from enum import Enum
 from torch import nn
 
 
-class Structure(Enum):
+class _Family(Enum):
+    """A family of ops: a short label for messages and what its members have in common."""
+
+    def __init__(self, label: str, meaning: str):
+        self.label, self.meaning = label, meaning
+
+
+class Structure(_Family):
     """How an op's output elements depend on its input elements."""
 
     POINTWISE = ("pointwise", "each output element reads the same element of its one traced input")
@@ -43,11 +50,8 @@ class Structure(Enum):
     VALUE_SELECTED = ("value-selected", "which elements it reads depends on tensor values")
     UNFOLLOWED = ("unfollowed", "the positions it reads are not followed by rflens yet")
 
-    def __init__(self, label: str, meaning: str):
-        self.label, self.meaning = label, meaning
 
-
-class Gradient(Enum):
+class Gradient(_Family):
     """How an op's derivative can hide a dependency that its structure has."""
 
     PASSES = ("passes", "the derivative is nonzero wherever the op depends on its input")
@@ -57,9 +61,6 @@ class Gradient(Enum):
     SIGNED = ("signed", "terms can cancel (differences, quotients, products, normalisation by statistics)")
     NONE = ("none", "no gradient flows by construction (booleans, indices, fills)")
     SELECTS = ("selects", "the elements that pass are chosen by value")
-
-    def __init__(self, label: str, meaning: str):
-        self.label, self.meaning = label, meaning
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,7 @@ def pad_parts(trs: list[Tracked], ndim: int, k: int) -> list[list[Part]]:
 
 
 @dataclass
-class Source:
+class Reading:
     """One node as an op reads it.
 
     ``carrier[a]``: the op dim along which the node's axis ``a`` varies (``None``: the node is
@@ -272,7 +272,7 @@ def product_pieces(mask: np.ndarray) -> list[tuple[np.ndarray, ...]]:
 
 
 def read(tr: Tracked, op_dims: list[int], sep_dims: list[int], mix_dims: list[int],
-         k: int) -> tuple[np.ndarray, list[list[Source]]]:
+         k: int) -> tuple[np.ndarray, list[list[Reading]]]:
     """Group a tensor's elements as an op sees them.
 
     The op makes one result per index over ``sep_dims``; each reads every element along
@@ -338,7 +338,7 @@ def _read_canonical(part, shape, op_dims, sep_dims, mix_dims, k):
     mat = sep_mix_matrix(part.comp, shape, sep_dims, mix_dims)
     rows, inv = unique_rows(np.sort(mat, axis=1))
     masks = (None,) * len(op_dims)
-    classes = [[Source(int(v), tuple(carrier), tuple(maps), masks) for v in np.unique(row) if v >= 0]
+    classes = [[Reading(int(v), tuple(carrier), tuple(maps), masks) for v in np.unique(row) if v >= 0]
                for row in rows]
     sep_shape = [shape[d] for d in sep_dims] if mat.shape[0] > 1 else [1] * len(sep_dims)
     return inv.reshape(sep_shape), classes
@@ -358,12 +358,12 @@ def _read_general(part, shape, op_dims, sep_dims, mix_dims, k):
         full.append(np.ascontiguousarray(a).reshape([s, m] + ospace))
     memo: dict = {}
     ids = np.zeros(s, np.int64)
-    classes: list[list[Source]] = []
+    classes: list[list[Reading]] = []
     for row in range(s):
         key = b"".join(a[row].tobytes() for a in full)
         if key not in memo:
             memo[key] = len(classes)
-            classes.append(_sources_of_row(full[0][row], [p[row] for p in full[1:]], len(op_dims), k))
+            classes.append(_readings_of_row(full[0][row], [p[row] for p in full[1:]], len(op_dims), k))
         ids[row] = memo[key]
     return ids.reshape([shape[d] for d in sep_dims]), classes
 
@@ -441,7 +441,7 @@ def _placements(pos: list[np.ndarray], hit: np.ndarray, n_op: int, k: int) -> li
     return [tuple(g) for g in groups.values()]
 
 
-def _sources_of_row(comp: np.ndarray, pos: list[np.ndarray], n_op: int, k: int) -> list[Source]:
+def _readings_of_row(comp: np.ndarray, pos: list[np.ndarray], n_op: int, k: int) -> list[Reading]:
     out = []
     for v in np.unique(comp):
         if v < 0:
@@ -452,7 +452,7 @@ def _sources_of_row(comp: np.ndarray, pos: list[np.ndarray], n_op: int, k: int) 
             empty = ~(comp[rows] >= 0).any(axis=0)
             empty_lines = [empty.all(axis=tuple(j for j in range(n_op) if j != i)) for i in range(n_op)]
             for piece in product_pieces(hit.any(axis=0)):
-                out.append(Source(int(v), carrier, maps,
+                out.append(Reading(int(v), carrier, maps,
                                   tuple(None if m.all() else m for m in piece),
                                   tuple(None if (m | e).all() else (m | e) for m, e in zip(piece, empty_lines))))
     return out

@@ -211,12 +211,7 @@ def softmax(op: Op):
 def layer_norm(op: Op):
     tr = op.t(op.args[0])
     n = len(op.args[1])
-    dims = list(range(tr.ndim - n, tr.ndim))
-    out = normalized(op, tr, dims, "norm over spatial dims")
-    if not isinstance(op.out, (tuple, list)):
-        return out
-    stats = reduce(op, tr, dims, "norm over spatial dims")
-    return [out] + [stats.reshaped(o.shape) for o in op.out[1:]]
+    return _norm_outputs(op, tr, list(range(tr.ndim - n, tr.ndim)), tr.shape)
 
 
 @rule
@@ -224,15 +219,18 @@ def group_norm(op: Op):
     tr = op.t(op.args[0])
     g = op.args[6] if op.name.startswith("native") else op.args[1]
     n, c = tr.shape[:2]
-    rest = tr.shape[2:]
-    grouped_shape = (n, g, c // g) + tuple(rest)
-    grouped = tr.reshaped(grouped_shape)
-    dims = list(range(2, len(grouped_shape)))
-    out = normalized(op, grouped, dims, "norm over spatial dims")
-    out = out.reshaped(tr.shape)
+    grouped = tr.reshaped((n, g, c // g) + tuple(tr.shape[2:]))
+    return _norm_outputs(op, grouped, list(range(2, grouped.ndim)), tr.shape)
+
+
+def _norm_outputs(op: Op, tr: Tracked, dims: list[int], shape) -> Tracked | list[Tracked]:
+    """A norm over ``dims``: the normalised value (as ``shape``) and, where the op returns them,
+    its statistics."""
+    out = normalized(op, tr, dims, "norm over spatial dims")
+    out = out if out.shape == tuple(shape) else out.reshaped(shape)
     if not isinstance(op.out, (tuple, list)):
         return out
-    stats = reduce(op, grouped, dims, "norm over spatial dims")
+    stats = reduce(op, tr, dims, "norm over spatial dims")
     return [out] + [stats.reshaped(o.shape) for o in op.out[1:]]
 
 
