@@ -203,7 +203,7 @@ def _zhou_section(tmp: Path) -> list[str]:
            "--occluder", "5", "--stride", "2"]
     unit = cli([*one, "-o", str(tmp / "one.png")])
     _shrink(tmp / "one.png", IMG / "empirical_onet_prelu4.png", 640)
-    seg = ["segment", ONET, "--layer", "pool2", "--unit", str(SEGMENT_CHANNEL), "--scan", str(tmp / "scan_pool2"),
+    seg = ["segment", ONET, "--layer", "pool2", "--channel", str(SEGMENT_CHANNEL), "--scan", str(tmp / "scan_pool2"),
            "--method", "both", "--occluder", "5", "--stride", "2"]
     sheet = cli([*seg, "-o", str(tmp / "sheet.png")])
     _shrink(tmp / "sheet.png", IMG / "segment_onet_pool2.png", 900)

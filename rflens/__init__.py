@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from .models.adapt import adapt
-from .engine.analyze import analyze
+from .engine.analyze import analyze, parse_input_size
 from .errors import (InputTooSmallError, LayerNotFoundError, ModelNotFoundError, RFLensError,
                      TraceError, UnitError, UnsupportedOpError)
 from .engine.field import Analysis, Layer, Unit
@@ -20,7 +20,7 @@ from .methods.scan import Scan, top_images
 from .methods.segment import Segment, segment
 
 __all__ = [
-    "analyze", "load_model", "adapt", "gradient_field", "effective_field", "top_images", "empirical_field", "segment", "Occluder",
+    "analyze", "parse_input_size", "load_model", "adapt", "gradient_field", "effective_field", "top_images", "empirical_field", "segment", "Occluder",
     "Analysis", "Layer", "Unit", "GradientField", "EffectiveField", "Scan",
     "EmpiricalField", "EmpiricalLayer", "Segment",
     "RFLensError", "UnsupportedOpError", "TraceError", "InputTooSmallError", "LayerNotFoundError",

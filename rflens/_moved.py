@@ -1,7 +1,8 @@
 """Module paths of rflens 0.1, before the package was split into layers (engine, methods, models):
 importing one still works for one release, with a ``DeprecationWarning`` naming the new path.
 
->>> import warnings
+>>> import sys, warnings
+>>> _ = sys.modules.pop("rflens.checkpoints", None)   # as in a new session
 >>> with warnings.catch_warnings(record=True) as caught:
 ...     warnings.simplefilter("always")
 ...     from rflens.checkpoints import load_weights

@@ -189,8 +189,8 @@ def test_erf_resumes_from_a_checkpoint(capsys, tmp_path):
 
 
 def test_erf_progress_goes_to_stderr_and_json_stays_clean(capsys, tmp_path, monkeypatch):
-    import rflens.cli
-    monkeypatch.setattr(rflens.cli, "_stderr_is_terminal", lambda: True)
+    import rflens.cli.common
+    monkeypatch.setattr(rflens.cli.common, "stderr_is_terminal", lambda: True)
     code, out, err = run(capsys, "erf", "resnet18", *SMALL, "--layer", "layer1", "--noise", "4", "--batch-size",
                          "2", "--format", "json", "-o", str(tmp_path / "erf.png"))
     assert code == 0 and json.loads(out)["inputs"] == 4
@@ -259,11 +259,11 @@ def test_grad_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, monkeypatc
 
 
 def test_an_interrupted_erf_exits_130_and_says_how_to_resume(capsys, tmp_path, monkeypatch):
-    import rflens.methods.gradient
+    import rflens
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(rflens.methods.gradient, "effective_field", interrupted)
+    monkeypatch.setattr(rflens, "effective_field", interrupted)
     code, out, err = run(capsys, "erf", "resnet18", *SMALL, "--layer", "layer1", "--checkpoint",
                          str(tmp_path / "run.npz"), "-o", str(tmp_path / "erf.png"))
     assert code == 130 and out == "" and "Traceback" not in err
@@ -366,19 +366,20 @@ class _Interrupting:
 @needs_mtcnn
 def test_an_interrupted_scan_exits_130_and_the_same_command_resumes_to_the_same_file(
         capsys, monkeypatch, onet_scan, faces, tmp_path):
-    import rflens.cli
+    import rflens.cli.common
+    import rflens.cli.scan
     out = tmp_path / "scan"
     argv = ["scan", ONET, "--layer", "pool2", "--images", str(faces), *AS_ONET, "--top-k", "3", "--batch-size", "8",
             "--out", str(out)]
     with monkeypatch.context() as m:
-        m.setattr(rflens.cli, "_progress", _Interrupting)
+        m.setattr(rflens.cli.scan, "progress", _Interrupting)
         code, stdout, err = run(capsys, *argv)
     assert code == 130 and stdout == "" and "Traceback" not in err
     assert err.splitlines() == [f"rflens: the images scanned so far are kept in {out / 'scan.partial.npz'}; run the "
                                 "same command to resume", "rflens: interrupted"]
     assert sorted(os.listdir(out)) == ["scan.partial.npz", "settings.json"]  # no half-made scan.npz
 
-    monkeypatch.setattr(rflens.cli, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(rflens.cli.common, "stderr_is_terminal", lambda: True)
     code, stdout, err = run(capsys, *argv, "--format", "json")
     assert code == 0 and json.loads(stdout)["state"] == "resumed"
     assert "scanning" in err and "31/31" in err and "ETA" in err  # 30 faces and the broken file
@@ -456,7 +457,7 @@ def test_segment_draws_both_methods_for_the_top_faces(capsys, onet_scan, tmp_pat
     import rflens
     out, _ = onet_scan
     scan = rflens.Scan.load(out)
-    code, stdout, err = run(capsys, "segment", ONET, "--layer", "pool2", "--unit", "0", "--scan", str(out),
+    code, stdout, err = run(capsys, "segment", ONET, "--layer", "pool2", "--channel", "0", "--scan", str(out),
                             "--method", "both", "--occluder", "5", "--stride", "4", "--format", "json",
                             "-o", str(tmp_path / "sheet.png"))
     assert code == 0, err
@@ -467,12 +468,36 @@ def test_segment_draws_both_methods_for_the_top_faces(capsys, onet_scan, tmp_pat
     assert all(0 < s["mask_pixels"] < 48 * 48 for s in rec["segments"])
     assert (tmp_path / "sheet.png").read_bytes()[:4] == b"\x89PNG"
 
-    code, stdout, _ = run(capsys, "segment", ONET, "--layer", "pool2", "--unit", "0", "--scan", str(out),
+    code, stdout, _ = run(capsys, "segment", ONET, "--layer", "pool2", "--channel", "0", "--scan", str(out),
                           "--top-k", "1", "-o", str(tmp_path / "sheet.png"))
     lines = stdout.splitlines()
     assert code == 0 and lines[-1] == str(tmp_path / "sheet.png")
     assert lines[2] == f"netdissect   activation >= {scan.threshold(0):.4g} (the scan's top 0.5%)"
     assert lines[3].startswith("   1. face003.png  score 1.664, ")
+
+
+@needs_mtcnn
+def test_segment_takes_the_channel_as_deprecated_unit_too_with_one_warning(capsys, onet_scan, tmp_path):
+    out, _ = onet_scan
+    argv = ["segment", ONET, "--layer", "pool2", "--scan", str(out), "--top-k", "1", "--format", "json"]
+    code, by_channel, err = run(capsys, *argv, "--channel", "5", "-o", str(tmp_path / "channel.png"))
+    assert code == 0 and err == ""
+    code, by_unit, err = run(capsys, *argv, "--unit", "5", "-o", str(tmp_path / "unit.png"))
+    assert code == 0 and err == "rflens: warning: --unit is deprecated for segment; use --channel\n"
+    by_channel, by_unit = json.loads(by_channel), json.loads(by_unit)
+    assert by_unit.pop("figure") == str(tmp_path / "unit.png")
+    assert by_channel.pop("figure") == str(tmp_path / "channel.png")
+    assert by_unit == by_channel and by_unit["channel"] == 5
+
+
+@pytest.mark.parametrize("flags,message", [
+    ([], "one of the arguments --channel is required"),
+    (["--channel", "1", "--unit", "2"], "argument --unit: not allowed with argument --channel"),
+])
+def test_segment_needs_exactly_one_channel_flag(capsys, flags, message):
+    with pytest.raises(SystemExit) as e:
+        main(["segment", "resnet18", "--layer", "layer1", "--scan", "scan", *flags])
+    assert e.value.code == 2 and capsys.readouterr().err.endswith(f"rflens segment: error: {message}\n")
 
 
 @needs_mtcnn
@@ -490,7 +515,7 @@ def test_segment_draws_both_methods_for_the_top_faces(capsys, onet_scan, tmp_pat
      "--normalize imagenet: the scan in '{scan}' was made with --normalize 0.5,0.5"),
     (["empirical", "--layer", "pool2", "--scan", "{scan}", "--input-size", "3x64x64"], "was made at 3x48x48"),
     (["empirical", "--layer", "pool2", "--scan", "{scan}", "-o", "e.jpg"], ".png, .svg or .pdf"),
-    (["segment", "--layer", "pool2", "--unit", "64", "--scan", "{scan}"], "--unit 64: channel 64 is outside"),
+    (["segment", "--layer", "pool2", "--channel", "64", "--scan", "{scan}"], "--channel 64: channel 64 is outside"),
     (["scan", "--layer", "pool2", "--images", "{faces}", "--normalize", "0.5"], "--normalize '0.5': use imagenet"),
     (["scan", "--layer", "pool2", "--images", "{faces}", "--out", "{scan}", "--limit", "10"],
      "'{scan}' holds a scan made with no --limit; use the same, or another --out"),

@@ -90,6 +90,48 @@ def normalization(normalize) -> tuple:
     return mean, std
 
 
+def parse_normalize(text: str | None, name: str = "normalize") -> tuple | None:
+    """A normalisation written as text, turned into what ``normalize=`` takes: ``imagenet`` (or
+    None) gives None (ImageNet statistics), ``none`` gives (0, 1) (pixels stay in [0, 1]),
+    ``MEAN,STD`` one pair for every channel and ``M1,M2,M3,S1,S2,S3`` one per channel.  ``name``
+    is what the caller calls the text in messages (the CLI: ``--normalize``).
+
+    >>> parse_normalize("0.5,0.5"), parse_normalize("imagenet"), parse_normalize("none")
+    ((0.5, 0.5), None, (0.0, 1.0))
+    >>> parse_normalize("0.5")
+    Traceback (most recent call last):
+    rflens.errors.RFLensError: normalize '0.5': use imagenet, none, MEAN,STD (e.g. 0.5,0.5) or M1,M2,M3,S1,S2,S3
+    """
+    if text is None or text.strip().lower() == "imagenet":
+        return None
+    if text.strip().lower() == "none":
+        return (0.0, 1.0)
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (2, 6):
+        raise RFLensError(f"{name} {text!r}: use imagenet, none, MEAN,STD (e.g. 0.5,0.5) or M1,M2,M3,S1,S2,S3")
+    half = len(values) // 2
+    mean, std = values[:half], values[half:]
+    if min(std) <= 0:
+        raise RFLensError(f"{name} {text!r}: the standard deviation must be positive")
+    return (mean[0], std[0]) if half == 1 else (tuple(mean), tuple(std))
+
+
+def normalize_spec(normalize) -> str:
+    """The text ``parse_normalize`` reads back as ``normalize`` (None: ``imagenet``); lists, as
+    JSON gives them back, do as well as tuples.
+
+    >>> normalize_spec((0.5, 0.5)), normalize_spec(None), normalize_spec([[0.1, 0.2, 0.3], [1, 1, 1]])
+    ('0.5,0.5', 'imagenet', '0.1,0.2,0.3,1,1,1')
+    """
+    if normalize is None:
+        return "imagenet"
+    mean, std = normalize
+    return ",".join(str(v) for v in (np.atleast_1d(mean).tolist() + np.atleast_1d(std).tolist()))
+
+
 def fingerprint(model: nn.Module) -> str:
     """Names, shapes and sums of the weights: enough to refuse resuming with another model."""
     h = hashlib.sha256()

@@ -10,6 +10,7 @@ threshold exactly.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -22,11 +23,13 @@ from torch import nn
 from ..deprecation import renamed
 from ..engine.analyze import analyze
 from ..errors import RFLensError, UnitError
+from ..files import atomic_write
 from ..engine.field import Layer
-from .running import Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, pick_device, prepared
+from .running import Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, normalize_spec, pick_device, prepared
 from ..engine.trace import capture, fx_graph
 
 TOP_FRACTION = 0.005  # NetDissect's top 0.5% of activations
+SETTINGS = "settings.json"  # beside scan.npz in a scan folder: what the scan's own record leaves out
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,6 @@ def _settings(config: dict) -> dict:
 
 
 def _peek_config(path: Path) -> dict:
-    import json
     try:
         with np.load(path, allow_pickle=False) as f:
             return json.loads(str(f["__config__"]))
@@ -164,6 +166,115 @@ def channel_layer(model: nn.Module, layer: str, input_size) -> Layer:
         raise RFLensError(f"layer '{layer}' has output {tuple(found.output_shape)} with its grid in dims "
                           f"{found.spatial_dims}; top images need an (N, C, *grid) feature map")
     return found
+
+
+def check_count(name: str, value: int | None, least: int = 1) -> None:
+    """Refuse a count below ``least`` (None, not given, passes): a scan's ``k``, ``limit`` and
+    ``batch_size``.  ``name`` is what the caller calls the count in the message (the CLI:
+    ``--top-k``).
+
+    >>> check_count("k", 0)
+    Traceback (most recent call last):
+    rflens.errors.RFLensError: k 0: must be at least 1
+    """
+    if value is not None and value < least:
+        raise RFLensError(f"{name} {value}: must be at least {least}")
+
+
+class ScanFolder:
+    """A folder holding one scan, as ``rflens scan`` keeps it: ``scan.npz`` once finished,
+    ``scan.partial.npz`` while under way (both written by ``top_images(..., out=folder)``), and
+    ``settings.json``, what the scan's own record leaves out (the model as named, which weights,
+    the normalisation and the limit as given).
+
+    It refuses to mix settings: scanning on into a folder with another normalisation or limit
+    (the old scan would be answered, or resumed into a mix of both), or reading a scan back with
+    other weights.  Its messages name the ``rflens scan`` flags behind each setting, and quote
+    the path as given.
+
+    >>> import tempfile
+    >>> folder = ScanFolder(tempfile.mkdtemp())
+    >>> folder.state, folder.settings()
+    ('new', None)
+    >>> folder.create({"model": "resnet18", "normalize": (0.5, 0.5), "limit": None})
+    >>> folder.settings()["normalize"], folder.normalize
+    ([0.5, 0.5], (0.5, 0.5))
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.shown = str(path)
+
+    @property
+    def state(self) -> str:
+        """``"finished"`` (scan.npz is there), ``"partial"`` (a scan to resume) or ``"new"``."""
+        if (self.path / "scan.npz").exists():
+            return "finished"
+        return "partial" if (self.path / "scan.partial.npz").exists() else "new"
+
+    def settings(self) -> dict | None:
+        """The folder's ``settings.json`` as saved (None: there is none, or ``path`` is a file)."""
+        path = self.path / SETTINGS
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise RFLensError(f"cannot read '{path}': {e}") from None
+
+    @property
+    def normalize(self) -> tuple | None:
+        """The normalisation the scan was made with, as ``normalize=`` takes it (None: ImageNet's,
+        or no ``settings.json``)."""
+        saved = (self.settings() or {}).get("normalize")
+        return None if saved is None else tuple(tuple(v) if isinstance(v, list) else v for v in saved)
+
+    def check_settings(self, normalize, limit: int | None) -> None:
+        """Refuse to scan into this folder with another ``normalize`` or ``limit`` than the scan
+        already there (finished or partial); a file in the way is refused too."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RFLensError(f"--out '{self.shown}' is a file, not a folder")
+        settings = self.settings()
+        if settings is None or self.state == "new":
+            return
+        given = {"normalize": (_jsonable(normalize), normalize_spec), "limit": (limit, str)}
+        for key, (value, show) in given.items():
+            if settings.get(key) != value:
+                was = "no --limit" if key == "limit" and settings.get(key) is None else \
+                    f"--{key} {show(settings.get(key))}"
+                raise RFLensError(f"'{self.shown}' holds a scan made with {was}; use the same, or another --out")
+
+    def create(self, settings: dict) -> None:
+        """Make the folder (its parent must exist) and write ``settings`` as its
+        ``settings.json``, unless it holds a scan to resume with settings of its own."""
+        if not self.path.parent.exists():
+            raise RFLensError(f"cannot make '{self.shown}': folder '{self.path.parent}' does not exist")
+        self.path.mkdir(exist_ok=True)
+        if self.settings() is None or self.state == "new":
+            text = json.dumps({**settings, "normalize": _jsonable(settings.get("normalize"))}, indent=1) + "\n"
+            atomic_write(self.path / SETTINGS, lambda tmp: Path(tmp).write_text(text))
+
+    def load(self) -> Scan:
+        """The finished scan (``path`` may also name a ``.npz`` file); a partial one is refused."""
+        if self.path.is_dir() and self.state == "partial":
+            raise RFLensError(f"the scan in '{self.shown}' is not finished: run the `rflens scan` command that "
+                              "made it again to complete it")
+        return Scan.load(self.path)
+
+    def check_model(self, scan: Scan, model: nn.Module, weights: str) -> None:
+        """Refuse ``model`` where ``scan`` (this folder's) was made with other weights; ``weights``
+        says which the model holds (a file, or a seed)."""
+        if scan.config.get("model") in (None, fingerprint(model)):
+            return
+        settings = self.settings()
+        made = f" ({settings['weights']})" if settings and settings.get("weights") else ""
+        raise RFLensError(f"the scan in '{self.shown}' was made with other weights{made} than these "
+                          f"({weights}); pass the same model and --weights")
+
+
+def _jsonable(normalize):
+    """``normalize`` as ``settings.json`` keeps it (tuples become lists)."""
+    return None if normalize is None else json.loads(json.dumps(normalize))
 
 
 @renamed(images="inputs")
@@ -188,8 +299,9 @@ def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *,
     >>> scan.scores.shape, len(scan.top(0))
     ((2, 3), 3)
     """
-    if k < 1:
-        raise RFLensError(f"k must be at least 1, not {k}")
+    check_count("k", k)
+    check_count("limit", limit)
+    check_count("batch_size", batch_size)
     source = Inputs(inputs, input_size, limit, 0, normalize)
     if source.total is None:
         raise RFLensError("a scan needs to know how many inputs there are: pass a folder, a tensor, a dataset "

@@ -5,8 +5,9 @@
 'meta'
 """
 
-from .adapt import adapt
+from .adapt import adapt, parse_model_inputs
 from .checkpoints import load_weights
-from .names import build_model, default_input_size, load_model
+from .names import build_model, default_input_size, load_model, parse_model_args
 
-__all__ = ["load_model", "build_model", "default_input_size", "adapt", "load_weights"]
+__all__ = ["load_model", "build_model", "default_input_size", "adapt", "load_weights", "parse_model_args",
+           "parse_model_inputs"]

@@ -160,7 +160,12 @@ def _shape(v) -> str:
 
 
 def parse_model_inputs(items: list[str] | None) -> list | dict | None:
-    """CLI ``--model-input`` values: ``CxHxW`` (positional, in order) or ``NAME=CxHxW`` (by name)."""
+    """CLI ``--model-input`` values: ``CxHxW`` (positional, in order) or ``NAME=CxHxW`` (by name),
+    as ``adapt`` takes extra inputs.
+
+    >>> parse_model_inputs(["mask=1x64x64"]), parse_model_inputs(["1x8"])
+    ({'mask': (1, 64, 64)}, [(1, 8)])
+    """
     if not items:
         return None
     positional, named = [], {}

@@ -50,7 +50,11 @@ def no_downloads():
 
 
 def parse_model_args(pairs: list[str] | None) -> dict:
-    """``key=value`` strings to keyword arguments (values as Python literals where they parse)."""
+    """``key=value`` strings to keyword arguments (values as Python literals where they parse).
+
+    >>> parse_model_args(["num_classes=10", "mode=fast"])
+    {'num_classes': 10, 'mode': 'fast'}
+    """
     out = {}
     for pair in pairs or []:
         if "=" not in pair:

@@ -1,0 +1,30 @@
+"""``rflens grid``: one unit's RF in every selected layer, one panel each.
+
+    rflens grid resnet50 --unit 3,3 --layers conv,pool
+"""
+
+from __future__ import annotations
+
+from rflens.errors import RFLensError
+
+from .common import analysis, model_options, output_option, output_path, parse_unit
+
+
+def register(subparsers) -> None:
+    sp = subparsers.add_parser("grid", help="picture: one unit's RF in every selected layer")
+    model_options(sp)
+    sp.add_argument("--unit", required=True, help="0-based unit index; clamped on smaller grids")
+    sp.add_argument("--layers", default="conv,pool", help="op kinds (conv,pool), 'all', or a regex on names")
+    output_option(sp)
+    sp.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from rflens.plot import grid_figure, save, select_layers
+    found = analysis(args)
+    unit = parse_unit(args.unit)
+    if unit is None:
+        raise RFLensError("--unit must be indices such as 3,3 for a grid of layers")
+    fig = grid_figure(found, unit, select_layers(found, args.layers), args.model)
+    print(save(fig, output_path(args, f"grid_{args.model}_{'-'.join(map(str, unit))}.png")))
+    return 0

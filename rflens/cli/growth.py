@@ -1,0 +1,32 @@
+"""``rflens growth``: RF size and stride against depth, several models on one chart.
+
+    rflens growth vgg16 resnet50 --layers conv,pool
+"""
+
+from __future__ import annotations
+
+import rflens
+
+from .common import load, model_source_options, output_option, output_path, size_for, size_text
+
+
+def register(subparsers) -> None:
+    sp = subparsers.add_parser("growth", help="chart: RF size and stride against depth, several models")
+    sp.add_argument("models", nargs="+", metavar="MODEL")
+    sp.add_argument("--input-size", help="C x spatial for every model (default: each model's usual size)")
+    model_source_options(sp)
+    sp.add_argument("--layers", default="conv,pool", help="which layers count as depth")
+    output_option(sp)
+    sp.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from rflens.plot import growth_figure, save
+    analyses = {}
+    for spec in args.models:
+        model = load(spec, args)[0]
+        size = size_for(spec, args)
+        analyses[f"{spec} ({size_text(size[1:])})"] = rflens.analyze(model, size)
+    fig = growth_figure(analyses, args.layers)
+    print(save(fig, output_path(args, "growth_" + "_".join(args.models) + ".png")))
+    return 0

@@ -1,0 +1,30 @@
+"""``rflens overlay``: the RF boxes of a few units per layer, drawn on a photograph.
+
+    rflens overlay resnet50 --image cat.jpg --layers layer2,layer3 --units center,corners
+"""
+
+from __future__ import annotations
+
+from .common import analysis, model_options, output_option, output_path, picture_for
+
+
+def register(subparsers) -> None:
+    sp = subparsers.add_parser("overlay", help="picture: RF boxes of a few units per layer on a photograph")
+    model_options(sp)
+    sp.add_argument("--image", required=True)
+    sp.add_argument("--layers", required=True, help="comma-separated layer names")
+    sp.add_argument("--units", default="center,corners", help="center, corners and/or i:j, comma-separated")
+    output_option(sp)
+    sp.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from rflens.plot import overlay_figure, save
+    found = analysis(args)
+    picture = picture_for(args, found)
+    layers = [n.strip() for n in args.layers.split(",") if n.strip()]
+    for name in layers:
+        found[name]  # unknown names fail here, with close matches
+    fig = overlay_figure(found, picture, layers, args.units, args.model)
+    print(save(fig, output_path(args, f"overlay_{args.model}.png")))
+    return 0

@@ -1,0 +1,95 @@
+"""``rflens scan``: every channel's top K images in a folder (the first step of Zhou et al. 2015
+and of NetDissect), kept in a folder that the same command resumes.
+
+    rflens scan resnet18 --layer layer3 --images photos/ --top-k 10 --out scan_layer3
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import rflens
+from rflens.methods import ScanFolder, channel_layer, check_count, image_files, parse_normalize
+
+from .common import (MODEL_HELP, check_weights_flags, coords, device_arg, dumps, format_option, image_options,
+                     model_line, progress, report, safe_name, short, size_for, size_text, tracker, weighted_model,
+                     weights_options)
+
+# what the folder's state is called in the report and in the JSON record
+STATES = {"new": "new", "partial": "resumed", "finished": "finished earlier"}
+STATE_NOTES = {"new": "", "resumed": "  (resumed)", "finished earlier": "  (finished earlier: delete it to scan again)"}
+
+
+def register(subparsers) -> None:
+    sp = subparsers.add_parser("scan", help="top images: each channel's K most activating images in a folder "
+                               "(resumable)")
+    sp.add_argument("model", help=MODEL_HELP)
+    sp.add_argument("--layer", required=True)
+    sp.add_argument("--images", required=True, metavar="DIR",
+                    help="a folder of images (recursive; unreadable files are skipped and listed)")
+    sp.add_argument("--top-k", type=int, default=10, metavar="K", help="images kept per channel (10)")
+    sp.add_argument("--out", metavar="DIR", help="folder for scan.npz (default: scan_MODEL_LAYER); progress is "
+                    "kept there, so the same command resumes an interrupted scan")
+    sp.add_argument("--limit", type=int, metavar="N", help="scan only the first N files")
+    sp.add_argument("--batch-size", type=int, default=16)
+    format_option(sp)
+    image_options(sp)
+    weights_options(sp, channel=False, seed="seed of the random weights")
+    sp.set_defaults(run=run)
+
+
+def run(args) -> int:
+    check_weights_flags(args, [args.model])
+    check_count("--top-k", args.top_k)
+    check_count("--batch-size", args.batch_size)
+    check_count("--limit", args.limit)
+    normalize = parse_normalize(args.normalize, "--normalize")
+    image_files(args.images)  # a missing or empty folder fails before any model is built
+    device = device_arg(args.device)
+    out = Path(args.out or safe_name(f"scan_{args.model}_{args.layer}"))
+    folder = ScanFolder(out)
+    folder.check_settings(normalize, args.limit)
+    state = STATES[folder.state]
+    size = size_for(args.model, args)
+    model, weights = weighted_model(args.model, args)
+    target = channel_layer(model, args.layer, size)
+    record = {"model": args.model, "layer": target.name, "input_size": list(size), "normalize": normalize,
+              "limit": args.limit, "weights": weights}
+    folder.create(record)
+    try:
+        with progress() as bars:
+            scan = rflens.top_images(model, args.layer, args.images, args.top_k, input_size=size,
+                                     normalize=normalize, limit=args.limit, batch_size=args.batch_size,
+                                     device=device, out=out,
+                                     progress=tracker(bars, f"scanning {short(args.model)} {target.name}"))
+    except KeyboardInterrupt:
+        if (out / "scan.partial.npz").exists():
+            print(f"rflens: the images scanned so far are kept in {out / 'scan.partial.npz'}; run the same "
+                  "command to resume", file=sys.stderr)
+        raise
+    path = str(out / "scan.npz")
+    if args.format == "json":
+        print(dumps({**record, "k": scan.k, "channels": scan.channels, "grid": list(scan.grid),
+                     "seen": scan.seen, "skipped": len(scan.skipped),
+                     "skipped_files": [list(x) for x in scan.skipped], "state": state, "scan": path}))
+        return 0
+    report([
+        ("model", model_line(args.model, size, weights)),
+        ("layer", f"{target.name}: {scan.channels} channels on a {size_text(scan.grid)} grid, top {scan.k} "
+                  "images each"),
+        ("images", f"{scan.seen} scanned in {args.images}" + (f"; {len(scan.skipped)} skipped" if scan.skipped
+                                                                 else "") + f" ({_normalize_text(normalize)})"),
+        *(("skipped", f"{name}: {why}") for name, why in scan.skipped),
+        ("scan", path + STATE_NOTES[state]),
+    ])
+    return 0
+
+
+def _normalize_text(normalize) -> str:
+    if normalize is None:
+        return "ImageNet mean and std"
+    mean, std = normalize
+    return f"mean {coords(np.atleast_1d(mean).tolist())}, std {coords(np.atleast_1d(std).tolist())}"

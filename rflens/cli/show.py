@@ -1,0 +1,31 @@
+"""``rflens show``: a picture of one unit's exact RF, on the input or on an image.
+
+    rflens show vgg16 --layer features.29 --unit 7,7 --image cat.jpg
+"""
+
+from __future__ import annotations
+
+from .common import UNIT_HELP, analysis, model_options, no_local, output_option, output_path, parse_unit, picture_for
+
+
+def register(subparsers) -> None:
+    sp = subparsers.add_parser("show", help="picture: one unit's exact RF on the input or an image")
+    model_options(sp)
+    sp.add_argument("--layer", required=True)
+    sp.add_argument("--unit", default="center", help=UNIT_HELP)
+    sp.add_argument("--image", help="draw on this picture (resized and centre-cropped to the input size)")
+    sp.add_argument("--local", action="store_true", help="ignore global-context paths")
+    output_option(sp)
+    sp.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from rflens.plot import save, unit_figure
+    found = analysis(args)
+    layer = found[args.layer]
+    if args.local:
+        layer = layer.local or no_local(layer)
+    unit = layer.unit(parse_unit(args.unit))
+    fig = unit_figure(layer, unit, picture_for(args, found), args.model)
+    print(save(fig, output_path(args, f"rf_{args.model}_{args.layer}_{'-'.join(map(str, unit.index))}.png")))
+    return 0

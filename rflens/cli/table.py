@@ -1,0 +1,76 @@
+"""``rflens table``: one row per layer with its RF size, stride, start and flags.
+
+    rflens table vgg16 --format markdown
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import rflens
+
+from .common import dumps, fmt, format_option, model_and_size, model_options, size_text
+
+COLUMNS = ["name", "op", "output_shape", "rf_size", "stride", "start", "flags"]
+
+
+def register(subparsers) -> None:
+    sp = subparsers.add_parser("table", help="one row per layer: RF size, stride, start, flags")
+    model_options(sp)
+    format_option(sp, ("table", "json", "csv", "markdown"))
+    sp.set_defaults(run=run)
+
+
+def run(args) -> int:
+    model, size = model_and_size(args)
+    records = rflens.analyze(model, size).table()
+    if args.format == "json":
+        print(dumps(records))
+    elif args.format == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(COLUMNS)
+        w.writerows(_row(r) for r in records)
+        print(buf.getvalue(), end="")
+    elif args.format == "markdown":
+        print("| " + " | ".join(COLUMNS) + " |")
+        print("|" + "---|" * len(COLUMNS))
+        for r in records:
+            print("| " + " | ".join(c.replace("|", "\\|") for c in _row(r)) + " |")
+    else:
+        _print_rich(records, f"{args.model} at {size_text(size)}: theoretical receptive fields")
+    return 0
+
+
+def _print_rich(records: list[dict], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=title)
+    for c in COLUMNS:
+        table.add_column(c.replace("_", " "), no_wrap=c != "flags",
+                         justify="right" if c in ("rf_size", "stride", "start") else "left")
+    for r in records:
+        table.add_row(*_row(r))
+    console = Console()
+    if not console.is_terminal:  # piped: wide enough that long layer names do not wrap
+        console = Console(width=max(100, max(len(r["name"]) for r in records) + 90))
+    console.print(table)
+
+
+def _row(rec: dict) -> list[str]:
+    return [rec["name"], rec["op"], size_text(rec["output_shape"]), fmt(rec["rf_size"]),
+            fmt(rec["stride"]), fmt(rec["start"]), _flags(rec)]
+
+
+def _flags(rec: dict) -> str:
+    flags = []
+    if rec["global"]:
+        flags.append("global")
+    if not rec["uniform"]:
+        flags.append("non-uniform")
+    if all(rec["covers_input"]):
+        flags.append("covers input")
+    if rec["min_rf"] != rec["max_rf"]:
+        flags.append(f"paths {fmt(rec['min_rf'])}..{fmt(rec['max_rf'])}")
+    return ", ".join(flags)

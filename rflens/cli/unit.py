@@ -1,0 +1,81 @@
+"""``rflens unit``: the exact receptive field of one unit, as text or JSON.
+
+    rflens unit vgg16 --layer features.29 --unit 7,7
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import rflens
+from rflens.errors import RFLensError
+from rflens.files import atomic_write
+
+from .common import (UNIT_HELP, box_text, dumps, fmt, format_option, load, model_and_size, model_line,
+                     model_options, no_local, parse_unit, report, size_text)
+
+
+def register(subparsers) -> None:
+    sp = subparsers.add_parser("unit", help="the exact receptive field of one unit")
+    model_options(sp)
+    sp.add_argument("--layer", required=True, help="layer name as listed by `rflens table`")
+    sp.add_argument("--unit", default="center", help=UNIT_HELP)
+    format_option(sp)
+    sp.add_argument("--mask-out", metavar="PATH.npy", help="write the support mask as a .npy bool array")
+    sp.add_argument("--method", choices=["analytic", "probe"], default="analytic")
+    sp.add_argument("--local", action="store_true", help="ignore global-context paths (SE gates, ...)")
+    sp.set_defaults(run=run)
+
+
+def run(args) -> int:
+    if args.mask_out and not args.mask_out.endswith(".npy"):
+        raise RFLensError(f"--mask-out {args.mask_out!r} must end in .npy")
+    index = parse_unit(args.unit)
+    if args.method == "probe":
+        model, size = model_and_size(args, device="cpu")
+        # the analytic layer resolves the unit (centre, bounds) for the probe's dense answer
+        layer = rflens.analyze(load(args.model, args)[0], size)[args.layer]
+        position = layer.index(index)  # a unit outside the grid fails before the slow probe
+        probe = rflens.analyze(model, size, method="probe")
+        unit = probe.layer(args.layer, layer.spatial_dims).unit(position)
+        rf_size, stride = None, None
+    else:
+        model, size = model_and_size(args)
+        layer = rflens.analyze(model, size)[args.layer]
+        if args.local:
+            layer = layer.local or no_local(layer)
+        unit = layer.unit(index)
+        rf_size, stride = layer.rf_size, layer.stride
+    record = unit.to_dict(size, layer.is_global)
+    record["method"] = args.method
+    if rf_size is not None:
+        record["rf_size"] = list(rf_size)
+        record["stride"] = list(stride)
+    if args.mask_out:
+        _save_npy(args.mask_out, unit.mask)
+    if args.format == "json":
+        print(dumps(record))
+        return 0
+    rows = [
+        ("model", model_line(args.model, size)),
+        ("layer", f"{unit.layer}  (grid {size_text(layer.grid_shape) or 'scalar'})"),
+        ("unit", ", ".join(map(str, unit.index))),
+        ("box", f"{box_text(unit.box)}  (clipped to the input)"),
+        ("unclipped", box_text(unit.unclipped_box)),
+        ("center", ", ".join(map(str, unit.center))),
+        ("support", f"{unit.support_size} pixels"),
+    ]
+    if rf_size is not None:
+        rows.append(("layer RF", f"{fmt(rf_size)}, stride {fmt(stride)}"))
+    if layer.is_global:
+        more = len(layer.global_via) - 1
+        rows.append(("global", f"yes, via {layer.global_via[0]}" + (f" (+{more} more)" if more else "")))
+    report(rows)
+    return 0
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a name
+            np.save(f, array)
+    atomic_write(path, write)
