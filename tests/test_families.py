@@ -57,7 +57,8 @@ def test_a_name_is_in_one_row_only():
 
 def test_the_probe_and_the_explainer_read_the_rows_of_their_gradient_families():
     pointwise = functions(Gradient.PASSES, Gradient.ZERO_DERIVATIVE, Gradient.CONSTANT, structure=Structure.POINTWISE)
-    assert IDENTITY == pointwise and {"relu", "relu_", "softshrink", "log_sigmoid", "dropout2d"} <= IDENTITY
+    assert IDENTITY == pointwise - {"clone", "contiguous", "detach"}  # copies keep their memory layout
+    assert {"relu", "relu_", "softshrink", "log_sigmoid", "dropout2d"} <= IDENTITY
     assert set(STAND_INS) == functions(Gradient.SIGNED, Gradient.MAX_ROUTING)
     assert REFUSED == {"nonzero", "item", "sort", "topk", "argsort", "kthvalue", "unique"}
     assert ACTIVATIONS == functions(Gradient.ZERO_DERIVATIVE)
@@ -244,3 +245,11 @@ def test_module_rows_cover_subclasses_and_nothing_else():
     assert module_entry(MyConv).rule == "convolution"
     assert module_entry(nn.Sequential) is None
     assert np.all([module_entry(cls) is row for cls, row in families.BY_MODULE.items()])
+
+
+def test_the_oracle_runs_copies_as_they_are_so_a_view_after_contiguous_works(exact):
+    """ShuffleNet's channel shuffle: view, transpose, contiguous(), view; an identity stand-in for
+    contiguous() would keep the transposed strides and the last view would fail."""
+    shuffle = Call(lambda x: x.view(x.shape[0], 2, 2, 14, 14).transpose(1, 2).contiguous().view(x.shape[0], 4, 14, 14))
+    a = exact(sandwich(shuffle).eval(), (3, 16, 16), layers=["2"])
+    assert a["2"].rf_size == (5, 5)

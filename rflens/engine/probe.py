@@ -23,7 +23,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..deprecation import renamed
 from ..errors import LayerNotFoundError, RFLensError
-from .families import Gradient, Structure, function_name, functions
+from .families import BY_FUNCTION, Gradient, Structure, function_name, functions
 from .field import Unit, UnitLike, grid_index
 from .trace import execute, fx_graph
 
@@ -64,7 +64,11 @@ def _ntuple(v, n):
 
 # ops run as their identity: pointwise ops whose derivative may vanish (casts keep no torch
 # function in the table, so they run as they are)
-IDENTITY = functions(Gradient.PASSES, Gradient.ZERO_DERIVATIVE, Gradient.CONSTANT, structure=Structure.POINTWISE)
+# copies (clone, contiguous, detach) promise a memory layout that later views rely on, and
+# change no value: they run as they are
+COPIES = frozenset(BY_FUNCTION["clone"].functions)
+IDENTITY = functions(Gradient.PASSES, Gradient.ZERO_DERIVATIVE, Gradient.CONSTANT,
+                     structure=Structure.POINTWISE) - COPIES
 # ops whose result the probe cannot make positive: which elements pass is chosen by value
 REFUSED = functions(Gradient.SELECTS)
 
