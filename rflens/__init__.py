@@ -8,22 +8,23 @@
 
 from __future__ import annotations
 
-from .models.adapt import adapt
 from .engine.analyze import analyze, parse_input_size
-from .errors import (InputTooSmallError, LayerNotFoundError, ModelNotFoundError, RFLensError,
-                     TraceError, UnitError, UnsupportedOpError)
 from .engine.field import Analysis, Layer, Unit
-from .models.names import load_model
+from .errors import (InputTooSmallError, LayerNotFoundError, LimitError, ModelNotFoundError, RFLensError,
+                     TraceError, UnitError, UnsupportedOpError)
 from .methods.gradient import EffectiveField, GradientField, effective_field, gradient_field
 from .methods.occlusion import EmpiricalField, EmpiricalLayer, Occluder, empirical_field
 from .methods.scan import Scan, top_images
 from .methods.segment import Segment, segment
+from .models.adapt import adapt
+from .models.names import load_model
 
 __all__ = [
-    "analyze", "parse_input_size", "load_model", "adapt", "gradient_field", "effective_field", "top_images", "empirical_field", "segment", "Occluder",
-    "Analysis", "Layer", "Unit", "GradientField", "EffectiveField", "Scan",
-    "EmpiricalField", "EmpiricalLayer", "Segment",
-    "RFLensError", "UnsupportedOpError", "TraceError", "InputTooSmallError", "LayerNotFoundError",
+    "analyze", "parse_input_size", "load_model", "adapt", "gradient_field", "effective_field", "top_images",
+    "empirical_field", "segment", "Occluder",
+    "Analysis", "Layer", "Unit", "GradientField", "EffectiveField", "Scan", "EmpiricalField", "EmpiricalLayer",
+    "Segment",
+    "RFLensError", "UnsupportedOpError", "LimitError", "TraceError", "InputTooSmallError", "LayerNotFoundError",
     "UnitError", "ModelNotFoundError",
 ]
 __version__ = "0.1.0"

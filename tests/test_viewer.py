@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -21,7 +22,7 @@ from viewing import astronaut, running, scene
 
 from rflens.cli import main
 from rflens.errors import RFLensError
-from rflens.viewer import decode_mask, encode_mask, export_html
+from rflens.viewer import decode_mask, encode_mask, export_html, serve
 
 
 def request(url: str, path: str, method: str = "GET", host: str | None = None):
@@ -281,7 +282,8 @@ def test_cli_view_serves_until_interrupted(tmp_path, photo):
         assert status == 200 and meta["gradients"] is True and meta["weights"] == "random weights (torch seed 0)"
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
+        code = proc.wait(30)
+        assert code == 0, f"exit status {code}; stderr: {proc.stderr.read()[-6000:]}"
 
 
 def test_gradient_and_erf_jobs_run_report_progress_and_cancel():
@@ -308,6 +310,23 @@ def test_gradient_and_erf_jobs_run_report_progress_and_cancel():
         assert job["state"] == "cancelled" and job["done"] < 512
         status, body = get_json(url, f"/api/heat.png?id={job['id']}")
         assert status == 400 and "cancelled" in body["error"]
+
+
+def test_closing_the_server_cancels_its_jobs_and_waits_for_every_thread():
+    """A thread left running while the interpreter shuts down, dropping the model's tensors,
+    makes PyTorch abort the process (exit status -6 after Ctrl-C): closing joins them all."""
+    s = scene("resnet18", weights=True)
+    server = serve(s, port=0, device="cpu")
+    serving = threading.Thread(target=server.serve_forever)
+    serving.start()
+    status, job = get_json(server.url, "/api/job?kind=erf&layer=layer4&unit=3,3&inputs=512", "POST")
+    assert status == 200 and get_json(server.url, "/api/meta")[0] == 200
+    server.shutdown()
+    server.server_close()
+    serving.join(5)
+    left = [t.name for t in threading.enumerate() if t is not threading.main_thread()
+            and (t.name.startswith("rflens-job") or "process_request" in t.name)]
+    assert left == [] and server.jobs.get(job["id"]).state == "cancelled"
 
 
 def _wait(url: str, ident: str, limit: float = 120) -> dict:

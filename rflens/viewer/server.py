@@ -74,6 +74,7 @@ class Jobs:
         self.lock = threading.Lock()
         self.running = threading.Lock()
         self.ids = itertools.count(1)
+        self.threads: list[threading.Thread] = []
 
     def start(self, kind: str, layer: str, unit: tuple[int, ...], inputs: int) -> Job:
         if not self.scene.has_weights:
@@ -86,8 +87,19 @@ class Jobs:
             self.jobs[job.id] = job
             for old in list(self.jobs)[:-self.KEEP]:
                 del self.jobs[old]
-        threading.Thread(target=self._run, args=(job,), daemon=True, name=f"rflens-job-{job.id}").start()
+            thread = threading.Thread(target=self._run, args=(job,), name=f"rflens-job-{job.id}")
+            self.threads = [t for t in self.threads if t.is_alive()] + [thread]
+            thread.start()
         return job
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Cancel every job and wait for their threads (an ERF stops after its current batch)."""
+        with self.lock:
+            for j in self.jobs.values():
+                j.stop.set()
+            threads = list(self.threads)
+        for t in threads:
+            t.join(timeout)
 
     def get(self, ident: str) -> Job:
         job = self.jobs.get(ident)
@@ -194,13 +206,22 @@ def _ints(text: str, name: str, count: int | None = None) -> tuple[int, ...]:
 class ViewerServer(ThreadingHTTPServer):
     """The viewer's HTTP server; ``url`` is where the page is, ``serve_forever()`` runs it."""
 
-    daemon_threads = True
+    # Request and job threads are joined when the server closes, never left running as daemons:
+    # a thread that drops the last reference to the model's tensors while the interpreter shuts
+    # down makes PyTorch abort the process ("terminate called without an active exception").
+    daemon_threads = False
+    block_on_close = True
 
     def __init__(self, scene: Scene, host: str = "127.0.0.1", port: int = 0, device=None):
         self.scene = scene
         self.jobs = Jobs(scene, device)
         self.assets = {path: (asset(name), kind) for path, (name, kind) in ASSETS.items()}
         super().__init__((host, port), Handler)
+
+    def server_close(self) -> None:
+        """Stop listening, cancel the jobs and wait for every request and job thread."""
+        super().server_close()
+        self.jobs.close()
 
     @property
     def url(self) -> str:
@@ -219,6 +240,7 @@ class Handler(BaseHTTPRequestHandler):
     server: ViewerServer
     server_version = "rflens-view"
     sys_version = ""
+    timeout = 10  # seconds a connection may stall; its thread then ends, so closing never hangs
 
     def log_message(self, format, *args) -> None:  # the library never prints
         pass
