@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 from .engine.analyze import analyze, parse_input_size
-from .engine.field import Analysis, Layer, Unit
+from .engine.analysis import Analysis
+from .engine.field import Layer, Unit
 from .errors import (InputTooSmallError, LayerNotFoundError, LimitError, ModelNotFoundError, RFLensError,
                      TraceError, UnitError, UnsupportedOpError)
 from .methods.gradient import EffectiveField, GradientField, effective_field, gradient_field

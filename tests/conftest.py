@@ -32,10 +32,15 @@ def sample_units(grid: tuple[int, ...]) -> list[tuple[int, ...]]:
 def assert_exact(model: torch.nn.Module, input_size, layers=None, max_layers: int | None = None,
                  analysis=None):
     """Analytic masks equal probe masks for sampled units of the given (or sampled) layers;
-    reported sizes and strides agree with the masks.  Returns the analysis."""
+    reported sizes and strides agree with the masks.  The oracle side is loud: a gradient that is
+    not finite raises in the probe, and an empty oracle mask where the analytic field is not
+    empty fails as the oracle's failure, not as a disagreement.  Where the analysis is partial
+    (some layers refused), the probe stops at the op it cannot follow too, and the layers with
+    fields are compared.  Returns the analysis."""
     a = analysis or rflens.analyze(model, input_size)
-    p = ProbeAnalysis(model, input_size)
-    names = [n for n in (layers or a.layers) if n in p.layers]
+    refused = {n for n in a.layers if a[n].refused}
+    p = ProbeAnalysis(model, input_size, partial=bool(refused))
+    names = [n for n in (layers or a.layers) if n in p.layers and n not in refused]
     if layers is not None:
         missing = set(layers) - set(names)
         assert not missing, f"layers missing from the probe run: {missing}"
@@ -43,16 +48,22 @@ def assert_exact(model: torch.nn.Module, input_size, layers=None, max_layers: in
         idx = np.unique(np.linspace(0, len(names) - 1, max_layers).round().astype(int))
         names = [names[i] for i in idx]
     requests = {n: (sample_units(a[n].grid_shape), a[n].spatial_dims) for n in names}
-    got = p.masks_many(requests)
-    failures = []
+    got = p.masks_many(requests)   # a gradient that is not finite raises there
+    failures, unanswered = [], []
     for n in names:
         layer = a[n]
         for u, probe_mask in zip(requests[n][0], got[n]):
             unit = layer.unit(u)
-            if not np.array_equal(unit.mask, probe_mask):
+            if not probe_mask.any() and unit.mask.any():
+                unanswered.append(f"{n} unit {u}: analytic {unit.mask.sum()} px, oracle 0 px")
+            elif not np.array_equal(unit.mask, probe_mask):
                 failures.append(f"{n} unit {u}: analytic {unit.mask.sum()} px, probe {probe_mask.sum()} px")
             _check_box_agrees(unit, input_size)
         _check_summary_agrees(layer)
+    # an empty oracle mask for a unit that reads pixels is the oracle failing (a gradient that
+    # vanished), not an answer to compare
+    assert not unanswered, "the oracle gave no answer (an empty mask) for units whose analytic field is " \
+        "not empty:\n" + "\n".join(unanswered)
     assert not failures, "\n".join(failures)
     return a
 
@@ -91,6 +102,38 @@ def _check_summary_agrees(layer) -> None:
         assert abs(lo1 - lo0) == layer.stride[axis]
 
 
+def assert_exact_per_channel(model: torch.nn.Module, input_size, layers: list[str], units=None,
+                             analysis=None):
+    """Per neuron: each channel group's first and last channel, at sampled units (or ``units``),
+    has the analytic mask of the probe's gradient of that one channel.  Returns the analysis."""
+    a = analysis or rflens.analyze(model, input_size)
+    p = ProbeAnalysis(model, input_size)
+    requests, expected = {}, {}
+    for n in layers:
+        layer = a[n]
+        cells = units or sample_units(layer.grid_shape)
+        picks = sorted({c for g in layer.channel_groups for c in (g.channels.start, g.channels.stop - 1)})
+        pairs = [(u, c) for c in picks for u in cells]
+        requests[n] = ([u for u, _ in pairs], layer.spatial_dims, [c for _, c in pairs])
+        expected[n] = pairs
+    got = p.masks_many(requests)
+    failures = []
+    for n in layers:
+        for (u, c), probe_mask in zip(expected[n], got[n]):
+            assert probe_mask.any(), f"{n} unit {u} channel {c}: the probe's mask is empty"
+            unit = a[n].unit(u, channel=c)
+            if not np.array_equal(unit.mask, probe_mask):
+                failures.append(f"{n} unit {u} channel {c}: analytic {unit.mask.sum()} px, probe {probe_mask.sum()} px")
+            _check_box_agrees(unit, input_size)
+    assert not failures, "\n".join(failures)
+    return a
+
+
 @pytest.fixture
 def exact():
     return assert_exact
+
+
+@pytest.fixture
+def exact_per_channel():
+    return assert_exact_per_channel

@@ -41,6 +41,9 @@ class Lstm(nn.Module):
     def forward(self, x):
         return self.lstm(x)[0]
 
+def quantized_embedding():
+    return nn.Sequential(nn.Conv2d(3, 3, 1), torch.ao.nn.quantized.Embedding(10, 3))
+
 class TwoInputs(nn.Module):
     def __init__(self):
         super().__init__()
@@ -62,6 +65,13 @@ class Shifted(nn.Module):
 
 def shifted_copies():
     return Shifted(conv=False)
+
+class TopK(nn.Module):
+    def forward(self, x):
+        return x.flatten(1).topk(3).values
+
+def top_k():
+    return nn.Sequential(nn.Conv2d(1, 1, 3), TopK())
 
 class FailsOnData(nn.Module):
     """Traces on meta tensors, then raises on real ones, as a model with a data check would."""
@@ -167,6 +177,9 @@ CASES = [
      "(its output reads more than 64 differently placed copies of its inputs (as window attention over reshaped "
      "windows does)). Use method='probe'",
      lambda t: rflens.analyze(rflens.load_model(f"{_nets(t)}:shifted_copies"), (1, 80, 80))),
+    ("a layer after a value-dependent op", ["unit", "{tmp}/nets.py:top_k", "--input-size", "1x8x8", "--layer", "1"],
+     "through op 'topk' in module '1' (which elements it reads depends on tensor values). Use method='probe'",
+     lambda t: rflens.analyze(rflens.load_model(f"{_nets(t)}:top_k"), (1, 8, 8))["1"].unit()),
     ("input size not a size", ["table", "resnet18", "--input-size", "3xbig"], "is not of the form CxHxW",
      lambda t: rflens.analyze(rflens.load_model("resnet18"), "3xbig")),
     ("input of too many dims", ["table", "resnet18", "--input-size", "3x4x4x4x4"], "1, 2 or 3 spatial dims",
@@ -175,6 +188,9 @@ CASES = [
      lambda t: rflens.analyze(rflens.load_model(f"{_nets(t)}:linear"), (3, 8, 8))),
     ("LSTM model", ["table", "{tmp}/nets.py:Lstm", "--input-size", "3x8"], "input.size(-1) must be equal to input_size",
      lambda t: rflens.analyze(rflens.load_model(f"{_nets(t)}:Lstm"), (3, 8))),
+    ("quantized module without a float twin", ["table", "{tmp}/nets.py:quantized_embedding", "--input-size", "3x8x8"],
+     "module '1' is a torch.ao.nn.quantized.modules.embedding_ops.Embedding, a quantized module rflens has no float twin",
+     lambda t: rflens.analyze(rflens.load_model(f"{_nets(t)}:quantized_embedding"), (3, 8, 8))),
     ("second input missing", ["table", "{tmp}/nets.py:TwoInputs", "--input-size", "3x8x8"], "--model-input",
      lambda t: rflens.analyze(rflens.load_model(f"{_nets(t)}:TwoInputs"), (3, 8, 8))),
     ("dict output named as one", ["unit", "{tmp}/nets.py:TwoInputs", "--input-size", "3x8x8", "--model-input",

@@ -321,3 +321,11 @@ def test_cli_and_api_give_the_same_fields_for_every_source(tmp_path, capsys):
         out, err = capsys.readouterr()
         assert code == 0, (kind, err)
         assert json.loads(out) == rflens.analyze(rflens.load_model(spec), size).table(), kind
+
+
+def test_a_constructor_that_runs_its_own_forward_is_built_on_the_cpu():
+    """torchvision's SSDs run the backbone while being built to learn its channel counts: that
+    cannot happen on meta parameters, so the model is built with real (random) weights."""
+    model = rflens.load_model("ssdlite320_mobilenet_v3_large")
+    assert next(model.parameters()).device.type == "cpu"
+    assert rflens.load_model("resnet18").fc.weight.device.type == "meta"  # the others stay on meta

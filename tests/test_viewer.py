@@ -61,6 +61,18 @@ def resnet50_scene():
 
 
 @pytest.fixture(scope="module")
+def densenet_scene():
+    """DenseNet-121 at 3x64x64: a block's output concatenates channels with seven fields."""
+    return scene("densenet121", size=64)
+
+
+@pytest.fixture(scope="module")
+def densenet_url(densenet_scene):
+    with running(densenet_scene) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def resnet50_url(resnet50_scene):
     with running(resnet50_scene) as url:
         yield url
@@ -91,6 +103,31 @@ def test_projective_answer_is_every_unit_whose_mask_holds_the_pixel(which, layer
         brute[u] = L.unit(u).mask[pixel]
     assert np.array_equal(decode_mask(got["units"]), brute) and got["count"] == brute.sum()
     assert got["count"] == {"vgg16": 30, "resnet50": 6}[which]
+
+
+def test_a_channel_answers_with_that_neurons_field(densenet_url, densenet_scene):
+    block = densenet_scene.analysis["features.denseblock1"]
+    status, one = get_json(densenet_url, "/api/unit?layer=features.denseblock1&unit=8,8&channel=70")
+    assert status == 200 and one["channel"] == 70 and one["box"] == [[23, 42], [23, 42]]
+    assert one["support_size"] == 19 * 19 and np.array_equal(decode_mask(one["mask"]), block.unit((8, 8), channel=70).mask)
+    status, union = get_json(densenet_url, "/api/unit?layer=features.denseblock1&unit=8,8")
+    assert union["channel"] is None and union["box"] == [[3, 62], [3, 62]]
+    assert np.array_equal(decode_mask(union["mask"]), block.unit((8, 8)).mask)
+    status, seen = get_json(densenet_url, "/api/projective?layer=features.denseblock1&pixel=30,30&channel=0")
+    assert status == 200 and seen["channel"] == 0 and seen["count"] == 4
+    assert np.array_equal(decode_mask(seen["units"]), block.for_channel(0).projective_field((30, 30)))
+    assert get_json(densenet_url, "/api/projective?layer=features.denseblock1&pixel=30,30")[1]["count"] == 14 * 14
+
+
+def test_meta_lists_channel_groups_where_the_field_varies_by_channel(densenet_url):
+    _, meta = get_json(densenet_url, "/api/meta")
+    by_name = {r["name"]: r for r in meta["layers"]}
+    block = by_name["features.denseblock1"]
+    assert block["channels"] == 256 and block["rf_size_by_channel"] == [[11, 11], [59, 59]]
+    assert block["channel_groups"]["stop"] == [64, 96, 128, 160, 192, 224, 256]
+    assert [r[0] for r in block["channel_groups"]["rf_size"]] == [11, 19, 27, 35, 43, 51, 59]
+    conv = by_name["features.conv0"]
+    assert conv["channels"] == 64 and conv["channel_groups"] is None and conv["rf_size_by_channel"] is None
 
 
 def test_meta_lists_every_layer_with_its_grid_and_flags(vgg16_url, resnet50_url):
@@ -132,6 +169,13 @@ def test_the_picture_is_served_as_the_model_sees_it(vgg16_url, resnet50_url, pho
     ("/api/job?id=77", "no job '77'"),
     ("/api/heat.png?id=1", "no job '1'"),
     ("/api/meta?debug=1", "unknown parameter(s): debug"),
+    ("/api/unit?layer=features.29&unit=1,1&channel=512", "channel 512 is outside layer 'features.29', which has "
+                                                         "512 channels (0..511)"),
+    ("/api/unit?layer=features.29&unit=1,1&channel=-1", "which has 512 channels (0..511)"),
+    ("/api/unit?layer=features.29&unit=1,1&channel=x", "channel='x' is not a number"),
+    ("/api/unit?layer=features.29&unit=1,1&channel=", "channel='' is not a number"),
+    ("/api/unit?layer=features.29&unit=1,1&channel=1&channel=2", "given twice: channel"),
+    ("/api/projective?layer=classifier.6&pixel=1,1&channel=1000", "which has 1000 channels (0..999)"),
 ])
 def test_bad_parameters_get_400_and_one_message(vgg16_url, path, words):
     status, body = get_json(vgg16_url, path)
@@ -204,13 +248,22 @@ def _static_data(path) -> dict:
     return json.loads(blob.replace("<\\/", "</"))
 
 
-def _mask_from_geometry(data: dict, layer: str, unit: tuple[int, ...]) -> np.ndarray:
+def _field_of(data: dict, layer: str, channel: int | None) -> dict:
+    """The field a neuron of ``channel`` reads (None: all the channels), as the page finds it."""
+    g = data["geometry"]["layers"][layer]
+    if channel is None or g["channels"] is None:
+        return data["geometry"]["fields"][g["field"]]
+    stops = np.cumsum([count for _, count in g["channels"]])
+    return data["geometry"]["fields"][g["channels"][int(np.searchsorted(stops, channel, side="right"))][0]]
+
+
+def _mask_from_geometry(data: dict, layer: str, unit: tuple[int, ...], channel: int | None = None) -> np.ndarray:
     """What the page computes, in numpy: the union over the unit's node terms of outer products."""
     h, w = data["input_size"][1:]
     grid = next(r["grid"] for r in data["layers"] if r["name"] == layer)
     flat = int(np.ravel_multi_index(unit, grid)) if grid else 0
     mask = np.zeros((h, w), bool)
-    for e in data["geometry"]["layers"][layer]["entries"]:
+    for e in _field_of(data, layer, channel)["entries"]:
         n = int(np.prod(grid))
         if e["units"] is not None and not np.unpackbits(np.frombuffer(base64.b64decode(e["units"]), np.uint8))[flat]:
             continue
@@ -238,7 +291,28 @@ def test_html_export_is_one_self_contained_page(tmp_path, photo, resnet50_scene)
     assert "image_data" not in data and len(data["geometry"]["layers"]) == 201
     for layer, unit in [("layer3.1.add", (3, 4)), ("layer1.0.conv1", (0, 55)), ("fc", ()), ("layer4", (6, 0))]:
         assert np.array_equal(_mask_from_geometry(data, layer, unit), resnet50_scene.analysis[layer].unit(unit).mask)
-    assert path.stat().st_size < 1_000_000
+    # every channel of a ResNet reads alike: no per-channel fields; layers that read alike share one
+    assert all(g["channels"] is None for g in data["geometry"]["layers"].values())
+    assert len(data["geometry"]["fields"]) == 40 and path.stat().st_size < 300_000  # 455 KB before sharing
+
+
+def test_html_export_draws_any_channels_exact_field(tmp_path, densenet_scene):
+    data = _static_data(export_html(densenet_scene, tmp_path / "densenet121.html"))
+    a = densenet_scene.analysis
+    block = a["features.denseblock1"]
+    assert [count for _, count in data["geometry"]["layers"]["features.denseblock1"]["channels"]] == [64] + [32] * 6
+    for c in range(block.channels):
+        assert np.array_equal(_mask_from_geometry(data, "features.denseblock1", (8, 8), c),
+                              block.unit((8, 8), channel=c).mask), f"channel {c}"
+    varying = [n for n in a.layers if data["geometry"]["layers"][n]["channels"] is not None]
+    assert len(varying) == 181 and "features.transition3.conv" not in varying
+    for name in varying[::7]:
+        L, first = a[name], 0
+        for _, count in data["geometry"]["layers"][name]["channels"]:
+            for c, unit in [(first, (0, 0)), (first + count - 1, tuple(n - 1 for n in L.grid_shape))]:
+                assert np.array_equal(_mask_from_geometry(data, name, unit, c), L.unit(unit, channel=c).mask), \
+                    f"{name} channel {c} unit {unit}"
+            first += count
 
 
 def test_html_export_into_a_missing_folder_fails_cleanly(tmp_path, resnet50_scene):
@@ -310,6 +384,21 @@ def test_gradient_and_erf_jobs_run_report_progress_and_cancel():
         assert job["state"] == "cancelled" and job["done"] < 512
         status, body = get_json(url, f"/api/heat.png?id={job['id']}")
         assert status == 400 and "cancelled" in body["error"]
+
+
+def test_gradient_and_erf_jobs_of_a_channel_use_that_neurons_field():
+    """Channel 70 of DenseNet's first block is a 19x19 neuron; the union at (8, 8) spans 59x59."""
+    s = scene("densenet121", weights=True, size=64)
+    with running(s) as url:
+        status, job = get_json(url, "/api/job?kind=gradient&layer=features.denseblock1&unit=8,8&channel=70", "POST")
+        assert status == 200 and job["channel"] == 70
+        job = _wait(url, job["id"])
+        assert job["state"] == "done" and job["numbers"]["support"] == 19 * 19
+        status, job = get_json(url, "/api/job?kind=erf&layer=features.denseblock1&unit=8,8&channel=70&inputs=2", "POST")
+        job = _wait(url, job["id"])
+        assert job["state"] == "done" and job["channel"] == 70 and job["numbers"]["inputs"] == 2
+        status, body = get_json(url, "/api/job?kind=erf&layer=features.denseblock1&unit=8,8&channel=256", "POST")
+        assert status == 400 and "which has 256 channels (0..255)" in body["error"]
 
 
 def test_closing_the_server_cancels_its_jobs_and_waits_for_every_thread():

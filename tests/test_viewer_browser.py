@@ -60,6 +60,16 @@ def resnet50_page(tmp_path_factory):
     return s, path.as_uri()
 
 
+@pytest.fixture(scope="module")
+def densenet(tmp_path_factory):
+    """DenseNet-121 at 3x64x64 (its first block's output: seven fields by channel), served and
+    exported as a static page."""
+    s = scene("densenet121", size=64)
+    path = export_html(s, tmp_path_factory.mktemp("html") / "densenet121.html")
+    with running(s) as url:
+        yield s, url, path
+
+
 def shot(pg, selector: str) -> np.ndarray:
     """A screenshot of one canvas: its own pixels, one to one."""
     pixels = np.asarray(Image.open(io.BytesIO(pg.locator(selector).screenshot())).convert("RGB"))
@@ -185,13 +195,13 @@ def test_static_page_search_picks_a_layer(page, resnet50_page):
     assert drawn_box(page) == s.analysis["layer4.2.conv1"].unit((6, 6)).box
 
 
-RLE = """([layer, units, pixels]) => Promise.all([
-    ...units.map((u) => window.rflensView.source.unit(layer, u).then((r) => {
+RLE = """([layer, units, pixels, channel]) => Promise.all([
+    ...units.map((u) => window.rflensView.source.unit(layer, u, channel).then((r) => {
         const runs = []; let v = 0, n = 0;
         for (const b of r.mask) { if (b === v) n++; else { runs.push(n); v = b; n = 1; } }
         runs.push(n);
         return {runs, box: r.box, unclipped: r.unclipped_box, support: r.support_size}; })),
-    ...pixels.map((p) => window.rflensView.source.projective(layer, p).then((m) => Array.from(m)))])"""
+    ...pixels.map((p) => window.rflensView.source.projective(layer, p, channel).then((m) => Array.from(m)))])"""
 
 
 def _runs(mask: np.ndarray) -> list[int]:
@@ -206,21 +216,26 @@ def _corners(grid) -> list[tuple[int, ...]]:
                   | {tuple(n // 2 for n in grid)})
 
 
-def _check_static_geometry(page, s, path) -> None:
+def _check_static_geometry(page, s, path, by_channel: bool = False) -> None:
+    """Every layer's corner and centre units and two pixels' projective fields, as the page
+    computes them, equal the engine's; ``by_channel``: also for the first channel of each of a
+    layer's channel groups."""
     page.goto(path.as_uri())
     page.wait_for_selector("body[data-ready]")
     pixels = [(0, 0), (s.input_size[1] // 2, s.input_size[2] - 1)]
     for name in s.analysis.layers:
-        L = s.analysis[name]
-        units = _corners(L.grid_shape)
-        got = page.evaluate(RLE, [name, [list(u) for u in units], [list(p) for p in pixels]])
-        for u, g in zip(units, got):
-            e = L.unit(u)
-            assert g["runs"] == _runs(e.mask), f"{name} unit {u}: mask"
-            assert tuple(map(tuple, g["box"])) == e.box and g["support"] == e.support_size, f"{name} unit {u}"
-            assert tuple(map(tuple, g["unclipped"])) == e.unclipped_box, f"{name} unit {u}: unclipped box"
-        for p, g in zip(pixels, got[len(units):]):
-            assert np.array_equal(np.asarray(g, bool), L.projective_field(p).reshape(-1)), f"{name} pixel {p}"
+        whole = s.analysis[name]
+        channels = [None] + ([g.channels.start for g in whole.channel_groups] if by_channel and whole.varies_by_channel else [])
+        for c in channels:
+            L, units, which = whole.for_channel(c), _corners(whole.grid_shape), f"{name} channel {c}"
+            got = page.evaluate(RLE, [name, [list(u) for u in units], [list(p) for p in pixels], c])
+            for u, g in zip(units, got):
+                e = L.unit(u)
+                assert g["runs"] == _runs(e.mask), f"{which} unit {u}: mask"
+                assert tuple(map(tuple, g["box"])) == e.box and g["support"] == e.support_size, f"{which} unit {u}"
+                assert tuple(map(tuple, g["unclipped"])) == e.unclipped_box, f"{which} unit {u}: unclipped box"
+            for p, g in zip(pixels, got[len(units):]):
+                assert np.array_equal(np.asarray(g, bool), L.projective_field(p).reshape(-1)), f"{which} pixel {p}"
 
 
 def test_static_page_computes_the_engines_fields_for_every_layer_of_resnet50(page, resnet50_page, tmp_path):
@@ -239,3 +254,52 @@ def test_static_page_is_exact_through_holes_token_grids_and_global_layers(page, 
     _check_static_geometry(page, s, export_html(s, tmp_path / "holes.html"))
     vit = Scene(load_model("vit_b_16"), (3, 224, 224), name="vit_b_16")
     _check_static_geometry(page, vit, export_html(vit, tmp_path / "vit.html"))
+
+
+def _pick_channel(pg, channel: int) -> None:
+    pg.fill("#channel", str(channel))
+    pg.keyboard.press("Enter")  # leaves the box, so the keys move again
+    pg.wait_for_selector(f'#numbers[data-channel="{channel}"]')
+
+
+@pytest.mark.parametrize("where", ["server", "static"])
+def test_channel_selector_draws_one_neurons_field_on_a_densenet_block(page, densenet, where):
+    s, url, path = densenet
+    block = s.analysis["features.denseblock1"]
+    open_page(page, url if where == "server" else path.as_uri(), "features.denseblock1")
+    row = page.locator('#table tr[data-name="features.denseblock1"]')
+    assert "rf 11..59 by channel" in row.inner_text()
+    assert page.eval_on_selector_all("#groups button", "bs => bs.map(b => b.textContent)") == [
+        "all", "0-63: RF 11", "64-95: RF 19", "96-127: RF 27", "128-159: RF 35", "160-191: RF 43", "192-223: RF 51",
+        "224-255: RF 59"]
+    click_unit(page, (8, 8))
+    assert drawn_box(page) == block.unit((8, 8)).box == ((3, 62), (3, 62))
+
+    _pick_channel(page, 70)
+    assert drawn_box(page) == block.unit((8, 8), channel=70).box == ((23, 42), (23, 42))
+    shown = page.evaluate("Array.from(window.rflensView.state.shown.mask)")
+    assert np.array_equal(np.asarray(shown, bool).reshape(64, 64), block.unit((8, 8), channel=70).mask)
+    assert page.evaluate("location.hash") == "#layer=features.denseblock1&unit=8,8&channel=70"
+    assert "70 of 256: RF 19, stride 4, start -9 (group 64-95)" in page.inner_text("#numbers")
+    click_pixel(page, "features.denseblock1", (30, 30))
+    page.wait_for_selector('#grid[data-pf$="|70"]')
+    assert np.array_equal(highlighted(page, (16, 16)), block.for_channel(70).projective_field((30, 30)))
+
+    page.click('#groups button[data-channel="224"]')            # a group: its first channel
+    page.wait_for_selector('#numbers[data-channel="224"]')
+    assert drawn_box(page) == block.unit((8, 8), channel=224).box
+    page.keyboard.press(",")                                      # the previous channel: another group
+    page.wait_for_selector('#numbers[data-channel="223"]')
+    page.wait_for_selector('#grid[data-pf$="|223"]')
+    assert drawn_box(page) == block.unit((8, 8), channel=223).box == ((7, 58), (7, 58))
+    assert np.array_equal(highlighted(page, (16, 16)), block.for_channel(223).projective_field((30, 30)))
+    page.reload()                                                 # the address keeps the channel
+    page.wait_for_selector('#numbers[data-channel="223"][data-unit="8,8"]')
+    page.click('#groups button[data-channel="all"]')
+    page.wait_for_selector('#numbers[data-channel=""]')
+    assert drawn_box(page) == ((3, 62), (3, 62)) and "channel" not in page.evaluate("location.hash")
+
+
+def test_static_page_computes_every_channel_groups_fields_for_every_layer_of_densenet(page, densenet):
+    s, _, path = densenet
+    _check_static_geometry(page, s, path, by_channel=True)

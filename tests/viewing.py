@@ -21,15 +21,15 @@ def astronaut(folder) -> str:
     return str(path)
 
 
-def scene(name: str, image=None, weights: bool = False) -> Scene:
-    """A torchvision architecture at 3x224x224: on the meta device, or with random weights
+def scene(name: str, image=None, weights: bool = False, size: int = 224) -> Scene:
+    """A torchvision architecture at 3 x size x size: on the meta device, or with random weights
     drawn from seed 0 (for gradients)."""
     if weights:
         torch.manual_seed(0)
         model = getattr(torchvision.models, name)().eval()
     else:
         model = load_model(name)
-    return Scene(model, (3, 224, 224), image=image, name=name)
+    return Scene(model, (3, size, size), image=image, name=name)
 
 
 @contextlib.contextmanager

@@ -61,6 +61,12 @@ def weights_options(sp: argparse.ArgumentParser, channel: bool = True, seed: str
         sp.add_argument("--channel", type=int, help="one output channel (default: the sum over channels)")
 
 
+def channel_option(sp: argparse.ArgumentParser) -> None:
+    """--channel: one neuron (a channel at the unit's position) instead of the union of all."""
+    sp.add_argument("--channel", type=int, metavar="C", help="one channel: the field of that neuron "
+                    "(default: the union over the channels at the unit's position)")
+
+
 def image_options(sp: argparse.ArgumentParser) -> None:
     """Images fed to the model: their size, how the model is built, their normalisation."""
     sp.add_argument("--input-size", help="C x spatial, e.g. 3x48x48: images are resized and centre-cropped "

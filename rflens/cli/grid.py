@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from rflens.errors import RFLensError
 
-from .common import analysis, model_options, output_option, output_path, parse_unit
+from .common import analysis, channel_option, model_options, output_option, output_path, parse_unit
 
 
 def register(subparsers) -> None:
     sp = subparsers.add_parser("grid", help="picture: one unit's RF in every selected layer")
     model_options(sp)
     sp.add_argument("--unit", required=True, help="0-based unit index; clamped on smaller grids")
+    channel_option(sp)
     sp.add_argument("--layers", default="conv,pool", help="op kinds (conv,pool), 'all', or a regex on names")
     output_option(sp)
     sp.set_defaults(run=run)
@@ -25,6 +26,7 @@ def run(args) -> int:
     unit = parse_unit(args.unit)
     if unit is None:
         raise RFLensError("--unit must be indices such as 3,3 for a grid of layers")
-    fig = grid_figure(found, unit, select_layers(found, args.layers), args.model)
-    print(save(fig, output_path(args, f"grid_{args.model}_{'-'.join(map(str, unit))}.png")))
+    fig = grid_figure(found, unit, select_layers(found, args.layers), args.model, channel=args.channel)
+    channel = "" if args.channel is None else f"_c{args.channel}"
+    print(save(fig, output_path(args, f"grid_{args.model}_{'-'.join(map(str, unit))}{channel}.png")))
     return 0

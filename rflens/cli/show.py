@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from .common import UNIT_HELP, analysis, model_options, no_local, output_option, output_path, parse_unit, picture_for
+from .common import (UNIT_HELP, analysis, channel_option, model_options, no_local, output_option, output_path,
+                     parse_unit, picture_for)
 
 
 def register(subparsers) -> None:
@@ -13,6 +14,7 @@ def register(subparsers) -> None:
     model_options(sp)
     sp.add_argument("--layer", required=True)
     sp.add_argument("--unit", default="center", help=UNIT_HELP)
+    channel_option(sp)
     sp.add_argument("--image", help="draw on this picture (resized and centre-cropped to the input size)")
     sp.add_argument("--local", action="store_true", help="ignore global-context paths")
     output_option(sp)
@@ -25,7 +27,9 @@ def run(args) -> int:
     layer = found[args.layer]
     if args.local:
         layer = layer.local or no_local(layer)
+    layer = layer.for_channel(args.channel)
     unit = layer.unit(parse_unit(args.unit))
     fig = unit_figure(layer, unit, picture_for(args, found), args.model)
-    print(save(fig, output_path(args, f"rf_{args.model}_{args.layer}_{'-'.join(map(str, unit.index))}.png")))
+    channel = "" if args.channel is None else f"_c{args.channel}"
+    print(save(fig, output_path(args, f"rf_{args.model}_{args.layer}_{'-'.join(map(str, unit.index))}{channel}.png")))
     return 0

@@ -1,6 +1,9 @@
 """``rflens table``: one row per layer with its RF size, stride, start and flags.
 
     rflens table vgg16 --format markdown
+
+A layer downstream of an op rflens refuses (a detector's ``topk``) has empty field columns and the
+flag ``refused: topk in rpn``; the table text ends with each refusal's full message.
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ def run(args) -> int:
             print("| " + " | ".join(c.replace("|", "\\|") for c in _row(r)) + " |")
     else:
         _print_rich(records, f"{args.model} at {size_text(size)}: theoretical receptive fields")
+        refusals = {}
+        for r in records:
+            if r["refused"]:
+                refusals[r["refused"]["message"]] = refusals.get(r["refused"]["message"], 0) + 1
+        for message, n in refusals.items():
+            print(f"{n} layer{'s' if n > 1 else ''} refused: {message}")
     return 0
 
 
@@ -59,11 +68,15 @@ def _print_rich(records: list[dict], title: str) -> None:
 
 
 def _row(rec: dict) -> list[str]:
-    return [rec["name"], rec["op"], size_text(rec["output_shape"]), fmt(rec["rf_size"]),
-            fmt(rec["stride"]), fmt(rec["start"]), _flags(rec)]
+    field = ["", "", ""] if rec["refused"] else [fmt(rec["rf_size"]), fmt(rec["stride"]), fmt(rec["start"])]
+    shape = "?" if rec["output_shape"] is None else size_text(rec["output_shape"])
+    return [rec["name"], rec["op"], shape, *field, _flags(rec)]
 
 
 def _flags(rec: dict) -> str:
+    refused = rec["refused"]
+    if refused:
+        return f"refused: {refused['op']} in " + (refused["module"] or "the model's forward")
     flags = []
     if rec["global"]:
         flags.append("global")
@@ -73,4 +86,7 @@ def _flags(rec: dict) -> str:
         flags.append("covers input")
     if rec["min_rf"] != rec["max_rf"]:
         flags.append(f"paths {fmt(rec['min_rf'])}..{fmt(rec['max_rf'])}")
+    if rec["rf_size_by_channel"]:
+        low, high = rec["rf_size_by_channel"]
+        flags.append(f"rf {fmt(low)}..{fmt(high)} by channel")
     return ", ".join(flags)

@@ -11,8 +11,8 @@ import rflens
 from rflens.errors import RFLensError
 from rflens.files import atomic_write
 
-from .common import (UNIT_HELP, box_text, dumps, fmt, format_option, load, model_and_size, model_line,
-                     model_options, no_local, parse_unit, report, size_text)
+from .common import (UNIT_HELP, box_text, channel_option, dumps, fmt, format_option, load, model_and_size,
+                     model_line, model_options, no_local, parse_unit, report, size_text)
 
 
 def register(subparsers) -> None:
@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     model_options(sp)
     sp.add_argument("--layer", required=True, help="layer name as listed by `rflens table`")
     sp.add_argument("--unit", default="center", help=UNIT_HELP)
+    channel_option(sp)
     format_option(sp)
     sp.add_argument("--mask-out", metavar="PATH.npy", help="write the support mask as a .npy bool array")
     sp.add_argument("--method", choices=["analytic", "probe"], default="analytic")
@@ -35,15 +36,17 @@ def run(args) -> int:
         model, size = model_and_size(args, device="cpu")
         # the analytic layer resolves the unit (centre, bounds) for the probe's dense answer
         layer = rflens.analyze(load(args.model, args)[0], size)[args.layer]
-        position = layer.index(index)  # a unit outside the grid fails before the slow probe
+        position = layer.index(index)  # a unit or channel outside the layer fails before the slow probe
+        layer = layer.for_channel(args.channel)
         probe = rflens.analyze(model, size, method="probe")
-        unit = probe.layer(args.layer, layer.spatial_dims).unit(position)
+        unit = probe.layer(args.layer, layer.spatial_dims).unit(position, channel=args.channel)
         rf_size, stride = None, None
     else:
         model, size = model_and_size(args)
         layer = rflens.analyze(model, size)[args.layer]
         if args.local:
             layer = layer.local or no_local(layer)
+        layer = layer.for_channel(args.channel)
         unit = layer.unit(index)
         rf_size, stride = layer.rf_size, layer.stride
     record = unit.to_dict(size, layer.is_global)
@@ -59,7 +62,7 @@ def run(args) -> int:
     rows = [
         ("model", model_line(args.model, size)),
         ("layer", f"{unit.layer}  (grid {size_text(layer.grid_shape) or 'scalar'})"),
-        ("unit", ", ".join(map(str, unit.index))),
+        ("unit", ", ".join(map(str, unit.index)) + ("" if args.channel is None else f", channel {args.channel}")),
         ("box", f"{box_text(unit.box)}  (clipped to the input)"),
         ("unclipped", box_text(unit.unclipped_box)),
         ("center", ", ".join(map(str, unit.center))),

@@ -14,6 +14,7 @@ gradient oracle everything here is tested against.
 """
 
 from .analyze import analyze, parse_input_size
-from .field import Analysis, Layer, Unit
+from .analysis import Analysis
+from .field import Layer, Unit
 
 __all__ = ["analyze", "parse_input_size", "Analysis", "Layer", "Unit"]

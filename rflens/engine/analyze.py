@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Sequence
 from torch import nn
 
 from ..errors import InputTooSmallError, RFLensError, TraceError, raised_by_rflens
-from .field import Analysis
+from .analysis import Analysis
+from .quantized import float_twin
 from .trace import run, too_small
 
 if TYPE_CHECKING:  # for the annotation only: the analytic engine does not depend on its oracle
@@ -53,7 +54,8 @@ def analyze(model: nn.Module, input_size: Sequence[int] | str, method: str = "an
     if not isinstance(model, nn.Module):
         raise RFLensError(f"expected a torch.nn.Module, got {type(model).__name__}")
     try:
-        flow, rec = run(model, size, use_fx=fx_names)
+        # quantized ops run on no meta tensor: their float twin has the same names and geometry
+        flow, rec = run(float_twin(model), size, use_fx=fx_names)
     except RFLensError:
         raise
     except Exception as e:

@@ -248,7 +248,9 @@ TABLE: tuple[Entry, ...] = (
          "index_put_ scatter scatter_ scatter_add masked_select masked_scatter _local_scalar_dense _unique2"),
     _row(V, SELECTS, "data_dependent", "nonzero item sort topk argsort kthvalue unique",
          "nonzero item sort topk argsort kthvalue unique"),
-    _row(U, PASSES, "patches", "im2col col2im unfold unfold_backward", "", (nn.Unfold, nn.Fold)),
+    _row(M, PASSES, "im2col", "im2col", "", (nn.Unfold,)),
+    _row(M, PASSES, "col2im", "col2im", "", (nn.Fold,)),  # overlapping patches summed: a union
+    _row(U, PASSES, "patches", "unfold unfold_backward"),
     _row(U, PASSES, "unsupported_resampling", "_upsample_bilinear2d_aa _upsample_bicubic2d_aa grid_sampler_2d "
          "grid_sampler grid_sampler_3d affine_grid_generator", "grid_sample affine_grid"),
 )

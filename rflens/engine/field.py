@@ -1,18 +1,22 @@
-"""Receptive-field objects: the analysis of a model, its layers, and single units."""
+"""Receptive-field objects: a layer of an analysis (all its units, or one channel's) and single units."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 
 from ..deprecation import renamed
-from ..errors import LayerNotFoundError, UnitError
+from ..errors import UnitError, UnsupportedOpError
 from .geometry import Node
-from .layout import Tracked
-from .trace import Flow, Record
+from .layout import Tracked, unit_reads
+from .ops.refusals import Refused
+from .trace import Record
+
+if TYPE_CHECKING:
+    from .analysis import Analysis
 
 # a unit of a layer: its index on the layer's grid ((3, 4); an int on a 1-D grid), or "center"
 # (also "centre" or None) for the centre unit
@@ -26,6 +30,7 @@ class Unit:
     ``box`` and ``unclipped_box`` are half-open ``(start, stop)`` per input axis; ``box`` is
     the bounding box of ``mask`` (clipped to the input), ``unclipped_box`` the classic box that
     reaches into padding.  ``center`` is the centre of the unclipped box in pixel coordinates.
+    ``channel`` is the neuron's channel, or None: the union over the channels at this position.
     """
 
     layer: str
@@ -35,6 +40,7 @@ class Unit:
     unclipped_box: tuple[tuple[int, int], ...]
     center: tuple[float, ...]
     owner: "Layer | None" = field(default=None, repr=False, compare=False)
+    channel: int | None = None
 
     def plot(self, image=None):
         """This unit's RF on the input (or ``image``: a path or an HxWx3 array), beside its
@@ -68,46 +74,23 @@ class Unit:
             "center": list(self.center),
             "support_size": self.support_size,
             "global": is_global,
+            "channel": self.channel,
         }
 
 
-class _Entries:
-    """A layer's elements grouped per unit: (node id, bool over units, unit arrays per axis)."""
+@dataclass(frozen=True)
+class ChannelGroup:
+    """A run of a layer's channels whose neurons share one geometry."""
 
-    def __init__(self, tracked: Tracked, spatial: list[int], grid: tuple[int, ...]):
-        self.items: list[tuple[int, np.ndarray, tuple[np.ndarray, ...]]] = []
-        rest = [d for d in range(tracked.ndim) if d not in spatial]
-        rest_shape = tuple(tracked.shape[d] for d in rest)
-        r = int(np.prod(rest_shape)) if rest else 1
-        for p in tracked.parts:
-            flat = []
-            for a in p.arrays():
-                a = a.transpose(rest + spatial)
-                tail = a.shape[len(rest):]
-                if any(a.shape[i] > 1 for i in range(len(rest))):
-                    a = np.broadcast_to(a, rest_shape + tail).reshape((r,) + tail)
-                else:
-                    a = a.reshape((1,) + tail)
-                flat.append(a)
-            comp, pos = flat[0], flat[1:]
-            if all(q.shape[0] == 1 for q in pos):
-                rows = comp.reshape(comp.shape[0], -1)
-                rows = np.unique(rows, axis=0) if rows.shape[0] > 1 else rows
-                for row in rows:
-                    self._add(row.reshape(comp.shape[1:]), tuple(q[0] for q in pos), grid)
-            else:
-                full = np.stack([np.broadcast_to(f, (r,) + grid).reshape(r, -1) for f in flat], 1)
-                for row in np.unique(full.reshape(r, -1), axis=0):
-                    row = row.reshape((len(flat),) + grid)
-                    self._add(row[0], tuple(row[1:]), grid)
+    channels: range
+    rf_size: tuple[int, ...]
+    stride: tuple[float, ...]
+    start: tuple[int, ...]
+    is_global: bool
 
-    def _add(self, comp: np.ndarray, pos: tuple[np.ndarray, ...], grid) -> None:
-        comp = np.broadcast_to(comp, grid)
-        for v in np.unique(comp):
-            if v >= 0:
-                m = comp == v
-                # units that read another node hold that node's positions: park them at 0
-                self.items.append((int(v), m, tuple(np.where(m, np.broadcast_to(q, grid), 0) for q in pos)))
+    def to_dict(self) -> dict:
+        return {"channels": [self.channels.start, self.channels.stop], "rf_size": list(self.rf_size),
+                "stride": list(self.stride), "start": list(self.start), "global": self.is_global}
 
 
 class Layer:
@@ -119,28 +102,64 @@ class Layer:
     padding), ``center`` (unit 0's RF centre), ``uniform`` (every unit's RF is unit 0's shifted
     by the stride), ``min_rf``/``max_rf`` (smallest/largest RF over single paths),
     ``covers_input`` (every unit already sees the whole axis).
+
+    A layer downstream of an op rflens refuses (``topk``, ``nonzero``, sampling at computed
+    positions) has no field: ``refused`` says why, and every field query raises that error.
     """
 
-    def __init__(self, analysis: "Analysis", record: Record, local_only: bool = False):
+    def __init__(self, analysis: "Analysis", record: Record, local_only: bool = False,
+                 channel: int | None = None):
         self.analysis = analysis
         self.record = record
         self.local_only = local_only
+        self.channel = channel
         self.name = record.name
         self.op = record.op
         self.module = record.module
         self.output_shape = record.shape
         k = analysis.k
-        varying = record.tracked.positional_dims()
-        nd = len(record.shape)
+        shape = record.shape or ()  # a refused layer's shape may be unknown
+        nd = len(shape)
         trailing = range(2, nd)
+        varying = list(trailing) if isinstance(record.tracked, Refused) else record.tracked.positional_dims()
         if nd == k + 2 and set(varying) <= set(trailing) and all(
-                record.shape[d] == 1 for d in trailing if d not in varying):
+                shape[d] == 1 for d in trailing if d not in varying):
             self.spatial_dims = list(range(2, nd))
         else:
             self.spatial_dims = varying
-        self.grid_shape = tuple(record.shape[d] for d in self.spatial_dims)
+        self.grid_shape = tuple(shape[d] for d in self.spatial_dims)
+        rest = [d for d in range(1, nd) if d not in self.spatial_dims]
+        # the dim a neuron's channel indexes: the first one after the batch that is not a position
+        self.channel_dim = rest[0] if rest else None
+        self.channels = shape[self.channel_dim] if self.channel_dim is not None else 1
+
+    @property
+    def refusal(self) -> UnsupportedOpError | None:
+        """The error of the refused op this layer depends on (None: the layer has a field)."""
+        return self.record.tracked.error if isinstance(self.record.tracked, Refused) else None
+
+    @property
+    def refused(self) -> str | None:
+        """Why this layer has no field: the message naming the refused op and its module, or None.
+
+        >>> import torch, rflens
+        >>> class Top(torch.nn.Module):
+        ...     def forward(self, x): return x + x.flatten(2).topk(1).values.unsqueeze(-1)
+        >>> a = rflens.analyze(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3), Top()), (1, 8, 8))
+        >>> a["0"].refused is None, a["1"].refused.split(" (")[0]
+        (True, "rflens cannot compute the receptive field through op 'topk' in module '1'")
+        """
+        return None if self.refusal is None else str(self.refusal)
+
+    def _followed(self) -> None:
+        e = self.refusal
+        if e is not None:  # a new error each time: re-raising one object stacks its tracebacks
+            raise UnsupportedOpError(e.op, e.module, e.why)
 
     def __repr__(self) -> str:
+        if self.refusal is not None:
+            out = "?" if self.output_shape is None else list(self.output_shape)
+            return f"<Layer {self.name!r} {self.op} out={out} refused at {self.refusal.op}>"
         g = " global" if self.is_global else ""
         return (f"<Layer {self.name!r} {self.op} out={list(self.output_shape)} rf={list(self.rf_size)} "
                 f"stride={list(self.stride)}{g}>")
@@ -150,7 +169,99 @@ class Layer:
         """What each unit reads: ``(node, units, positions)`` triples, where ``units`` is a bool
         array over the grid and ``positions[a]`` the node unit read along input axis ``a`` (for
         the units marked).  ``analysis.nodes[node]`` holds the node's exact dependency terms."""
-        return _Entries(self.record.tracked, self.spatial_dims, self.grid_shape).items
+        self._followed()  # every field query reads these
+        return unit_reads(self._tracked, self.spatial_dims, self.grid_shape)
+
+    @cached_property
+    def _tracked(self) -> Tracked:
+        tr = self.record.tracked
+        if self.channel is None:
+            return tr
+        d, c = self.channel_dim, self.channel
+        shape = tr.shape[:d] + (1,) + tr.shape[d + 1:]
+        return tr.map(lambda a: a if a.shape[d] == 1 else a[(slice(None),) * d + (slice(c, c + 1),)], shape)
+
+    def for_channel(self, channel: int | None) -> "Layer":
+        """The layer's neurons of one channel: the same questions (``rf_size``, ``unit``,
+        ``projective_field``, ...) answered for that channel alone (None: all channels).
+
+        >>> import torch, rflens
+        >>> net = torch.nn.ModuleDict({"a": torch.nn.Conv2d(1, 2, 1), "b": torch.nn.Conv2d(1, 2, 5, padding=2)})
+        >>> class Two(torch.nn.Module):
+        ...     def __init__(self): super().__init__(); self.branch = net
+        ...     def forward(self, x): return torch.cat([self.branch["a"](x), self.branch["b"](x)], 1)
+        >>> layer = rflens.analyze(Two(), (1, 9, 9))["output"]
+        >>> layer.rf_size, layer.for_channel(0).rf_size, layer.for_channel(3).rf_size
+        ((5, 5), (1, 1), (5, 5))
+        """
+        if channel is None:
+            return self if self.channel is None else Layer(self.analysis, self.record, self.local_only)
+        channel = self._check_channel(channel)
+        if channel == self.channel:
+            return self
+        views = self.__dict__.setdefault("_views", {})
+        if channel not in views:
+            views[channel] = Layer(self.analysis, self.record, self.local_only, channel)
+        return views[channel]
+
+    def _check_channel(self, channel) -> int:
+        if self.channel_dim is None:
+            raise UnitError(f"layer '{self.name}' has no channel dimension to pick channel {channel} from "
+                            f"(output {_fmt(self.output_shape)})")
+        if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)):
+            raise UnitError(f"a channel is a number, not {channel!r}")
+        if not 0 <= channel < self.channels:
+            raise UnitError(f"channel {channel} is outside layer '{self.name}', which has {self.channels} "
+                            f"channels (0..{self.channels - 1})")
+        return int(channel)
+
+    @cached_property
+    def channel_groups(self) -> list[ChannelGroup]:
+        """Runs of channels whose neurons share one geometry (``rf_size``, ``stride``, ``start``,
+        global or not): one run for a convolution, six for a DenseNet block of six layers.
+
+        >>> import torch, torchvision, rflens
+        >>> a = rflens.analyze(torchvision.models.densenet121(), (3, 64, 64))
+        >>> [(g.channels.start, g.channels.stop, g.rf_size) for g in a["features.denseblock1"].channel_groups][:3]
+        [(0, 64, (11, 11)), (64, 96, (19, 19)), (96, 128, (27, 27))]
+        """
+        if self.channel_dim is None or self.channels == 1:
+            return [self.for_channel(None)._group(range(self.channels))]
+        kinds = self.channel_kinds
+        first = {k: int(np.flatnonzero(kinds == k)[0]) for k in np.unique(kinds)}
+        summary = {k: self.for_channel(c)._group(range(c, c + 1)) for k, c in first.items()}
+        runs: list[ChannelGroup] = []
+        for c, k in enumerate(kinds.tolist()):
+            g = summary[k]
+            last = runs[-1] if runs else None
+            if last is not None and last.channels.stop == c and replace(last, channels=g.channels) == g:
+                runs[-1] = replace(last, channels=range(last.channels.start, c + 1))
+            else:
+                runs.append(replace(g, channels=range(c, c + 1)))
+        return runs
+
+    @cached_property
+    def channel_kinds(self) -> np.ndarray:
+        """A number per channel, equal where two channels' neurons read the same nodes at the same
+        units, and so have the same fields: one channel of each kind answers for the others.
+
+        >>> import torch, rflens
+        >>> rflens.analyze(torch.nn.Conv2d(1, 3, 3), (1, 9, 9))["output"].channel_kinds.tolist()
+        [0, 0, 0]
+        """
+        self._followed()
+        d, n = self.channel_dim, self.channels
+        ids = [np.unique(np.moveaxis(a, d, 0).reshape(n, -1), axis=0, return_inverse=True)[1].reshape(-1)
+               for p in self.record.tracked.parts for a in p.arrays() if d is not None and a.shape[d] > 1]
+        return np.unique(np.stack(ids, 1), axis=0, return_inverse=True)[1].reshape(-1) if ids else np.zeros(n, np.int64)
+
+    def _group(self, channels: range) -> ChannelGroup:
+        return ChannelGroup(channels, self.rf_size, self.stride, self.start, self.is_global)
+
+    @property
+    def varies_by_channel(self) -> bool:
+        """Whether neurons at one position see different fields depending on their channel."""
+        return len(self.channel_groups) > 1
 
     def _nodes(self) -> list[Node]:
         return [self.analysis.nodes[v] for v, _, _ in self.dependencies]
@@ -221,7 +332,12 @@ class Layer:
             g = self._axis_of_grid(a)
             if g is not None and self.grid_shape[g] > 1 and np.isfinite(lo[a]).all():
                 steps = np.diff(lo[a], axis=g)
-                out.append(_num(abs(float(np.mean(steps)))))
+                if (steps < 0).any() and (steps > 0).any():
+                    # boxes out of order (windows that wrap around after a cyclic shift): the mean
+                    # step says nothing; give the input pixels per unit instead
+                    out.append(_num(self.analysis.spatial[a] / self.grid_shape[g]))
+                else:
+                    out.append(_num(abs(float(np.mean(steps)))))
             else:
                 hulls = [n.local_hull if self.local_only else n.hull for n in self._nodes()]
                 out.append(_num(max((h[a].jump for h in hulls if h is not None), default=0.0)))
@@ -293,7 +409,7 @@ class Layer:
             return self
         if not any(n.local for n in self._nodes()):
             return None
-        return Layer(self.analysis, self.record, local_only=True)
+        return Layer(self.analysis, self.record, local_only=True, channel=self.channel)
 
     # -- units -------------------------------------------------------------------------------
     def index(self, unit: UnitLike = "center") -> tuple[int, ...]:
@@ -301,15 +417,20 @@ class Layer:
         return grid_index(unit, self.grid_shape, self.name)
 
     @renamed(index="unit")
-    def unit(self, unit: UnitLike = "center") -> Unit:
+    def unit(self, unit: UnitLike = "center", channel: int | None = None) -> Unit:
         """The receptive field of one unit: its index on the layer's grid (0-based, in the
         layer's spatial order), or ``"center"`` (the default; ``None`` too) for the centre unit.
+        With ``channel``, the field of that one neuron; without, the union over the channels at
+        this position (see ``channel_groups`` for where they differ).
 
         >>> import torch, rflens
         >>> layer = rflens.analyze(torch.nn.Conv2d(1, 1, 3), (1, 9, 9))["output"]
         >>> layer.unit((0, 0)).box, layer.unit("center").index
         (((0, 3), (0, 3)), (3, 3))
         """
+        self._followed()
+        if channel is not None and channel != self.channel:
+            return self.for_channel(channel).unit(unit)
         u = self.index(unit)
         shape = self.analysis.spatial
         mask = np.zeros(shape, bool)
@@ -321,7 +442,7 @@ class Layer:
         box = tuple((int(blo[a][u]), int(bhi[a][u])) if bhi[a][u] >= 0 else (0, 0) for a in range(len(shape)))
         unclipped = tuple((_num(float(lo[a][u])), _num(float(hi[a][u]))) for a in range(len(shape)))
         center = tuple(None if l is None else _num((l + h - 1) / 2) for l, h in unclipped)
-        return Unit(self.name, u, mask, box, unclipped, center, self)
+        return Unit(self.name, u, mask, box, unclipped, center, self, self.channel)
 
     def plot(self, unit=None, image=None):
         """Shortcut for ``layer.unit(unit).plot(image)`` (default: the centre unit)."""
@@ -331,6 +452,7 @@ class Layer:
         """Units of this layer (bool over its grid) that see an input pixel or box.
 
         ``box`` is half-open ``((start, stop), ...)`` per input axis."""
+        self._followed()
         spatial = self.analysis.spatial
         if box is None:
             if pixel is None or len(pixel) != len(spatial):
@@ -350,6 +472,13 @@ class Layer:
         return out
 
     def to_dict(self) -> dict:
+        """The layer's row of ``Analysis.table()``; a refused layer has None for every field
+        value and ``"refused": {"op", "module", "message"}`` (else ``"refused": None``)."""
+        e = self.refusal
+        if e is not None:
+            shape = None if self.output_shape is None else list(self.output_shape)
+            return {"name": self.name, "op": self.op, "output_shape": shape, **dict.fromkeys(_FIELD_KEYS),
+                    "refused": {"op": e.op, "module": e.module, "message": str(e)}}
         return {
             "name": self.name,
             "op": self.op,
@@ -365,7 +494,21 @@ class Layer:
             "global": self.is_global,
             "global_via": list(self.global_via),
             "local_rf_size": list(self.local.rf_size) if self.is_global and self.local is not None else None,
+            "rf_size_by_channel": self._rf_range(),
+            "refused": None,
         }
+
+    def _rf_range(self) -> list[list[int]] | None:
+        """[smallest, largest] rf_size over the channel groups, where the field varies by channel."""
+        if self.channel is not None or not self.varies_by_channel:
+            return None
+        sizes = [g.rf_size for g in self.channel_groups]
+        return [[min(s[a] for s in sizes) for a in range(self.analysis.k)],
+                [max(s[a] for s in sizes) for a in range(self.analysis.k)]]
+
+
+_FIELD_KEYS = ("rf_size", "stride", "start", "center", "uniform", "min_rf", "max_rf", "covers_input", "global",
+               "global_via", "local_rf_size", "rf_size_by_channel")
 
 
 def _num(x: float):
@@ -398,76 +541,3 @@ def grid_index(unit: UnitLike, grid: tuple[int, ...], layer: str) -> tuple[int, 
             raise UnitError(f"unit {_fmt(unit)} is outside layer '{layer}', whose grid is {_fmt(grid)} "
                             "(0-based indices 0..n-1 per axis).")
     return unit
-
-
-class Analysis:
-    """The exact receptive fields of every layer of a model at one input size.
-
-    >>> import torchvision, rflens
-    >>> a = rflens.analyze(torchvision.models.resnet18(), (3, 224, 224))
-    >>> a["layer1.0.add"].rf_size, a["layer1.0.add"].stride, a["layer1.0.add"].start
-    ((27, 27), (4, 4), (-13, -13))
-    >>> unit = a["layer1.0.add"].unit((0, 0))
-    >>> unit.box, unit.unclipped_box
-    (((0, 14), (0, 14)), ((-13, 14), (-13, 14)))
-    """
-
-    def __init__(self, flow: Flow, records: dict[str, Record], order: list[str], input_size,
-                 model_name: str = ""):
-        self.model_name = model_name
-        self.nodes = flow.table.nodes
-        self.k = flow.k
-        self.input_size = tuple(input_size)
-        self.spatial = tuple(input_size[1:])
-        self._records = records
-        self._order = order
-        self._layers: dict[str, Layer] = {}
-
-    @property
-    def layers(self) -> list[str]:
-        return list(self._order)
-
-    def __len__(self) -> int:
-        return len(self._order)
-
-    def __iter__(self):
-        return (self[n] for n in self._order)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._records
-
-    def __getitem__(self, name: str) -> Layer:
-        if name not in self._records:
-            raise LayerNotFoundError(name, self._order)
-        if name not in self._layers:
-            self._layers[name] = Layer(self, self._records[name])
-        return self._layers[name]
-
-    def table(self) -> list[dict]:
-        return [self[n].to_dict() for n in self._order]
-
-    def plot(self, layers: str = "conv,pool"):
-        """RF size and stride against depth (a matplotlib Figure)."""
-        from ..plot import analysis_plot
-        return analysis_plot(self, layers)
-
-    def plot_grid(self, unit, layers: str = "conv,pool"):
-        """One panel per layer with the same unit's RF (indices clamped to smaller grids)."""
-        from ..plot import analysis_plot_grid
-        return analysis_plot_grid(self, unit, layers)
-
-    def _repr_html_(self) -> str:
-        import html
-        head = ["layer", "op", "output", "RF", "stride", "start", "global"]
-        rows = []
-        for r in self.table():
-            cells = [r["name"], r["op"], "x".join(map(str, r["output_shape"])),
-                     "x".join(map(str, r["rf_size"])), "x".join(map(str, r["stride"])),
-                     "x".join(map(str, r["start"])), "global" if r["global"] else ""]
-            rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-        return (f"<p>{html.escape(self.model_name)} at {'x'.join(map(str, self.input_size))}: "
-                f"{len(self)} layers</p><table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
-                + "".join(rows) + "</table>")
-
-    def __repr__(self) -> str:
-        return f"<Analysis input={list(self.input_size)} layers={len(self)}>"

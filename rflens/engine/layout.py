@@ -519,3 +519,55 @@ def gate(win: Window, n_in: int, mask: np.ndarray | None) -> np.ndarray:
     clipped = np.clip(win.pos, 0, n_in - 1)
     hit = inside & mask[clipped] if mask is not None else inside
     return hit.any(axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# a layer's reads, per unit
+
+
+class _UnitReads:
+    """A layer's elements grouped per unit: (node id, bool over units, unit arrays per axis)."""
+
+    def __init__(self, tracked: Tracked, spatial: list[int], grid: tuple[int, ...]):
+        self.items: list[tuple[int, np.ndarray, tuple[np.ndarray, ...]]] = []
+        rest = [d for d in range(tracked.ndim) if d not in spatial]
+        rest_shape = tuple(tracked.shape[d] for d in rest)
+        r = int(np.prod(rest_shape)) if rest else 1
+        for p in tracked.parts:
+            flat = []
+            for a in p.arrays():
+                a = a.transpose(rest + spatial)
+                tail = a.shape[len(rest):]
+                if any(a.shape[i] > 1 for i in range(len(rest))):
+                    a = np.broadcast_to(a, rest_shape + tail).reshape((r,) + tail)
+                else:
+                    a = a.reshape((1,) + tail)
+                flat.append(a)
+            comp, pos = flat[0], flat[1:]
+            if all(q.shape[0] == 1 for q in pos):
+                rows = comp.reshape(comp.shape[0], -1)
+                rows = np.unique(rows, axis=0) if rows.shape[0] > 1 else rows
+                for row in rows:
+                    self._add(row.reshape(comp.shape[1:]), tuple(q[0] for q in pos), grid)
+            else:
+                full = np.stack([np.broadcast_to(f, (r,) + grid).reshape(r, -1) for f in flat], 1)
+                for row in np.unique(full.reshape(r, -1), axis=0):
+                    row = row.reshape((len(flat),) + grid)
+                    self._add(row[0], tuple(row[1:]), grid)
+
+    def _add(self, comp: np.ndarray, pos: tuple[np.ndarray, ...], grid) -> None:
+        comp = np.broadcast_to(comp, grid)
+        for v in np.unique(comp):
+            if v >= 0:
+                m = comp == v
+                # units that read another node hold that node's positions: park them at 0
+                self.items.append((int(v), m, tuple(np.where(m, np.broadcast_to(q, grid), 0) for q in pos)))
+
+
+def unit_reads(tracked: Tracked, spatial: list[int], grid: tuple[int, ...]) -> list[tuple[int, np.ndarray, tuple]]:
+    """What each unit (a position on the layer's ``grid`` along ``spatial`` dims) of a tensor
+    with layout ``tracked`` reads, its elements' reads together: ``(node, units, positions)``
+    triples, ``units`` a bool array over the grid, ``positions[a]`` the node unit read along
+    input axis ``a``."""
+    return _UnitReads(tracked, spatial, grid).items
+

@@ -10,6 +10,16 @@ sees every aten op, applies the op's rule from ``ops.RULES`` and records layer o
 
 In-place writes are followed through views with the real strides of the meta tensors, so a
 ``copy_`` into a slice (as circular padding does) lands on the right elements of the base.
+
+An op whose reads depend on tensor values (``topk``, ``nonzero``, indexing by a mask, sampling at
+computed positions: the op table's value-selected and unfollowed rows) does not end the trace:
+its outputs are ``Refused``, a marker every tensor computed from them carries instead of a layout
+(no later rule runs on it), so everything that does not depend on the op keeps its exact field.
+Where such an op's result has a shape that depends on values, the trace goes on as if the values
+selected nothing (so the model's ``if boxes.numel() == 0`` takes its empty branch) and every
+later op with an input dependency is refused too, since its shapes may come from that made-up
+size.  Where the model reads a value (``.item()``, ``if x.any()``) or fails past a made-up size,
+the trace stops there: what was recorded stays, and the model's output is refused.
 """
 
 from __future__ import annotations
@@ -28,16 +38,25 @@ from ..errors import (InputTooSmallError, LayerNotFoundError, LimitError, RFLens
 from . import ops
 from .layout import Table, Tracked
 from .ops import Op
+from .ops.refusals import Refused, keeps_the_rest, selecting_nothing
 from .strides import gather, scatter, spec
+
+
+class Stopped(Exception):
+    """The trace cannot go past this point (the model reads a value, or a made-up size broke it)."""
+
+    def __init__(self, error: UnsupportedOpError):
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass
 class Record:
-    """A named value of the traced model."""
+    """A named value of the traced model (``tracked`` is ``Refused`` downstream of a refused op)."""
 
     name: str
-    tracked: Tracked
-    shape: tuple[int, ...]
+    tracked: Tracked | Refused
+    shape: tuple[int, ...] | None  # None: not known (it depends on values)
     op: str
     module: str
 
@@ -45,7 +64,7 @@ class Record:
 @dataclass
 class _Entry:
     tensor: torch.Tensor
-    tracked: Tracked
+    tracked: Tracked | Refused
     root: torch.Tensor
     stamp: int
 
@@ -61,10 +80,15 @@ class Flow(TorchDispatchMode):
         self.writes: dict[int, int] = {}
         self.module_stack: list[str] = []
         self.current_node: str | None = None
+        # the refusal after which sizes may be made up: every later op with an input dependency
+        # is refused with it
+        self.made_up: UnsupportedOpError | None = None
+        self.refusing = False  # whether some tensor is Refused yet (most traces never have one)
 
     # -- tensor bookkeeping ----------------------------------------------------------------
-    def tracked(self, t: torch.Tensor) -> Tracked | None:
-        """The layout of ``t``: which input units each element reads (None: no input dependency)."""
+    def tracked(self, t: torch.Tensor) -> Tracked | Refused | None:
+        """The layout of ``t``: which input units each element reads (None: no input dependency;
+        ``Refused``: downstream of a refused op, which rules never see)."""
         e = self.entries.get(id(t))
         if e is None or e.tensor is not t:
             return None
@@ -77,6 +101,7 @@ class Flow(TorchDispatchMode):
             self.entries.pop(id(t), None)
             return
         root = t if root is None else root
+        self.refusing = self.refusing or isinstance(tracked, Refused)
         self.entries[id(t)] = _Entry(t, tracked, root, self.writes.get(id(root), 0))
 
     def root(self, t: torch.Tensor) -> torch.Tensor:
@@ -90,6 +115,8 @@ class Flow(TorchDispatchMode):
         root_entry = self.entries.get(id(e.root))
         if root_entry is None:
             tracked = None
+        elif isinstance(root_entry.tracked, Refused):
+            tracked = root_entry.tracked
         else:
             tracked = gather(root_entry.tracked, e.root, e.tensor, self.k)
         new = _Entry(e.tensor, tracked, e.root, self.writes.get(id(e.root), 0))
@@ -99,7 +126,7 @@ class Flow(TorchDispatchMode):
             self.entries[id(e.tensor)] = new
         return new
 
-    def write(self, target: torch.Tensor, tracked: Tracked | None) -> None:
+    def write(self, target: torch.Tensor, tracked: Tracked | Refused | None) -> None:
         """An in-place op wrote ``tracked`` into ``target`` (maybe a view of a larger base)."""
         root = self.root(target)
         if root is target:
@@ -109,12 +136,26 @@ class Flow(TorchDispatchMode):
         root_tr = self.tracked(root)
         if root_tr is None and tracked is None:
             return
+        if isinstance(tracked, Refused):  # a refusal is per tensor: the whole base is refused
+            self.writes[id(root)] = self.writes.get(id(root), 0) + 1
+            self.put(root, tracked)
+            self.put(target, tracked, root)
+            return
         if root_tr is None:
             root_tr = ops.constant_like(tuple(root.shape), self.k)
         new_root = scatter(root_tr, root, target, tracked, self.k)
         self.writes[id(root)] = self.writes.get(id(root), 0) + 1
         self.put(root, new_root)
         self.put(target, tracked, root)
+
+    def refusal(self, tensors: list[torch.Tensor]) -> UnsupportedOpError | None:
+        """The refusal a tensor among ``tensors`` (or the base it views) carries, if any."""
+        for t in tensors:
+            for u in (t, self.root(t)):
+                tr = self.tracked(u)
+                if isinstance(tr, Refused):
+                    return tr.error
+        return None
 
     @property
     def module(self) -> str:
@@ -138,28 +179,48 @@ class Flow(TorchDispatchMode):
             # a tensor the model made itself (torch.zeros(...) without a device): it holds no
             # input dependency, only its shape matters
             args, kwargs = _to_meta(args), {k: _to_meta(v) for k, v in kwargs.items()}
+        tensors = _tensors(args, kwargs)
+        traced = [t for t in tensors if self.tracked(t) is not None]
+        followed = bool(traced) or any(self.tracked(self.root(w)) is not None for w in written)
+        module = self.module
+        name = func.name().split("::")[-1]
+        refused = (self.refusal(tensors) or self.made_up) if followed and self.refusing else None
         try:
             # real tensors (shapes an ONNX graph computes) get real values, not meta shortcuts
             out = ops.fast_meta(func, args, kwargs) if "meta" in devices else None
             if out is None:
                 out = func(*args, **kwargs)
         except (RuntimeError, NotImplementedError, ValueError) as e:
-            raise _failure(func, self.module, e) from None
-        tensors = _tensors(args, kwargs)
-        traced = [t for t in tensors if self.tracked(t) is not None]
-        if not traced and not any(self.tracked(self.root(w)) is not None for w in written):
+            if not followed:
+                raise _failure(func, module, e) from None
+            if not needs_values(str(e)):
+                if self.made_up is not None:  # the failure may come from a size the trace made up
+                    raise Stopped(self.made_up) from None
+                raise _failure(func, module, e) from None
+            refused = refused or _value_refusal(schema, name, module)
+            out = selecting_nothing(func, args, kwargs)
+            if out is None:
+                raise Stopped(refused) from None
+            self.made_up, self.refusing = self.made_up or refused, True
+        if not followed:
             return out
-        module = self.module
-        rule = ops.lookup(func)
-        name = func.name().split("::")[-1]
-        if rule is None:
-            raise UnsupportedOpError(name, module)
-        op = Op(name, tuple(args), dict(kwargs), out, module, self, before)
-        try:
-            result = rule(op) if traced else None
-        except LimitError as e:  # a limit reached inside this op: say which op and where
-            raise UnsupportedOpError(name, module, e.why) from None
+        result = None
+        if refused is None:
+            rule = ops.lookup(func)
+            if rule is None:
+                raise UnsupportedOpError(name, module)
+            op = Op(name, tuple(args), dict(kwargs), out, module, self, before)
+            try:
+                result = rule(op) if traced else None
+            except UnsupportedOpError as e:
+                if not keeps_the_rest(name):
+                    raise
+                refused = e  # the op reads what values choose: its outputs are refused, not the model
+            except LimitError as e:  # a limit reached inside this op: say which op and where
+                raise UnsupportedOpError(name, module, e.why) from None
         outs = out if isinstance(out, (tuple, list)) else [out]
+        if refused is not None:
+            result = [Refused(refused, sized=self.made_up is None)] * len(outs)
         results = result if isinstance(result, (tuple, list)) else [result]
         if len(results) == 1 and len(outs) > 1:
             results = results + [None] * (len(outs) - 1)
@@ -204,14 +265,28 @@ def too_small(message: str) -> bool:
                                   "invalid computed output size", "negative dimension"))
 
 
+def _value_refusal(schema, name: str, module: str) -> UnsupportedOpError:
+    """The refusal of an op whose meta kernel needs the values of its traced inputs."""
+    if schema.returns and not str(schema.returns[0].type).startswith("Tensor"):
+        why = "the model reads its value, as .item() and if x > 0 do; a meta trace has none, so it stops there"
+    else:
+        why = "its result's shape depends on tensor values"
+    return UnsupportedOpError(name, module, why)
+
+
+def needs_values(message: str) -> bool:
+    """Whether PyTorch's error message says the op needs tensor values a meta tensor lacks."""
+    low = message.lower()
+    return "meta" in low or "item()" in low or "data-dependent" in low or "data dependent" in low
+
+
 def _failure(func, module: str, e: Exception) -> Exception:
     name = func.name().split("::")[-1]
     msg = str(e).strip().split("\n")[0]
     where = f"module '{module}'" if module else "the model's forward"
-    low = msg.lower()
     if too_small(msg):
         return InputTooSmallError.at(name, module, msg)
-    if "meta" in low or "item()" in low or "data-dependent" in low or "data dependent" in low:
+    if needs_values(msg):
         return TraceError(f"op '{name}' in {where} needs real tensor values ({msg}); rflens traces on "
                           "meta tensors, so models whose structure depends on data cannot be analysed "
                           "analytically. Use method='probe'.")
@@ -222,6 +297,11 @@ def _failure(func, module: str, e: Exception) -> Exception:
 
 # ---------------------------------------------------------------------------------------------
 # naming
+
+
+class Leaf:
+    """Mixin: FX keeps a module of this class as one node, as it keeps torch.nn's own modules
+    (the float twins of quantized modules stand where torch.ao's leaves stood)."""
 
 
 def _tracer():
@@ -252,7 +332,7 @@ def _tracer():
                 self.module_outputs.append((qual, out))
             return out
 
-    return Tracer(**_set_default_tracer_kwargs(None))
+    return Tracer(**_set_default_tracer_kwargs({"leaf_modules": [Leaf]}))
 
 
 def fx_graph(model: nn.Module):
@@ -279,6 +359,11 @@ class _Interp(fx.Interpreter):
         self.extra_traceback = False  # keep rflens' messages as they are
         self.names, self.modules, self.emit, self.flow = names, modules, emit, flow
 
+    def call_function(self, target, args, kwargs):
+        # FX hands a node's list arguments over as immutable lists; a wrapped function of the
+        # model's own may change the list it gets (torchvision's swin3d sets window sizes in place)
+        return super().call_function(target, _mutable(args), _mutable(kwargs))
+
     def run_node(self, n):
         name = self.names.get(n)
         if self.flow is not None and n.op != "call_module":
@@ -299,6 +384,18 @@ class _Interp(fx.Interpreter):
             for qual, kind in self.modules.get(n, []):
                 self.emit(qual, value, kind, qual)
         return value
+
+
+def _mutable(value):
+    """``value`` with FX's immutable lists and dicts made ordinary ones, at any depth (named
+    tuples and PyTorch's return types stay what they are)."""
+    if isinstance(value, list):
+        return [_mutable(v) for v in value]
+    if type(value) is tuple:
+        return tuple(_mutable(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _mutable(v) for k, v in value.items()}
+    return value
 
 
 @contextlib.contextmanager
@@ -367,7 +464,7 @@ def _failing_model(x: torch.Tensor, flow: Flow | None, run):
     failure, said in one line (the meta trace words its own failures in ``api.analyze``)."""
     try:
         return run()
-    except (RFLensError, _Reached):
+    except (RFLensError, Reached):
         raise
     except Exception as e:
         if flow is not None or raised_by_rflens(e):
@@ -392,8 +489,15 @@ class Recorder:
             tr = self.flow.tracked(t)
             if tr is None:
                 continue
-            self.records[n] = Record(n, tr, tuple(t.shape), op, module)
+            sized = not isinstance(tr, Refused) or tr.sized
+            self.records[n] = Record(n, tr, tuple(t.shape) if sized else None, op, module)
             self.order.append(n)
+
+    def stop(self, error: UnsupportedOpError) -> None:
+        """The trace stopped at a refused op: the model's output (whatever its shape) is refused."""
+        if "output" not in self.records:
+            self.records["output"] = Record("output", Refused(error, sized=False), None, "output", "")
+            self.order.append("output")
 
 
 def named_tensors(name: str, value) -> list[tuple[str, torch.Tensor]]:
@@ -408,8 +512,10 @@ def named_tensors(name: str, value) -> list[tuple[str, torch.Tensor]]:
     return [(name + keystr(path), v) for path, v in tensors]
 
 
-class _Reached(Exception):
-    def __init__(self, value: torch.Tensor):
+class Reached(Exception):
+    """Raised by an ``emit`` to end the forward pass there (``execute`` lets it through)."""
+
+    def __init__(self, value: torch.Tensor | None = None):
         self.value = value
 
 
@@ -419,16 +525,16 @@ def capture(model: nn.Module, x: torch.Tensor, name: str, graph=None) -> torch.T
     seen: list[str] = []
 
     def emit(n, value, op, module):
-        if seen and seen[-1] is _Reached:
+        if seen and seen[-1] is Reached:
             return  # modules unwinding after the stop report again; ignore them
         for n2, t in named_tensors(n, value):
             if n2 == name:
-                seen.append(_Reached)
-                raise _Reached(t)
+                seen.append(Reached)
+                raise Reached(t)
             seen.append(n2)
     try:
         execute(model, x, emit, graph)
-    except _Reached as r:
+    except Reached as r:
         return r.value
     raise LayerNotFoundError(name, seen)
 
@@ -441,11 +547,34 @@ def run(model: nn.Module, input_size: tuple[int, ...], use_fx: bool = True) -> t
     script = scripted(model)
     graph = fx_graph(model) if use_fx and not script else None
     x = torch.empty((1, *input_size), device="meta")
-    with torch.no_grad(), flow:
+    with torch.no_grad(), _attributes_kept(model), flow:
         flow.put(x, ops.input_layout(flow.table, x.shape, k))
-        # TorchScript keeps its real weights: the dispatch mode moves them to meta op by op
-        execute(model, x, rec, graph, flow, params=None if script else _meta_state(graph[0] if graph else model))
+        try:
+            # TorchScript keeps its real weights: the dispatch mode moves them to meta op by op
+            execute(model, x, rec, graph, flow, params=None if script else _meta_state(graph[0] if graph else model))
+        except Stopped as s:
+            rec.stop(s.error)
+        except Exception:
+            if flow.made_up is None:
+                raise
+            rec.stop(flow.made_up)  # the model's own code failed on a size the trace made up
     return flow, rec
+
+
+@contextlib.contextmanager
+def _attributes_kept(model: nn.Module):
+    """Put back the tensors a forward stores on its modules besides parameters and buffers
+    (torchvision's anchor generator moves its cell anchors to the device it runs on): the meta
+    trace must leave no meta tensor in the model."""
+    def holds_tensors(v) -> bool:
+        return isinstance(v, torch.Tensor) or (isinstance(v, (list, tuple)) and any(
+            isinstance(t, torch.Tensor) for t in v))
+    kept = [(m.__dict__, k, v) for m in model.modules() for k, v in vars(m).items() if holds_tensors(v)]
+    try:
+        yield
+    finally:
+        for attrs, k, v in kept:
+            attrs[k] = v
 
 
 def _meta_state(model: nn.Module) -> dict:

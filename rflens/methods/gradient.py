@@ -23,10 +23,11 @@ from torch.overrides import TorchFunctionMode
 
 from . import spread
 from ..engine.analyze import analyze
-from ..errors import RFLensError, UnitError
-from ..engine.families import Gradient, functions
+from ..errors import RFLensError
+from ..engine.families import Gradient, function_name, functions
 from ..engine.field import Layer, Unit, UnitLike
-from ..engine.probe import PositiveSurrogate, function_name
+from ..engine.standins import PositiveSurrogate
+from ..engine.quantized import is_quantized
 from .running import (Checkpoint, Inputs, InputsLike, fingerprint, input_size_or_default, model_dtype,
                       normalization, pick_device, prepared)
 from ..engine.trace import capture, fx_graph
@@ -80,18 +81,16 @@ class _Target:
     """One unit (all channels, or one) of a named layer: the scalar whose gradient we take."""
 
     def __init__(self, model: nn.Module, layer: str, unit: UnitLike, channel: int | None, input_size):
+        if is_quantized(model):
+            raise RFLensError("the model is quantized, and quantized ops have no gradient: take the gradient RF "
+                              "of its float twin, rflens.engine.quantized.float_twin(model) (same layers, "
+                              "dequantized weights)")
         self.analysis = analyze(model, input_size)
         self.layer: Layer = self.analysis[layer]
-        self.unit: Unit = self.layer.unit(unit)
+        # the neuron's own theoretical field: one channel's where one is probed
+        self.unit: Unit = self.layer.unit(unit, channel=channel)
         self.channel = channel
-        rest = [d for d in range(1, len(self.layer.output_shape)) if d not in self.layer.spatial_dims]
-        self.channel_dim = rest[0] if rest else None
-        if channel is not None:
-            if self.channel_dim is None:
-                raise RFLensError(f"layer '{layer}' has no channel dimension to pick channel {channel} from")
-            n = self.layer.output_shape[self.channel_dim]
-            if not 0 <= channel < n:
-                raise UnitError(f"channel {channel} is outside layer '{layer}', which has {n} channels (0..{n - 1})")
+        self.channel_dim = self.layer.channel_dim
         self.model = model
         self.graph = fx_graph(model)
 

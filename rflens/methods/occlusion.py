@@ -254,7 +254,7 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
     for c in channels:
         maps = tuple(found[(c, t.index)] for t in scan.top(c)[:k])
         canvas = np.mean([_centred(m.heat, m.rf.center) for m in maps], axis=0) if maps else np.zeros((2 * h, 2 * w))
-        fields[c] = EmpiricalField(target.name, c, maps, canvas, tuple(target.rf_size))
+        fields[c] = EmpiricalField(target.name, c, maps, canvas, tuple(target.for_channel(c).rf_size))
     return EmpiricalLayer(target.name, fields, tuple(target.rf_size), occluder, discrepancy, scan, engine.crops,
                           engine.fallback if method == "fast" else "")
 
@@ -379,7 +379,7 @@ class _Engine:
         ys, xs = occ.grid(tuple(x.shape[1:]))
         corners = [(y, x0) for y in ys for x0 in xs]
         patches = occ.patches(x, index)
-        rfs = [self.layer.unit(t.where) for _, t in wanted]
+        rfs = [self.layer.unit(t.where, channel=c) for c, t in wanted]  # each neuron's own field
         channels = [c for c, _ in wanted]
         cells = [t.where for _, t in wanted]
         hits = np.stack([_hits(rf.mask, occ, ys, xs).ravel() for rf in rfs])  # (units, positions)
@@ -401,7 +401,7 @@ class _Engine:
         for u, (c, t) in enumerate(wanted):
             d = drops[u].reshape(len(ys), len(xs))
             heat = _spread(np.abs(d) if discrepancy == "abs" else d, self.occluder, shape)
-            out.append(Discrepancy(t, float(clean[u]), d, heat, self.layer.unit(t.where)))
+            out.append(Discrepancy(t, float(clean[u]), d, heat, self.layer.unit(t.where, channel=c)))
         return out
 
     def _region(self, x, rfs: list[Unit], cells, channels, crop: bool):

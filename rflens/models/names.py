@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,16 +22,39 @@ from ..errors import ModelNotFoundError, RFLensError, close_matches
 # input sizes that differ from 3x224x224
 DEFAULT_SIZES = {
     "inception_v3": (3, 299, 299),
+    "quantized_inception_v3": (3, 299, 299),
     "r3d_18": (3, 16, 112, 112),
     "mc3_18": (3, 16, 112, 112),
     "r2plus1d_18": (3, 16, 112, 112),
     "s3d": (3, 16, 224, 224),
+    # video transformers: their position encodings are made for 16 frames of 224x224
+    "mvit_v1_b": (3, 16, 224, 224),
+    "mvit_v2_s": (3, 16, 224, 224),
+    "swin3d_t": (3, 16, 224, 224),
+    "swin3d_s": (3, 16, 224, 224),
+    "swin3d_b": (3, 16, 224, 224),
 }
 
 
 def torchvision_names() -> list[str]:
     import torchvision
     return sorted(torchvision.models.list_models())
+
+
+def quantized_builder(spec: str, kwargs: dict) -> bool:
+    """Whether ``spec`` names one of torchvision's quantized builders (``quantized_resnet18``)
+    that is to quantize: by default it does (``quantize=True``), as its name says; the float
+    model it quantizes is ``quantize=False``.
+
+    >>> quantized_builder("quantized_resnet18", {}), quantized_builder("quantized_resnet18", {"quantize": False})
+    (True, False)
+    >>> quantized_builder("resnet18", {})
+    False
+    """
+    import torchvision
+    if spec not in torchvision.models.list_models(module=torchvision.models.quantization):
+        return False
+    return bool(kwargs.get("quantize", True))
 
 
 @contextlib.contextmanager
@@ -92,7 +116,9 @@ def load_model(spec: str, kwargs: dict | None = None, device: str | torch.device
                output: str | int | None = None, extra_inputs=None, trust_checkpoint: bool = False) -> nn.Module:
     """The model a MODEL argument names (nothing is ever downloaded):
 
-    * a torchvision architecture name (``resnet18``), with random weights;
+    * a torchvision architecture name (``resnet18``), with random weights; a quantized one
+      (``quantized_resnet18``) is quantized (``quantize=True``) on the CPU after a calibration on
+      random data, and analysed through its float twin (``rflens.engine.quantized``);
     * ``timm:NAME``, a timm architecture (``timm:convnext_atto``; needs the ``timm`` extra);
     * ``package.module:callable`` or ``path/to/file.py:callable`` (``kwargs`` are passed to it);
     * ``ARCH=WEIGHTS``: any of the above with a weights file loaded into it, strictly
@@ -139,15 +165,32 @@ def build_model(spec: str, kwargs: dict | None = None, device: str | torch.devic
         model, _ = build_model(arch, kwargs, device)
         report = load_weights(model, weights, trust_checkpoint=trust_checkpoint)
         return model, report.summary()
-    place = empty_weights() if str(device) == "meta" else torch.device(device)
-    with no_downloads(), place:
-        if spec.startswith("timm:"):
-            from .sources import timm_model
-            model = timm_model(spec[len("timm:"):], kwargs)
-        elif ":" in spec:
-            model = _from_callable(spec, kwargs)
-        else:
-            model = _from_torchvision(spec, kwargs)
+    if quantized_builder(spec, kwargs):
+        # quantizing calibrates real weights on random data, and quantized ops run on the CPU only
+        kwargs["quantize"], device = True, "cpu"
+
+    def make(place):
+        with no_downloads(), place, warnings.catch_warnings():
+            # torchvision's quantizing says that quantized tensors are deprecated in PyTorch, and
+            # that an observer it never runs (the auxiliary heads') returns default values
+            warnings.filterwarnings("ignore", "(must run observer|torch.quantize_per_tensor)", UserWarning)
+            if spec.startswith("timm:"):
+                from .sources import timm_model
+                return timm_model(spec[len("timm:"):], dict(kwargs))
+            if ":" in spec:
+                return _from_callable(spec, dict(kwargs))
+            return _from_torchvision(spec, dict(kwargs))
+    if str(device) != "meta":
+        model = make(torch.device(device))
+    else:
+        try:
+            model = make(empty_weights())
+        except RuntimeError as e:
+            if "meta" not in str(e):
+                raise
+            # a constructor that runs a forward to learn its shapes (torchvision's SSDs) needs real
+            # parameters: build it on the CPU
+            model = make(contextlib.nullcontext())
     if not isinstance(model, nn.Module):
         raise RFLensError(f"'{spec}' returned a {type(model).__name__}, not a torch.nn.Module")
     return model.eval(), None
@@ -160,7 +203,7 @@ def _from_torchvision(name: str, kwargs: dict) -> nn.Module:
         raise ModelNotFoundError(
             f"unknown model '{name}': not a torchvision architecture and not of the form "
             f"package.module:callable.{close_matches(name, names)}")
-    if name == "inception_v3":
+    if name in ("inception_v3", "quantized_inception_v3"):
         kwargs.setdefault("init_weights", False)
     try:
         return torchvision.models.get_model(name, weights=None, weights_backbone=None, **kwargs)

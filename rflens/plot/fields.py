@@ -25,7 +25,8 @@ from ..methods.images import Picture, fit, load_image
 from .common import BOX_RGB, LAYER_COLOURS, MASK_ALPHA, MASK_RGB, UNCLIPPED_RGB, UNIT_RGB, _fmt, _plane, _yx, to_png
 
 if TYPE_CHECKING:
-    from ..engine.field import Analysis, Unit
+    from ..engine.analysis import Analysis
+    from ..engine.field import Unit
 
 
 def draw_field(ax, unit, shape: tuple[int, ...], picture: Picture | None = None, rgb=MASK_RGB,
@@ -103,14 +104,16 @@ def unit_figure(layer, unit, picture: Picture | str | Path | np.ndarray | None =
                     f"{', '.join(map(str, unit.index)) or '()'}", fontsize=9)
     clipped = "clipped by the border" if unit.clipped else "not clipped"
     glob = ", global" if layer.is_global else ""
-    fig.suptitle(f"{model_name or analysis.model_name} · {layer.name} · unit ({', '.join(map(str, unit.index))}) — "
+    neuron = f"unit ({', '.join(map(str, unit.index))})" + ("" if unit.channel is None else f", channel {unit.channel}")
+    fig.suptitle(f"{model_name or analysis.model_name} · {layer.name} · {neuron} — "
                  f"RF {_fmt(layer.rf_size)}, stride {_fmt(layer.stride)}, {clipped}{glob}", fontsize=11)
     return fig
 
 
 def select_layers(analysis, select: str = "conv,pool") -> list[str]:
     """Layer names by kind ("conv,pool", any comma list of op fragments), "all", or a regex."""
-    names = [n for n in analysis.layers if n not in ("x", "input", "output")]
+    # layers refused by a value-dependent op (a detector's top-k) have no field to draw
+    names = [n for n in analysis.layers if n not in ("x", "input", "output") and not analysis[n].refused]
     if select == "all":
         return names
     kinds = [s.strip().lower() for s in select.split(",")]
@@ -128,8 +131,10 @@ def select_layers(analysis, select: str = "conv,pool") -> list[str]:
     return chosen
 
 
-def grid_figure(analysis, unit, layers: list[str], model_name: str = "", cols: int = 6) -> Figure:
-    """One panel per layer with the same unit's exact mask (the VGG-16 figure)."""
+def grid_figure(analysis, unit, layers: list[str], model_name: str = "", cols: int = 6,
+                channel: int | None = None) -> Figure:
+    """One panel per layer with the same unit's exact mask (the VGG-16 figure); with ``channel``,
+    that channel's neuron (clamped, as the unit is, where a layer has fewer)."""
     rows = -(-len(layers) // cols)
     fig = Figure(figsize=(2.3 * min(cols, len(layers)), 2.5 * rows), dpi=100, layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, min(cols, len(layers)), squeeze=False)).ravel()
@@ -142,16 +147,20 @@ def grid_figure(analysis, unit, layers: list[str], model_name: str = "", cols: i
             ax.set_title(f"{name}\n(no {len(want)}-D grid)", fontsize=8)
             continue
         idx = tuple(min(u, n - 1) for u, n in zip(want, grid))
+        c = None if channel is None or layer.channel_dim is None else min(channel, layer.channels - 1)
+        layer = layer.for_channel(c)
         u = layer.unit(idx)
         draw_field(ax, u, analysis.spatial, boxes=False)
         note = f"\nclamped to {idx}" if idx != want else ""
+        if c != channel:
+            note += f"\nchannel {'clamped to ' + str(c) if c is not None else 'none: all'}"
         ax.set_title(f"{name}  RF {_fmt(layer.rf_size)}{note}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
     for ax in axes[len(layers):]:
         ax.set_axis_off()
-    fig.suptitle(f"{model_name or analysis.model_name}: unit ({', '.join(map(str, unit))}) across layers",
-                 fontsize=11)
+    which = f"unit ({', '.join(map(str, unit))})" + ("" if channel is None else f", channel {channel}")
+    fig.suptitle(f"{model_name or analysis.model_name}: {which} across layers", fontsize=11)
     return fig
 
 

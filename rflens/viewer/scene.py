@@ -3,13 +3,15 @@ that see a pixel, and (for the static page) the engine's whole geometry in compa
 
 Masks travel as run lengths or packed bits, whichever is shorter (``encode_mask``); the static
 page gets the per-axis dependency matrices the engine itself keeps (a unit's mask is a union of
-outer products of their rows), so it computes exact masks and projective fields offline.
+outer products of their rows), so it computes exact masks and projective fields offline, for
+all the channels at a position or for one (a neuron).
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 from pathlib import Path
 
@@ -18,7 +20,8 @@ from torch import nn
 
 from ..engine.analyze import analyze, parse_input_size
 from ..errors import RFLensError, UnitError
-from ..engine.field import Analysis, Layer
+from ..engine.analysis import Analysis
+from ..engine.field import Layer
 from ..methods.images import Picture, load_image
 
 
@@ -94,8 +97,8 @@ class Scene:
         self.picture = image if isinstance(image, Picture) or image is None else load_image(image, size[1:])
         self.image_name = "" if image is None or isinstance(image, Picture) else Path(image).name
         self.lock = threading.Lock()  # the engine's per-layer caches are filled on first use
-        self.table = [dict(self.analysis[n].to_dict(), grid=list(self.analysis[n].grid_shape))
-                      for n in self.analysis.layers]
+        # the page draws fields: layers refused by a value-dependent op (a detector's top-k) have none
+        self.table = [_table_row(self.analysis[n]) for n in self.analysis.layers if not self.analysis[n].refused]
 
     # -- what the page asks -------------------------------------------------------------------
     @property
@@ -118,14 +121,16 @@ class Scene:
     def layer(self, name: str) -> Layer:
         return self.analysis[name]
 
-    def unit(self, layer: str, index) -> dict:
-        """One unit's exact field: mask (compact), boxes, centre, support size."""
+    def unit(self, layer: str, index, channel: int | None = None) -> dict:
+        """One unit's exact field: mask (compact), boxes, centre, support size; with ``channel``,
+        that one neuron's (None: the union over the channels at the position)."""
         with self.lock:
             L = self.analysis[layer]
-            u = L.unit(tuple(index))
+            u = L.unit(tuple(index), channel=channel)
         return {
             "layer": L.name,
             "unit": list(u.index),
+            "channel": u.channel,
             "box": [list(b) for b in u.box],
             "unclipped_box": [list(b) for b in u.unclipped_box],
             "center": list(u.center),
@@ -133,15 +138,17 @@ class Scene:
             "mask": encode_mask(u.mask),
         }
 
-    def projective(self, layer: str, pixel) -> dict:
-        """The units of ``layer`` that see input ``pixel`` (row, column): a bool grid, compact."""
+    def projective(self, layer: str, pixel, channel: int | None = None) -> dict:
+        """The units of ``layer`` that see input ``pixel`` (row, column): a bool grid, compact;
+        with ``channel``, the positions whose neuron of that channel sees it."""
         pixel = tuple(int(p) for p in pixel)
         h, w = self.input_size[1:]
         if len(pixel) != 2 or not (0 <= pixel[0] < h and 0 <= pixel[1] < w):
             raise UnitError(f"pixel {pixel} is outside the {h}x{w} input")
         with self.lock:
-            seen = self.analysis[layer].projective_field(pixel)
-        return {"layer": layer, "pixel": list(pixel), "count": int(seen.sum()), "units": encode_mask(seen)}
+            seen = self.analysis[layer].for_channel(channel).projective_field(pixel)
+        return {"layer": layer, "pixel": list(pixel), "channel": channel, "count": int(seen.sum()),
+                "units": encode_mask(seen)}
 
     def image_png(self) -> bytes | None:
         """The picture as the model sees it (fitted to the input size), or None."""
@@ -156,35 +163,100 @@ class Scene:
     def geometry(self) -> dict:
         """The engine's dependency structure, for exact masks and projective fields in the page.
 
-        Per layer: ``entries`` (which node each unit reads, at which node position: ``null``
-        where it is the unit's own index) and the unclipped boxes ``lo``/``hi`` per axis (a
-        vector along one grid axis where they vary only along it).  Per node: its terms, each
-        a packed bool matrix (node grid x input) per axis.
+        ``fields`` lists what units read, once for all the layers that read alike (a ReLU reads
+        what its convolution reads): ``entries`` (which node each unit reads, at which node
+        position: ``null`` where it is the unit's own index) and the unclipped boxes ``lo``/``hi``
+        per axis (a vector along one grid axis where they vary only along it).  Per layer:
+        ``field``, the union over its channels, and ``channels``: ``null`` where every channel
+        reads alike, else runs ``[field, count]`` over the channels (a DenseNet block: one run per
+        layer of the block).  Per node: its terms, each a packed bool matrix (node grid x input)
+        per axis.
+
+        >>> import torchvision
+        >>> g = Scene(torchvision.models.densenet121(), (3, 64, 64)).geometry()
+        >>> [count for _, count in g["layers"]["features.denseblock1"]["channels"]]
+        [64, 32, 32, 32, 32, 32, 32]
+        >>> g["layers"]["features.conv0"]["channels"] is None
+        True
         """
-        a = self.analysis
-        nodes: dict[str, dict] = {}
-        layers: dict[str, dict] = {}
-        for name in a.layers:
-            L = a[name]
-            grid = L.grid_shape
-            own = np.indices(grid) if len(grid) == a.k else None
-            entries = []
-            for v, m, pos in L.dependencies:
-                node = a.nodes[v]
-                if str(v) not in nodes:
-                    nodes[str(v)] = {"grid": list(node.grid),
-                                     "terms": [[_b64(np.packbits(mat.reshape(-1))) for mat in term]
-                                               for term in node.terms()]}
-                entries.append({
-                    "node": str(v),
-                    "units": None if m.all() else _b64(np.packbits(m.reshape(-1))),
-                    "pos": [None if own is not None and np.array_equal(p, own[ax])
-                            else _b64(np.asarray(p, "<i4").reshape(-1)) for ax, p in enumerate(pos)],
-                })
-            lo, hi = L.bounds
-            layers[name] = {"entries": entries, "lo": [_axis_values(x) for x in lo],
-                            "hi": [_axis_values(x) for x in hi]}
-        return {"nodes": nodes, "layers": layers}
+        out = _Geometry(self.analysis)
+        layers = {}
+        for name in self.analysis.layers:
+            L = self.analysis[name]
+            if L.refused:
+                continue
+            layers[name] = {"field": out.field(L), "channels": out.channel_runs(L)}
+        return {"nodes": out.nodes, "fields": out.fields, "layers": layers}
+
+
+def _table_row(L: Layer) -> dict:
+    """A layer's line of the page's table: the engine's summary, the grid, the channel count
+    (None without a channel dim) and, where the field varies by channel, the channel groups as
+    columns (``stop``: where each run of channels ends): DenseNet-121 has some 1900 groups."""
+    row = dict(L.to_dict(), grid=list(L.grid_shape), channels=L.channels if L.channel_dim is not None else None,
+               channel_groups=None)
+    if L.varies_by_channel:
+        groups = [g.to_dict() for g in L.channel_groups]
+        row["channel_groups"] = dict(stop=[g["channels"][1] for g in groups],
+                                     **{k: [g[k] for g in groups] for k in ("rf_size", "stride", "start", "global")})
+    return row
+
+
+class _Geometry:
+    """The static page's geometry, filled layer by layer: each node and each distinct field once."""
+
+    def __init__(self, analysis: Analysis):
+        self.analysis = analysis
+        self.nodes: dict[str, dict] = {}
+        self.fields: list[dict] = []
+        self.seen: dict[tuple, int] = {}
+
+    def field(self, L: Layer) -> int:
+        """The index in ``fields`` of what ``L``'s units read (a channel's view: that channel's)."""
+        grid = L.grid_shape
+        own = np.indices(grid) if len(grid) == self.analysis.k else None
+        entries = []
+        for v, m, pos in L.dependencies:
+            self._node(v)
+            entries.append({
+                "node": str(v),
+                "units": None if m.all() else _b64(np.packbits(m.reshape(-1))),
+                "pos": [None if own is not None and np.array_equal(p, own[ax])
+                        else _b64(np.asarray(p, "<i4").reshape(-1)) for ax, p in enumerate(pos)],
+            })
+        lo, hi = L.bounds
+        field = {"entries": entries, "lo": [_axis_values(x) for x in lo], "hi": [_axis_values(x) for x in hi]}
+        key = (grid, json.dumps(field))
+        if key not in self.seen:
+            self.seen[key] = len(self.fields)
+            self.fields.append(field)
+        return self.seen[key]
+
+    def channel_runs(self, L: Layer) -> list[list[int]] | None:
+        """``[field, count]`` runs over ``L``'s channels, or None where every channel reads alike."""
+        if L.channel_dim is None or L.channels < 2:
+            return None
+        kinds = L.channel_kinds.tolist()
+        first: dict[int, int] = {}
+        for c, k in enumerate(kinds):
+            first.setdefault(k, c)
+        if len(first) < 2:
+            return None
+        field = {k: self.field(L.for_channel(c)) for k, c in first.items()}  # one channel answers for its kind
+        runs: list[list[int]] = []
+        for k in kinds:
+            if runs and runs[-1][0] == field[k]:
+                runs[-1][1] += 1
+            else:
+                runs.append([field[k], 1])
+        return runs if len(runs) > 1 else None
+
+    def _node(self, v: int) -> None:
+        if str(v) not in self.nodes:
+            node = self.analysis.nodes[v]
+            self.nodes[str(v)] = {"grid": list(node.grid),
+                                  "terms": [[_b64(np.packbits(mat.reshape(-1))) for mat in term]
+                                            for term in node.terms()]}
 
 
 def _axis_values(values: np.ndarray) -> dict:

@@ -47,8 +47,9 @@ class Cancelled(Exception):
 
 
 class Job:
-    def __init__(self, ident: str, kind: str, layer: str, unit: tuple[int, ...], inputs: int):
+    def __init__(self, ident: str, kind: str, layer: str, unit: tuple[int, ...], channel: int | None, inputs: int):
         self.id, self.kind, self.layer, self.unit, self.inputs = ident, kind, layer, unit, inputs
+        self.channel = channel
         self.state = "queued"
         self.done, self.total = 0, (inputs if kind == "erf" else None)
         self.message = ""
@@ -58,8 +59,8 @@ class Job:
 
     def to_dict(self) -> dict:
         return {"id": self.id, "kind": self.kind, "layer": self.layer, "unit": list(self.unit),
-                "inputs": self.inputs, "state": self.state, "done": self.done, "total": self.total,
-                "message": self.message, "numbers": self.numbers}
+                "channel": self.channel, "inputs": self.inputs, "state": self.state, "done": self.done,
+                "total": self.total, "message": self.message, "numbers": self.numbers}
 
 
 class Jobs:
@@ -76,14 +77,15 @@ class Jobs:
         self.ids = itertools.count(1)
         self.threads: list[threading.Thread] = []
 
-    def start(self, kind: str, layer: str, unit: tuple[int, ...], inputs: int) -> Job:
+    def start(self, kind: str, layer: str, unit: tuple[int, ...], channel: int | None, inputs: int) -> Job:
         if not self.scene.has_weights:
             raise BadRequest("this model has no weights (built on the meta device): gradients need real values")
-        self.scene.layer(layer).unit(unit)  # a bad layer or unit fails now, as a 400
+        with self.scene.lock:
+            self.scene.layer(layer).unit(unit, channel=channel)  # a bad layer, unit or channel fails now, as a 400
         with self.lock:
             for j in self.jobs.values():
                 j.stop.set()
-            job = Job(str(next(self.ids)), kind, layer, unit, inputs)
+            job = Job(str(next(self.ids)), kind, layer, unit, channel, inputs)
             self.jobs[job.id] = job
             for old in list(self.jobs)[:-self.KEEP]:
                 del self.jobs[old]
@@ -131,7 +133,8 @@ class Jobs:
             if s.picture is not None:
                 from ..methods.images import to_tensor
                 x = to_tensor(s.picture, s.input_size[0])
-            g = gradient_field(s.model, job.layer, job.unit, input=x, input_size=s.input_size, device=self.device)
+            g = gradient_field(s.model, job.layer, job.unit, input=x, channel=job.channel, input_size=s.input_size,
+                               device=self.device)
             job.heat = g.heat
             job.numbers = {"input": "the picture" if x is not None else "zeros",
                            "support": int(g.rf.mask.sum()), "nonzero": int(g.nonzero.sum()),
@@ -142,7 +145,7 @@ class Jobs:
             job.done, job.total = done, total
             if job.stop.is_set():
                 raise Cancelled
-        e = effective_field(s.model, job.layer, job.unit, job.inputs, input_size=s.input_size,
+        e = effective_field(s.model, job.layer, job.unit, job.inputs, input_size=s.input_size, channel=job.channel,
                             batch_size=min(4, job.inputs), device=self.device, progress=progress)
         job.heat = e.heat
         job.numbers = {"inputs": e.count, "sigma": [round(v, 2) for v in e.sigma],
@@ -199,6 +202,18 @@ def _ints(text: str, name: str, count: int | None = None) -> tuple[int, ...]:
     if count is not None and len(values) != count:
         raise BadRequest(f"{name}={text!r} must have {count} integers")
     return values
+
+
+def _channel(q: dict[str, str]) -> int | None:
+    """``channel=C``: one neuron's channel; absent: all the channels at the unit's position.
+    Only the form is checked here: the engine checks the range against the layer."""
+    if "channel" not in q:
+        return None
+    try:
+        return int(q["channel"], 10)
+    except ValueError:
+        raise BadRequest(f"channel={q['channel']!r} is not a number (leave channel out for all the channels "
+                         "at a position)") from None
 
 
 # -- the server -------------------------------------------------------------------------------
@@ -342,20 +357,22 @@ class Handler(BaseHTTPRequestHandler):
         _query(query, set(), set())
         self._json(self.server.scene.meta())
 
-    def _layer_unit(self, q: dict) -> tuple[str, tuple[int, ...]]:
+    def _layer_unit(self, q: dict) -> tuple[str, tuple[int, ...], int | None]:
+        """The layer, unit and channel (None: all) a query names; the engine checks the channel's
+        range (UnitError: 400 naming the layer's channels)."""
         layer = self.server.scene.layer(q["layer"])  # LayerNotFoundError: 400 with close names
-        return layer.name, layer.index(_ints(q["unit"], "unit"))
+        return layer.name, layer.index(_ints(q["unit"], "unit")), _channel(q)
 
     def _unit(self, query: str) -> None:
-        q = _query(query, {"layer", "unit"}, {"layer", "unit"})
+        q = _query(query, {"layer", "unit", "channel"}, {"layer", "unit"})
         self._json(self.server.scene.unit(*self._layer_unit(q)))
 
     def _projective(self, query: str) -> None:
-        q = _query(query, {"layer", "pixel"}, {"layer", "pixel"})
-        self._json(self.server.scene.projective(q["layer"], _ints(q["pixel"], "pixel", 2)))
+        q = _query(query, {"layer", "pixel", "channel"}, {"layer", "pixel"})
+        self._json(self.server.scene.projective(q["layer"], _ints(q["pixel"], "pixel", 2), _channel(q)))
 
     def _start(self, query: str) -> None:
-        q = _query(query, {"kind", "layer", "unit", "inputs"}, {"kind", "layer", "unit"})
+        q = _query(query, {"kind", "layer", "unit", "channel", "inputs"}, {"kind", "layer", "unit"})
         if q["kind"] not in ("gradient", "erf"):
             raise BadRequest(f"kind={q['kind']!r}: use gradient or erf")
         inputs = _ints(q.get("inputs", "16"), "inputs", 1)[0]

@@ -8,8 +8,8 @@ from typing import Callable
 import numpy as np
 
 from ..strides import restride, spec
-from ..layout import Part, Tracked, concat, expand_dim, pad_parts, slice_dim, take_dim
-from .registry import broadcast_to, coalesce, constant, norm_dim, Op, out_shape, rule
+from ..layout import Part, Tracked, compact, concat, expand_dim, pad_parts, slice_dim, take_dim
+from .registry import broadcast_to, coalesce, constant, int_list, norm_dim, Op, out_shape, rule, union_of
 
 
 # -------------------------------------------------------------------------------------------
@@ -277,3 +277,72 @@ def as_strided(op: Op):
     offset = op.arg(3, "storage_offset", None)
     new = (size, stride, x.storage_offset() if offset is None else offset)
     return restride(op.t(root), spec(root), new, op.k)
+
+
+
+# ---- patches: im2col (nn.Unfold) and col2im (nn.Fold) ------------------------------------------
+
+def _patch_taps(n: int, n_out: int, k: int, d: int, p: int, s: int) -> np.ndarray:
+    """(k, n_out): the input position kernel tap ``i`` of patch ``o`` reads along one axis (may lie
+    in the padding)."""
+    return np.arange(n_out)[None, :] * s - p + np.arange(k)[:, None] * d
+
+
+def _gather(tr: Tracked, index: np.ndarray, shape) -> Tracked:
+    """The layout of ``x.flatten()[index]`` (``index`` -1: a padding zero, reading nothing)."""
+    parts = []
+    for part in tr.parts:
+        arrays = [np.broadcast_to(a, tr.shape).reshape(-1) for a in part.arrays()]
+        taken = [a[np.maximum(index, 0)] for a in arrays]
+        taken[0] = np.where(index < 0, -1, taken[0])
+        taken[1:] = [np.where(index < 0, 0, q) for q in taken[1:]]
+        parts.append(Part.of([compact(a.reshape(shape)) for a in taken]))
+    return Tracked(tuple(shape), parts)
+
+
+@rule
+def im2col(op: Op):
+    """Sliding patches: output (N, C*kh*kw, L) element (c, i, j, l) is input (c, y, x) at tap
+    (i, j) of patch l, or a padding zero."""
+    x = op.args[0]
+    tr = op.t(x)
+    (kh, kw), (dh, dw), (ph, pw), (sh, sw) = (int_list(op.args[i], 2) for i in range(1, 5))
+    h, w = x.shape[-2:]
+    shape = out_shape(op)
+    oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    ys, xs = _patch_taps(h, oh, kh, dh, ph, sh), _patch_taps(w, ow, kw, dw, pw, sw)
+    y = ys[:, None, :, None]   # (kh, 1, oh, 1)
+    xx = xs[None, :, None, :]  # (1, kw, 1, ow)
+    inside = (y >= 0) & (y < h) & (xx >= 0) & (xx < w)
+    spot = np.where(inside, y * w + xx, -1).reshape(kh * kw, oh * ow)  # within one channel
+    lead = x.shape[:-3]
+    c = x.shape[-3]
+    channel = np.arange(int(np.prod(lead)) * c)[:, None, None] * (h * w)
+    index = np.where(spot[None] < 0, -1, channel + spot[None])
+    return _gather(tr, index.reshape(-1), shape)
+
+
+@rule
+def col2im(op: Op):
+    """Patches summed back into an image: output (c, y, x) reads every (c, i, j, l) whose tap
+    lands on it, a union of at most kh*kw placed copies."""
+    x = op.args[0]
+    tr = op.t(x)
+    h, w = (int(v) for v in op.args[1])
+    (kh, kw), (dh, dw), (ph, pw), (sh, sw) = (int_list(op.args[i], 2) for i in range(2, 6))
+    shape = out_shape(op)
+    oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    lead = x.shape[:-2]
+    channels = int(np.prod(lead)) * x.shape[-2] // (kh * kw)
+    yy, xx = np.arange(h)[:, None], np.arange(w)[None, :]
+    pieces = []
+    for i in range(kh):
+        for j in range(kw):
+            oy, ry = np.divmod(yy + ph - i * dh, sh)
+            ox, rx = np.divmod(xx + pw - j * dw, sw)
+            hit = (ry == 0) & (rx == 0) & (oy >= 0) & (oy < oh) & (ox >= 0) & (ox < ow)
+            l = np.where(hit, oy * ow + ox, -1)  # (h, w)
+            rows = np.arange(channels)[:, None, None] * (kh * kw) + i * kw + j
+            index = np.where(l[None] < 0, -1, rows * (oh * ow) + l[None])
+            pieces.append(_gather(tr, index.reshape(-1), shape))
+    return union_of(op, pieces, shape)

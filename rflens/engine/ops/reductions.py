@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import LayoutError, UnsupportedOpError
 from ..geometry import AxisMap, Edge
 from ..layout import Part, Tracked, Window, align, compact, sep_mix_matrix, unique_rows
-from .registry import broadcast_to, coalesce, norm_dim, Op, out_shape, rule, union_of, zero_pos
-from .spatial import spatial
+from .registry import broadcast_to, coalesce, int_list, mix, norm_dim, Op, out_shape, rule, union_of, zero_pos
+from .spatial import conv_window, covers_all, per_channel, spatial
 
 
 # -------------------------------------------------------------------------------------------
 # reductions, normalisation, softmax, matmul, attention
 
 
-def reduce(op: Op, tr: Tracked, dims: list[int], kind: str) -> Tracked:
+def reduce(op: Op, tr: Tracked, dims: list[int], kind: str, windows_first: bool = False) -> Tracked:
     """Every element along ``dims`` (keepdim shape).  Dims that carry positions make the
     result global context for those axes."""
     dims = sorted(set(norm_dim(d, tr.ndim) for d in dims))
@@ -24,19 +25,113 @@ def reduce(op: Op, tr: Tracked, dims: list[int], kind: str) -> Tracked:
     out_parts = []
     for p in tr.parts:
         positional = {d for a in p.pos for d in range(a.ndim) if a.shape[d] > 1}
-        home = {d for a in p.pos for d in positional
-                if a.shape[d] > 1 and all(a.shape[e] == 1 for e in range(a.ndim) if e != d)}
+        # dims along which some axis' positions vary together with another dim's
+        mixed = {d for a in p.pos if sum(n > 1 for n in a.shape) > 1 for d in range(a.ndim) if a.shape[d] > 1}
         sub = Tracked(tr.shape, [p])
         if not positional & set(dims):
-            out_parts += _mix(op, sub, dims, shape).parts
-        elif not (positional & set(dims)) <= home:
-            # a dim that lists differently placed copies (a stack): the union of its slices
-            out_parts += _union_of_slices(op, sub, dims, shape, kind).parts
+            out_parts += mix(op, sub, dims, shape).parts
+        elif positional & set(dims) & mixed:
+            # positions that vary along a reduced dim together with other dims: a stack of placed
+            # copies (the union of its few slices), or window attention's tokens (a node per window)
+            out_parts += _placed(op, sub, dims, shape, kind, windows_first).parts
         elif positional <= set(dims):
             out_parts += _global(op, sub, dims, shape, kind).parts
         else:
             out_parts += _partial_global(op, sub, dims, sorted(positional), shape, kind).parts
-    return coalesce(op.table, shape, out_parts)
+    try:
+        return coalesce(op.table, shape, out_parts)
+    except LayoutError:
+        if windows_first:
+            raise
+        # a few placed copies of each of many parts add up (Hiera's pooled mask units): a node
+        # per window instead
+        return reduce(op, tr, dims, kind, windows_first=True)
+
+
+FEW_SLICES = 8
+
+
+def _placed(op: Op, tr: Tracked, dims: list[int], shape, kind: str, windows_first: bool = False) -> Tracked:
+    """A reduction over dims whose positions also depend on kept dims: the union of the distinct
+    slices where they are few (a stack of shifted copies), else one node unit per product of
+    positions read (window attention: each window's tokens are a block of rows times a block of
+    columns, so a window is a unit of a node whose grid is the windows')."""
+    listed = [d for d in dims if any(a.shape[d] > 1 for p in tr.parts for a in p.arrays())]
+    if windows_first or int(np.prod([tr.shape[d] for d in listed])) > FEW_SLICES:
+        windows = _windows(op, tr, dims, shape, kind)
+        if windows is not None:
+            return windows
+    return _union_of_slices(op, tr, dims, shape, kind)
+
+
+def _windows(op: Op, tr: Tracked, dims: list[int], shape, kind: str) -> Tracked | None:
+    """Each result (a row: an index of the kept dims) reads, per source node, a product of units
+    along the axes; rows reading equal sets along an axis share that axis' unit of a new node.
+    None where some row's reads are not a product (the caller takes the union of slices)."""
+    k, ndim = op.k, tr.ndim
+    p = tr.parts[0]
+    keep = [d for d in range(ndim) if d not in dims]
+    rows_shape = [tr.shape[d] if any(a.shape[d] > 1 for a in p.arrays()) else 1 for d in keep]
+    target = tuple(rows_shape[keep.index(d)] if d in keep else tr.shape[d] for d in range(ndim))
+    flat = [np.moveaxis(np.broadcast_to(a, target), keep, list(range(len(keep)))).reshape(
+        int(np.prod(rows_shape)), -1) for a in p.arrays()]
+    comp, pos = flat[0], flat[1:]
+    memo: dict[bytes, dict[int, list[np.ndarray]]] = {}
+    reads_of_row = []
+    for r in range(comp.shape[0]):
+        key = comp[r].tobytes() + b"".join(q[r].tobytes() for q in pos)
+        if key not in memo:
+            reads = {}
+            for v in np.unique(comp[r]):
+                if v < 0:
+                    continue
+                hit = comp[r] == v
+                present = np.unique(np.stack([q[r][hit] for q in pos], 1), axis=0)
+                units = [np.unique(present[:, a]) for a in range(k)]
+                if len(present) != int(np.prod([len(u) for u in units])):
+                    return None
+                reads[int(v)] = units
+            memo[key] = reads
+        reads_of_row.append(memo[key])
+    # per axis: the distinct (source, units) sets, ordered by where they start
+    classes, index = [], []
+    for a in range(k):
+        keys = [tuple((v, u[a].tobytes()) for v, u in sorted(reads.items())) for reads in reads_of_row]
+        first = {}
+        for key, reads in zip(keys, reads_of_row):
+            first.setdefault(key, min((int(u[a][0]) for u in reads.values()), default=-1))
+        order = sorted(first, key=lambda key: (first[key], key))
+        at = {key: i for i, key in enumerate(order)}
+        index.append(np.array([at[key] for key in keys], np.int64))
+        classes.append(order)
+    sources = sorted({v for reads in reads_of_row for v in reads})
+    if not sources:
+        return None
+    grid = tuple(len(c) for c in classes)
+    # several windows, each reading its own positions: local context, however wide the windows
+    # of earlier layers have grown (one window over every position takes the global path)
+    via = None
+    edges = []
+    for v in sources:
+        node = op.table.nodes[v]
+        maps = []
+        for a in range(k):
+            sets = [dict(key).get(v) for key in classes[a]]
+            sets = [np.frombuffer(b, np.int64) if b is not None else np.zeros(0, np.int64) for b in sets]
+            width = max(1, max(len(u) for u in sets))
+            taps = np.full((len(sets), width), -1, np.int64)
+            for i, u in enumerate(sets):
+                taps[i, :len(u)] = u
+            starts = [u[0] for u in sets if len(u)]
+            step = float(np.mean(np.diff(starts))) if len(starts) > 1 else float(width)
+            maps.append(AxisMap(taps, np.where(taps >= 0, taps, np.nan).astype(float), node.grid[a], abs(step)))
+        edges.append(Edge(node, tuple(maps), via))
+    key = ("windows", via, tuple(tuple(c) for c in classes))
+    node_id = op.table.make(key, grid, edges)
+    place = [rows_shape[keep.index(d)] if d in keep else 1 for d in range(ndim)]
+    comp_out = np.array([node_id if reads else -1 for reads in reads_of_row], np.int64).reshape(place)
+    pos_out = tuple(compact(i.reshape(place)) for i in index)
+    return Tracked(tuple(shape), [Part(compact(comp_out), pos_out)])
 
 
 def _union_of_slices(op: Op, tr: Tracked, dims: list[int], shape, kind: str) -> Tracked:
@@ -60,27 +155,6 @@ def _union_of_slices(op: Op, tr: Tracked, dims: list[int], shape, kind: str) -> 
     merged = union_of(op, list(distinct.values()), new_shape)
     rest = [d for d in dims if d not in listed]
     return reduce(op, merged, rest, kind) if rest else merged
-
-
-def _mix(op: Op, tr: Tracked, dims: list[int], shape) -> Tracked:
-    """Position-preserving: each result reads all elements along non-positional ``dims``."""
-    parts = []
-    for p in tr.parts:
-        comp = p.comp
-        if all(comp.shape[d] == 1 for d in dims):
-            new = comp
-        else:
-            keep = [d for d in range(comp.ndim) if d not in dims]
-            moved = np.moveaxis(comp, dims, list(range(comp.ndim - len(dims), comp.ndim)))
-            flat = moved.reshape(moved.shape[: len(keep)] + (-1,))
-            lead = flat.reshape(-1, flat.shape[-1])
-            rows, inv = unique_rows(np.sort(lead, axis=1))
-            ids = np.array([op.table.union(tuple(int(v) for v in np.unique(r))) for r in rows], np.int64)
-            new = ids[inv].reshape(flat.shape[:-1] + (1,) * len(dims))
-            new = np.moveaxis(new, list(range(comp.ndim - len(dims), comp.ndim)), dims)
-        pos = tuple(a[tuple(slice(0, 1) if d in dims else slice(None) for d in range(a.ndim))] for a in p.pos)
-        parts.append(Part(new, pos))
-    return Tracked(tuple(shape), parts)
 
 
 def _global(op: Op, tr: Tracked, dims: list[int], shape, kind: str) -> Tracked:
@@ -155,6 +229,46 @@ def _partial_global(op: Op, tr: Tracked, dims: list[int], positional: list[int],
     def place(ids):  # ids over the sep dims (ascending), put back in their places
         return ids.reshape([tr.shape[d] if d in sep and ids.size > 1 else 1 for d in range(tr.ndim)])
     return spatial(op, tr, op_dims, sep, mix, windows, op_dims, shape, place, op.via(kind))
+
+
+@rule
+def pool(op: Op):
+    x = op.args[0]
+    tr = op.t(x)
+    nd = int(op.name.split("_pool")[1][0])
+    ks = int_list(op.arg(1, "kernel_size"), nd)
+    stride = op.arg(2, "stride", None)
+    stride = ks if not stride else int_list(stride, nd)
+    padding = int_list(op.arg(3, "padding", 0), nd)
+    dilation = int_list(op.arg(4, "dilation", 1), nd) if op.name.startswith("max") else [1] * nd
+    shape = out_shape(op)
+    n_in = list(x.shape[-nd:])
+    n_out = list(shape[-nd:])
+    windows = [conv_window(n_in[i], n_out[i], ks[i], stride[i], padding[i], dilation[i]) for i in range(nd)]
+    via = op.via("global pooling") if covers_all(windows, n_in, n_out) else None
+    try:
+        res = per_channel(op, tr, windows, nd, shape, via)
+    except UnsupportedOpError:
+        res = _tiled(op, tr, ks, stride, padding, dilation, shape)
+        if res is None:
+            raise
+    if isinstance(op.out, (tuple, list)):
+        return [res] + [res] * (len(op.out) - 1)
+    return res
+
+
+def _tiled(op: Op, tr: Tracked, ks, stride, padding, dilation, shape) -> Tracked | None:
+    """A pool whose windows tile its dims (kernel = stride, no padding or dilation) as a reduction
+    over each tile, wherever the positions sit (NextViT pools tokens whose rows and columns were
+    merged into one dim); None for any other pool."""
+    nd = len(ks)
+    if any(p for p in padding) or any(d != 1 for d in dilation) or list(ks) != list(stride) or any(
+            n % k for n, k in zip(tr.shape[-nd:], ks)):
+        return None
+    lead = tr.shape[:-nd]
+    split = lead + tuple(v for n, k in zip(tr.shape[-nd:], ks) for v in (n // k, k))
+    tiles = [len(lead) + 2 * i + 1 for i in range(nd)]
+    return reduce(op, tr.reshaped(split), tiles, "pooling").reshaped(shape)
 
 
 def normalized(op: Op, tr: Tracked, dims: list[int], kind: str) -> Tracked:

@@ -248,6 +248,27 @@ def union_of(op: Op, trs: list[Tracked], shape) -> Tracked:
     return coalesce(op.table, shape, parts)
 
 
+def mix(op: Op, tr: Tracked, dims: list[int], shape) -> Tracked:
+    """Position-preserving: each result reads all elements along non-positional ``dims``."""
+    parts = []
+    for p in tr.parts:
+        comp = p.comp
+        if all(comp.shape[d] == 1 for d in dims):
+            new = comp
+        else:
+            keep = [d for d in range(comp.ndim) if d not in dims]
+            moved = np.moveaxis(comp, dims, list(range(comp.ndim - len(dims), comp.ndim)))
+            flat = moved.reshape(moved.shape[: len(keep)] + (-1,))
+            lead = flat.reshape(-1, flat.shape[-1])
+            rows, inv = unique_rows(np.sort(lead, axis=1))
+            ids = np.array([op.table.union(tuple(int(v) for v in np.unique(r))) for r in rows], np.int64)
+            new = ids[inv].reshape(flat.shape[:-1] + (1,) * len(dims))
+            new = np.moveaxis(new, list(range(comp.ndim - len(dims), comp.ndim)), dims)
+        pos = tuple(a[tuple(slice(0, 1) if d in dims else slice(None) for d in range(a.ndim))] for a in p.pos)
+        parts.append(Part(new, pos))
+    return Tracked(tuple(shape), parts)
+
+
 def out_shape(op: Op, i: int = 0) -> tuple[int, ...]:
     out = op.out[i] if isinstance(op.out, (tuple, list)) else op.out
     return tuple(out.shape)

@@ -7,8 +7,9 @@ from typing import Callable
 import numpy as np
 
 from ..geometry import Edge
+from ...errors import UnsupportedOpError
 from ..layout import LayoutError, Part, Tracked, Window, align, axis_map, constant_map, gate, read
-from .registry import ident_pos, int_list, Op, out_shape, rule, zero_pos
+from .registry import broadcast_to, ident_pos, int_list, mix, Op, out_shape, rule, zero_pos
 
 
 # -------------------------------------------------------------------------------------------
@@ -119,7 +120,7 @@ def per_channel(op: Op, tr: Tracked, windows: list[Window], nd: int, shape, via=
                    lambda ids: ids.reshape(ids.shape + (1,) * nd), via)
 
 
-def _covers_all(windows: list[Window], n_in: list[int], n_out: list[int]) -> bool:
+def covers_all(windows: list[Window], n_in: list[int], n_out: list[int]) -> bool:
     return all(no == 1 and set(w.pos[0][w.valid[0]].tolist()) >= set(range(ni))
                for w, ni, no in zip(windows, n_in, n_out))
 
@@ -150,28 +151,15 @@ def convolution(op: Op):
     def place(ids):  # (n, g) -> (n, cout, 1...)
         ids = np.broadcast_to(ids, (ids.shape[0], g)) if ids.shape[1] != g else ids
         return np.repeat(ids, cout // g, axis=1).reshape((ids.shape[0], cout) + (1,) * nd)
-    return spatial(op, grouped, op_dims, [0, 1], [2], windows, list(range(2, 2 + nd)), shape, place)
-
-
-@rule
-def pool(op: Op):
-    x = op.args[0]
-    tr = op.t(x)
-    nd = int(op.name.split("_pool")[1][0])
-    ks = int_list(op.arg(1, "kernel_size"), nd)
-    stride = op.arg(2, "stride", None)
-    stride = ks if not stride else int_list(stride, nd)
-    padding = int_list(op.arg(3, "padding", 0), nd)
-    dilation = int_list(op.arg(4, "dilation", 1), nd) if op.name.startswith("max") else [1] * nd
-    shape = out_shape(op)
-    n_in = list(x.shape[-nd:])
-    n_out = list(shape[-nd:])
-    windows = [conv_window(n_in[i], n_out[i], ks[i], stride[i], padding[i], dilation[i]) for i in range(nd)]
-    via = op.via("global pooling") if _covers_all(windows, n_in, n_out) else None
-    res = per_channel(op, tr, windows, nd, shape, via)
-    if isinstance(op.out, (tuple, list)):
-        return [res] + [res] * (len(op.out) - 1)
-    return res
+    try:
+        return spatial(op, grouped, op_dims, [0, 1], [2], windows, list(range(2, 2 + nd)), shape, place)
+    except UnsupportedOpError:
+        if transposed or any(k != 1 for k in ks) or any(s != 1 for s in stride) or any(padding):
+            raise
+    # a 1x1 convolution mixes the channels of each position and places no window: it is followed
+    # wherever the positions sit (EfficientFormerV2's talking heads run it over attention maps)
+    mixed = mix(op, grouped, [2], (n, g, 1) + tuple(x.shape[2:]))
+    return broadcast_to(mixed, (n, g, cout // g) + tuple(x.shape[2:])).reshaped(shape)
 
 
 def adaptive_window(n_in: int, n_out: int) -> Window:

@@ -60,22 +60,26 @@
   }
 
   // -- answers from the server ------------------------------------------------------------
+  // `channel` picks one neuron at each position; null asks for the union over the channels.
+  const channelParam = (channel) => (channel === null ? "" : "&channel=" + channel);
   class ServerSource {
     constructor() { this.cache = new Map(); this.live = true; }
     async meta() { this.info = await fetchJSON("api/meta"); return this.info; }
     imageURL() { return this.info.image ? "image.png" : null; }
-    async unit(layer, idx) {
-      const key = layer + "|" + idx.join(",");
+    async unit(layer, idx, channel = null) {
+      const key = layer + "|" + idx.join(",") + "|" + channel;
       if (!this.cache.has(key)) {
-        const d = await fetchJSON("api/unit?layer=" + encodeURIComponent(layer) + "&unit=" + idx.join(","));
+        const d = await fetchJSON("api/unit?layer=" + encodeURIComponent(layer) + "&unit=" + idx.join(",") +
+                                  channelParam(channel));
         d.mask = decodeMask(d.mask);
         if (this.cache.size > 256) this.cache.delete(this.cache.keys().next().value);
         this.cache.set(key, d);
       }
       return this.cache.get(key);
     }
-    async projective(layer, pixel) {
-      const d = await fetchJSON("api/projective?layer=" + encodeURIComponent(layer) + "&pixel=" + pixel.join(","));
+    async projective(layer, pixel, channel = null) {
+      const d = await fetchJSON("api/projective?layer=" + encodeURIComponent(layer) + "&pixel=" + pixel.join(",") +
+                                channelParam(channel));
       return decodeMask(d.units);
     }
   }
@@ -83,9 +87,11 @@
   // -- the same answers from the geometry inlined in an exported page ---------------------
   // A unit reads node `node` at node position `pos` (its own index where null); the node's
   // support of a position is the union over its terms of the outer product of the matrix
-  // rows of that position, one matrix (node grid x input) per axis.
+  // rows of that position, one matrix (node grid x input) per axis.  What a layer's units read
+  // is a "field", shared by the layers that read alike; where channels read differently (a
+  // DenseNet block), the layer lists runs [field, count] over its channels.
   class StaticSource {
-    constructor(data) { this.info = data; this.geo = data.geometry; this.nodes = {}; this.layers = {}; this.live = false; }
+    constructor(data) { this.info = data; this.geo = data.geometry; this.nodes = {}; this.fields = {}; this.live = false; }
     async meta() { return this.info; }
     imageURL() { return this.info.image_data || null; }
     node(id) {
@@ -96,22 +102,28 @@
       }
       return this.nodes[id];
     }
-    layer(name) {
-      if (!this.layers[name]) {
-        const g = this.geo.layers[name], grid = this.record(name).grid, n = prod(grid);
+    layer(name, channel) {  // the decoded field a neuron of `channel` reads (null: all channels)
+      const g = this.geo.layers[name], grid = this.record(name).grid;
+      let id = g.field;
+      if (channel !== null && g.channels) {
+        let c = channel;
+        for (const [field, count] of g.channels) { if (c < count) { id = field; break; } c -= count; }
+      }
+      if (!this.fields[id]) {
+        const f = this.geo.fields[id], n = prod(grid);
         const axis = (v) => ({ axis: v.axis, values: float64s(v.values) });
-        this.layers[name] = {
+        this.fields[id] = {
           grid,
-          entries: g.entries.map((e) => ({ node: e.node, units: e.units === null ? null : unpackBits(bytesOf(e.units), n),
+          entries: f.entries.map((e) => ({ node: e.node, units: e.units === null ? null : unpackBits(bytesOf(e.units), n),
                                            pos: e.pos.map((p) => (p === null ? null : int32s(p))) })),
-          lo: g.lo.map(axis), hi: g.hi.map(axis),
+          lo: f.lo.map(axis), hi: f.hi.map(axis),
         };
       }
-      return this.layers[name];
+      return this.fields[id];
     }
     record(name) { return this.info.layers.find((r) => r.name === name); }
-    async unit(name, idx) {
-      const L = this.layer(name), [h, w] = this.info.input_size.slice(1);
+    async unit(name, idx, channel = null) {
+      const L = this.layer(name, channel), [h, w] = this.info.input_size.slice(1);
       const f = flatIndex(idx, L.grid);
       const mask = new Uint8Array(h * w);
       for (const e of L.entries) {
@@ -131,11 +143,11 @@
       const at = (v) => (v.axis === null ? v.values[f] : v.values[idx[v.axis]]);
       const unclipped = L.lo.map((lo, a) => [num(at(lo)), num(at(L.hi[a]))]);
       const { box, support } = boxOf(mask, h, w);
-      return { layer: name, unit: idx, mask, box, support_size: support, unclipped_box: unclipped,
+      return { layer: name, unit: idx, channel, mask, box, support_size: support, unclipped_box: unclipped,
                center: unclipped.map(([a, b]) => (a === null ? null : num((a + b - 1) / 2))) };
     }
-    async projective(name, pixel) {
-      const L = this.layer(name), [h, w] = this.info.input_size.slice(1), n = prod(L.grid);
+    async projective(name, pixel, channel = null) {
+      const L = this.layer(name, channel), [h, w] = this.info.input_size.slice(1), n = prod(L.grid);
       const out = new Uint8Array(n);
       for (const e of L.entries) {
         const node = this.node(e.node), [g0, g1] = node.grid;
@@ -161,7 +173,7 @@
   const dataTag = $("rflens-data");
   const source = dataTag ? new StaticSource(JSON.parse(dataTag.textContent)) : new ServerSource();
   const state = {
-    info: null, layer: null, unit: null, hover: null, pixel: null,
+    info: null, layer: null, unit: null, channel: null, hover: null, pixel: null,
     shown: null, pf: null, heat: null, job: null, token: 0, pfToken: 0,
     scale: 1, cell: 1, rows: 1, cols: 1, base: null,
   };
@@ -174,6 +186,8 @@
     if (!r.uniform) out.push("non-uniform");
     if (r.covers_input.every(Boolean)) out.push("covers input");
     if (fmt(r.min_rf) !== fmt(r.max_rf)) out.push("paths " + fmt(r.min_rf) + ".." + fmt(r.max_rf));
+    const byChannel = r.rf_size_by_channel;  // as rflens table writes it
+    if (byChannel) out.push("rf " + fmt(byChannel[0]) + ".." + fmt(byChannel[1]) + " by channel");
     return out.join(", ");
   }
   const gridText = (g) => (g.length ? g.join("x") : "1");
@@ -219,6 +233,7 @@
     if (!r) { status("no layer named " + name); return; }
     const old = state.layer;
     state.layer = r;
+    state.channel = validChannel(state.channel, r);  // kept where the new layer has it
     if (unit) state.unit = clampUnit(unit, r.grid);
     else if (keepUnit && old && state.unit && old.grid.length === r.grid.length) {
       // the same relative position on the new grid
@@ -231,11 +246,80 @@
       if (on && tr.scrollIntoView) tr.scrollIntoView({ block: "nearest" });
     }
     layoutGrid();
-    $("gridcap").textContent = `${r.name} (${r.op}): ${gridText(r.grid)} units, RF ${fmt(r.rf_size)}, stride ${fmt(r.stride)}`;
+    buildChannels();
+    caption();
     writeHash();
     showUnit();
     showProjective();
     selectionChanged();
+  }
+  function caption() {
+    const r = state.layer, c = state.channel, g = c === null ? r : groupOf(r, c);
+    const cap = $("gridcap");
+    cap.textContent = `${r.name} (${r.op}): ${gridText(r.grid)} units, ` +
+      (c === null ? "" : `channel ${c}: `) + `RF ${fmt(g.rf_size)}, stride ${fmt(g.stride)}`;
+    cap.title = cap.textContent;  // long names are cut short on the page
+  }
+
+  // -- channels: a neuron is one channel at one position; none chosen, the union ------------
+  const hasChannels = (r) => r.channels !== null;
+  const validChannel = (c, r) => (hasChannels(r) && Number.isInteger(c) && c >= 0 && c < r.channels ? c : null);
+  function channelGroups(r) {  // runs of channels sharing one geometry: one run where the field does not vary
+    const g = r.channel_groups;
+    if (!g) return [{ first: 0, stop: r.channels, rf_size: r.rf_size, stride: r.stride, start: r.start }];
+    return g.stop.map((stop, i) => ({ first: i ? g.stop[i - 1] : 0, stop, rf_size: g.rf_size[i], stride: g.stride[i],
+                                      start: g.start[i] }));
+  }
+  const groupOf = (r, c) => channelGroups(r).find((g) => g.first <= c && c < g.stop);
+  const channelSpan = (g) => (g.stop - g.first > 1 ? `${g.first}-${g.stop - 1}` : String(g.first));
+  function buildChannels() {
+    const r = state.layer, box = $("channels");
+    box.hidden = !hasChannels(r);
+    if (box.hidden) return;
+    $("channel").max = r.channels - 1;
+    // where the field varies, every group is listed: a DenseNet block shows its fields at once
+    const buttons = [["all", null, `the union over the ${r.channels} channels at a position`]].concat(
+      r.channel_groups ? channelGroups(r).map((g) => [`${channelSpan(g)}: RF ${fmt(g.rf_size)}`, g.first,
+        `channels ${channelSpan(g)}: RF ${fmt(g.rf_size)}, stride ${fmt(g.stride)}, start ${fmt(g.start)}`]) : []);
+    $("groups").replaceChildren(...buttons.map(([text, c, title]) => {
+      const b = document.createElement("button");
+      b.type = "button"; b.textContent = text; b.title = title;
+      b.dataset.channel = c === null ? "all" : c;
+      b.addEventListener("click", () => selectChannel(c));
+      return b;
+    }));
+    showChannel();
+  }
+  function showChannel() {
+    const r = state.layer, c = state.channel, input = $("channel");
+    if (!hasChannels(r)) return;
+    if (document.activeElement !== input) input.value = c === null ? "" : String(c);  // not while typing
+    $("chaninfo").textContent = c === null ? `all ${r.channels}` : `of 0..${r.channels - 1}`;
+    const on = c === null ? "all" : String(groupOf(r, c).first);
+    for (const b of $("groups").children) b.classList.toggle("on", b.dataset.channel === on);
+  }
+  function selectChannel(c) {
+    c = validChannel(c, state.layer);
+    if (c === state.channel) { showChannel(); return; }  // at either end: nothing to redo, no job to restart
+    state.channel = c;
+    showChannel();
+    caption();
+    writeHash();
+    showUnit();
+    showProjective();
+    selectionChanged();
+  }
+  function channelTyped(commit) {  // the number box: empty is all; out of range waits (or, committed, is clamped)
+    const text = $("channel").value.trim(), r = state.layer;
+    if (text === "") { selectChannel(null); return; }
+    const c = Number(text);
+    if (!Number.isInteger(c)) { if (commit) showChannel(); return; }
+    if (validChannel(c, r) !== null) selectChannel(c);
+    else if (commit) selectChannel(Math.max(0, Math.min(r.channels - 1, c)));
+  }
+  function stepChannel(step) {  // "all" sits before channel 0
+    const c = state.channel, n = state.layer.channels;
+    selectChannel(c === null ? (step > 0 ? 0 : null) : c + step < 0 ? null : Math.min(n - 1, c + step));
   }
 
   function selectUnit(idx) {
@@ -249,6 +333,7 @@
     if (!state.layer) return;
     let h = "#layer=" + encodeURIComponent(state.layer.name);
     if (state.unit && state.unit.length) h += "&unit=" + state.unit.join(",");
+    if (state.channel !== null) h += "&channel=" + state.channel;
     if (state.pixel) h += "&pixel=" + state.pixel.join(",");
     if (location.hash !== h) history.replaceState(null, "", h);
   }
@@ -262,7 +347,7 @@
       else if (k === "unit" || k === "pixel") {
         const nums = v.split(",").map(Number);
         if (nums.every(Number.isInteger)) out[k] = nums;
-      }
+      } else if (k === "channel" && /^\d+$/.test(v)) out.channel = Number(v);
     }
     return out;
   }
@@ -272,6 +357,7 @@
     state.pixel = h.pixel && h.pixel.length === 2 && h.pixel[0] >= 0 && h.pixel[0] < ih && h.pixel[1] >= 0 && h.pixel[1] < iw
       ? h.pixel : null;
     const name = h.layer && state.info.layers.some((r) => r.name === h.layer) ? h.layer : defaultLayer();
+    state.channel = h.channel === undefined ? null : h.channel;  // checked against the layer by selectLayer
     const r = state.info.layers.find((x) => x.name === name);
     selectLayer(name, false, h.unit && h.unit.length === r.grid.length ? h.unit : null);
   }
@@ -384,6 +470,7 @@
       ["layer", `${r.name} (${r.op})`],
       ["grid", gridText(r.grid)],
       ["unit", u.unit.length ? u.unit.join(", ") : "the only one"],
+      ...(hasChannels(r) ? [["channel", channelText(r, u.channel)]] : []),
       ["box", span(u.box) + (JSON.stringify(u.box) !== JSON.stringify(u.unclipped_box) ? "  (clipped)" : "")],
       ["unclipped", span(u.unclipped_box)],
       ["centre", u.center.map((v) => (v === null ? "-" : v)).join(", ")],
@@ -400,7 +487,15 @@
     }));
     dl.dataset.layer = r.name;
     dl.dataset.unit = u.unit.join(",");
+    dl.dataset.channel = u.channel === null ? "" : u.channel;
     dl.dataset.hover = state.hover ? "1" : "";
+  }
+
+  function channelText(r, c) {
+    if (c === null) return `all ${r.channels} (the union)` + (r.rf_size_by_channel ? "; the field varies by channel" : "");
+    const g = groupOf(r, c);
+    return `${c} of ${r.channels}: RF ${fmt(g.rf_size)}, stride ${fmt(g.stride)}, start ${fmt(g.start)}` +
+      (r.channel_groups ? ` (group ${channelSpan(g)})` : "");
   }
 
   async function showUnit() {
@@ -408,7 +503,7 @@
     if (!idx) return;
     const token = ++state.token, layer = state.layer.name;
     try {
-      const u = await source.unit(layer, idx);
+      const u = await source.unit(layer, idx, state.channel);
       if (token !== state.token) return;
       state.shown = u;
       showNumbers(u);
@@ -421,17 +516,18 @@
   async function showProjective() {
     const token = ++state.pfToken;
     if (!state.pixel) { state.pf = null; drawGrid(); drawImage(); delete $("grid").dataset.pf; return; }
-    const layer = state.layer.name, pixel = state.pixel.slice();
+    const layer = state.layer.name, pixel = state.pixel.slice(), channel = state.channel;
     try {
-      const pf = await source.projective(layer, pixel);
+      const pf = await source.projective(layer, pixel, channel);
       if (token !== state.pfToken) return;
       state.pf = pf;
       drawGrid();
       drawImage();
       let n = 0;
       for (const v of pf) n += v;
-      $("grid").dataset.pf = `${layer}|${pixel.join(",")}|${n}`;
-      $("imagecap").textContent = `input: pixel (${pixel.join(", ")}) is seen by ${n} unit${n === 1 ? "" : "s"} of ${layer}`;
+      $("grid").dataset.pf = `${layer}|${pixel.join(",")}|${n}|${channel === null ? "all" : channel}`;
+      $("imagecap").textContent = `input: pixel (${pixel.join(", ")}) is seen by ${n} unit${n === 1 ? "" : "s"} of ${layer}` +
+        (channel === null ? "" : `, channel ${channel}`);
     } catch (e) { status(e.message); }
   }
 
@@ -458,6 +554,7 @@
     const kind = $("grad").checked ? "gradient" : $("erf").checked ? "erf" : null;
     if (!kind || !state.unit) { $("heatinfo").textContent = ""; return; }
     const q = `kind=${kind}&layer=${encodeURIComponent(state.layer.name)}&unit=${state.unit.join(",")}` +
+              channelParam(state.channel) +
               (kind === "erf" ? "&inputs=" + Math.max(1, parseInt($("erfn").value, 10) || 16) : "");
     try {
       state.job = await fetchJSON("api/job?" + q, { method: "POST" });
@@ -487,11 +584,11 @@
         $("heat").dataset.shown = id;
       };
       img.src = "api/heat.png?id=" + id;
-      const n = job.numbers;
-      $("heatinfo").textContent = job.kind === "gradient"
+      const n = job.numbers, of = job.channel === null ? "" : `channel ${job.channel}, `;
+      $("heatinfo").textContent = of + (job.kind === "gradient"
         ? `gradient at ${n.input}: ${n.nonzero} of ${n.support} support pixels nonzero (log scale)\n` + n.explanation.join("\n")
         : `ERF over ${n.inputs} inputs (linear scale): σ ${n.sigma.join(" x ")} px, ` +
-          `centre of mass ${n.center_of_mass.join(", ")}, 4σ/RF ${n.trf_ratio.join(" x ")}`;
+          `centre of mass ${n.center_of_mass.join(", ")}, 4σ/RF ${n.trf_ratio.join(" x ")}`);
     } else $("heatinfo").textContent = job.state === "cancelled" ? "cancelled" : job.message;
   }
   function heatToggle(which) {
@@ -524,6 +621,8 @@
       writeHash();
       showProjective();
     });
+    $("channel").addEventListener("input", () => channelTyped(false));
+    $("channel").addEventListener("change", () => channelTyped(true));
     $("grad").addEventListener("change", () => heatToggle("grad"));
     $("erf").addEventListener("change", () => heatToggle("erf"));
     $("cancel").addEventListener("click", async () => {
@@ -542,7 +641,11 @@
       else if (ev.key === "Escape") search.blur();
       return;
     }
-    if (document.activeElement && document.activeElement.tagName === "INPUT" && document.activeElement.type === "number") return;
+    const focused = document.activeElement;
+    if (focused && focused.tagName === "INPUT" && focused.type === "number") {  // typing: Enter or Esc leaves the box
+      if (ev.key === "Enter" || ev.key === "Escape") focused.blur();
+      return;
+    }
     const moves = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
     if (moves[ev.key] && state.unit && state.layer.grid.length) {
       const [dr, dc] = moves[ev.key];
@@ -554,6 +657,8 @@
       const step = ev.key === "]" || ev.key === "PageDown" ? 1 : -1;
       const j = i < 0 ? 0 : Math.max(0, Math.min(names.length - 1, i + step));
       if (names.length && names[j] !== state.layer.name) selectLayer(names[j], true);
+    } else if ([",", ".", "<", ">"].includes(ev.key) && hasChannels(state.layer)) {
+      stepChannel(ev.key === "." || ev.key === ">" ? 1 : -1);
     } else if (ev.key === "/") search.focus();
     else if (ev.key === "Escape") { state.pixel = null; writeHash(); showProjective(); $("imagecap").textContent = "input"; }
     else if ((ev.key === "g" || ev.key === "e") && source.live && state.info.gradients) {

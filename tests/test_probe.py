@@ -1,0 +1,125 @@
+"""The gradient oracle never fails silently: its positive copy stays finite at any depth, and where
+it cannot answer it says so, naming the op and where it ran, instead of returning empty masks.
+
+Positive values grow layer after layer (attention cubes them: q k^T v), so before the probe
+rescaled its values, deep attention models overflowed float64, their gradients were NaN and
+their masks empty.  Each test here failed that way, or passed for the wrong reason."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import rflens
+from conftest import assert_exact
+from rflens.engine.probe import ProbeAnalysis
+from rflens.errors import RFLensError
+
+WHOLE = 224 * 224
+
+
+def _timm(name: str, **kwargs) -> nn.Module:
+    return rflens.load_model(f"timm:{name}", kwargs, device="cpu")
+
+
+# name: (layers early, middle, late; pixels the centre unit of each reads); all overflowed
+DEEP = {
+    # a 16 x 16 patch, then global after the first attention
+    "deit_tiny_patch16_224": (["patch_embed", "blocks.5", "blocks.11"], [256, WHOLE, WHOLE]),
+    # convolutional stem (31 x 31 at the centre), then attention with biases
+    "levit_128s": (["stem", "stages.1", "stages.2"], [31 * 31, WHOLE, WHOLE]),
+    # a convnet with RMS norms and layer scales: its late stages overflowed (no attention at all)
+    "convnext_zepto_rms": (["stages.0", "stages.2", "stages.3"], [52 * 52, WHOLE, WHOLE]),
+}
+# heavier (30-90 s each on a loaded 2-core machine); the early layers of the windowed models are
+# inside their windows, local, and followed by the analytic engine too
+DEEP_SLOW = {
+    "vit_tiny_patch16_224": (["patch_embed", "blocks.5", "blocks.11"], [256, WHOLE, WHOLE]),
+    # locally grouped attention: a window of 7 x 7 tokens of 4 x 4 pixels
+    "twins_svt_small": (["blocks.0.0", "blocks.1.0", "blocks.3.1"], [28 * 28, WHOLE, WHOLE]),
+    "twins_pcpvt_small": (["patch_embeds.0.norm", "blocks.1.1", "blocks.3.2"], [16, WHOLE, WHOLE]),
+    # window attention in stage 1
+    "tiny_vit_5m_224": (["stages.0", "stages.1.blocks.0", "stages.3"], [23 * 23, 135 * 135, WHOLE]),
+    # window attention, before the first channel attention makes the field global
+    "davit_tiny": (["stages.0.blocks.0.0", "stages.2", "stages.3"], [67 * 67, WHOLE, WHOLE]),
+    # squeeze-excitation in the stem: global from there on
+    "gcvit_xxtiny": (["stem.down.conv_block.act", "stages.1", "stages.3"], [7 * 7, WHOLE, WHOLE]),
+}
+
+
+@pytest.mark.parametrize("name", [*DEEP, *(pytest.param(n, marks=pytest.mark.slow) for n in DEEP_SLOW)])
+def test_deep_models_that_overflowed_are_answered_and_equal_the_analytic_masks(name):
+    layers, pixels = {**DEEP, **DEEP_SLOW}[name]
+    a = assert_exact(_timm(name), (3, 224, 224), layers=layers)
+    for layer, px in zip(layers, pixels):
+        centre = a[layer].unit("center")
+        assert centre.support_size == px, (layer, centre.support_size)
+
+
+class Overflowing(nn.Module):
+    """A deliberately deep transformer: 60 attention blocks, each cubing the positive copy's
+    magnitudes, which left float64's range after four blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.vit = timm.models.vision_transformer.VisionTransformer(
+            img_size=32, patch_size=8, embed_dim=16, depth=60, num_heads=2, num_classes=0, global_pool="")
+
+    def forward(self, x):
+        return self.vit(x)
+
+
+def test_sixty_attention_blocks_stay_finite_and_are_answered_exactly():
+    a = assert_exact(Overflowing(), (3, 32, 32), layers=["vit.patch_embed", "vit.blocks.3", "vit.blocks.59"])
+    assert a["vit.patch_embed"].unit((0,)).support_size == 64         # one 8 x 8 patch
+    assert a["vit.blocks.59"].unit((5,)).support_size == 32 * 32      # attention: every pixel
+    p = ProbeAnalysis(Overflowing(), (3, 32, 32))
+    mask = p.layer("vit.blocks.59", spatial_dims=[1]).unit((5,)).mask
+    assert mask.sum() == 32 * 32
+
+
+class Amplify(nn.Module):
+    """Multiplies in place by 1e100, four times: in-place results alias what the caller holds,
+    so the probe checks them but cannot rescale them."""
+
+    def forward(self, x):
+        for _ in range(4):
+            x.mul_(1e100)
+        return x
+
+
+def test_a_value_float64_cannot_hold_is_an_error_naming_the_op_and_module_not_an_empty_mask():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), Amplify(), nn.Conv2d(4, 4, 3))
+    with pytest.raises(RFLensError, match=r"made inf at op 'mul_' in module '1' \(first reported as the value "
+                                          r"named '1.mul__3'\)"):
+        rflens.analyze(net, (3, 16, 16), method="probe")
+
+
+class Zeroed(nn.Module):
+    def forward(self, x):
+        return x * 0.0
+
+
+class Length(nn.Module):
+    """The length of the vector (x, x): its derivative at the zero vector is 0/0."""
+
+    def forward(self, x):
+        return torch.hypot(x, x)
+
+
+def test_a_gradient_that_is_not_finite_is_an_error_naming_where_it_broke():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), Zeroed(), Length(), nn.Conv2d(4, 2, 3))
+    p = ProbeAnalysis(net, (3, 16, 16))   # every value of the forward pass is finite
+    with pytest.raises(RFLensError, match=r"layer '3'.*not finite.*flowing back from '2.*' into '1.*'"):
+        p["3"].unit((5, 5))
+
+
+def test_an_empty_oracle_mask_where_the_analytic_field_is_not_empty_fails_as_the_oracle_failing():
+    # x * 0 reads x (the analytic field: 3 x 3 pixels) but its gradient is 0: the oracle has no
+    # answer, and the helper says so rather than comparing an empty mask
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), Zeroed())
+    assert rflens.analyze(net, (3, 16, 16))["1"].unit((5, 5)).support_size == 9
+    with pytest.raises(AssertionError, match=r"the oracle gave no answer.*\n\s*1 unit \(0, 0\): analytic 9 px, oracle 0 px"):
+        assert_exact(net, (3, 16, 16), layers=["1"])
