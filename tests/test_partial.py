@@ -226,3 +226,27 @@ def test_the_table_flags_refused_layers_in_every_format(capsys):
     out = capsys.readouterr().out
     assert "refused: topk" in out and out.rstrip().endswith(
         "15 layers refused: " + TOPK.replace("the model's forward", "module 'rpn'"))
+
+
+class ManyPieces(nn.Module):
+    """A stem, then the sum of 70 diagonally shifted copies of it: 70 differently placed copies,
+    past the engine's limit of 64."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        y = self.stem(x)
+        h, w = y.shape[-2:]
+        return sum(nn.functional.pad(y, (i, 0, i, 0))[..., :h, :w] for i in range(70))
+
+
+def test_a_limit_reached_inside_an_op_refuses_only_what_depends_on_it():
+    a = rflens.analyze(ManyPieces(), (1, 80, 80))
+    assert a["stem"].refused is None and a["stem"].rf_size == (3, 3)
+    assert a["output"].refused.startswith("rflens cannot compute the receptive field through op 'add.Tensor'")
+    assert "(its output reads more than 64 differently placed copies of its inputs" in a["output"].refused
+    with pytest.raises(rflens.UnsupportedOpError, match="more than 64 differently placed copies"):
+        a["output"].unit((40, 40))
+    assert_exact(ManyPieces(), (1, 80, 80), layers=["stem"])

@@ -5,15 +5,15 @@ sees every aten op, applies the op's rule from ``ops.RULES`` and records layer o
 
 * every ``nn.Module`` call under its qualified name (``features.29``, ``layer4.2``, ``layer4``);
   a module called again gets ``_1``, ``_2`` as in ``torch.fx``;
-* where ``torch.fx`` can trace the model, every node under the name
-  ``torchvision.models.feature_extraction.get_graph_node_names`` gives it (``layer1.0.add``).
+* where ``torch.fx`` traces the model, every node as torchvision's ``get_graph_node_names`` names it.
 
 In-place writes are followed through views with the real strides of the meta tensors, so a
 ``copy_`` into a slice (as circular padding does) lands on the right elements of the base.
 
 An op whose reads depend on tensor values (``topk``, ``nonzero``, indexing by a mask, sampling at
-computed positions: the op table's value-selected and unfollowed rows) does not end the trace:
-its outputs are ``Refused``, a marker every tensor computed from them carries instead of a layout
+computed positions: the op table's value-selected and unfollowed rows), or whose field passes a
+limit of the engine (more than 64 separable pieces), does not end the trace: its outputs are
+``Refused``, a marker every tensor computed from them carries instead of a layout
 (no later rule runs on it), so everything that does not depend on the op keeps its exact field.
 Where such an op's result has a shape that depends on values, the trace goes on as if the values
 selected nothing (so the model's ``if boxes.numel() == 0`` takes its empty branch) and every
@@ -216,8 +216,8 @@ class Flow(TorchDispatchMode):
                 if not keeps_the_rest(name):
                     raise
                 refused = e  # the op reads what values choose: its outputs are refused, not the model
-            except LimitError as e:  # a limit reached inside this op: say which op and where
-                raise UnsupportedOpError(name, module, e.why) from None
+            except LimitError as e:  # exact up to here: what depends on this op is refused, naming it
+                refused = UnsupportedOpError(name, module, e.why)
         outs = out if isinstance(out, (tuple, list)) else [out]
         if refused is not None:
             result = [Refused(refused, sized=self.made_up is None)] * len(outs)

@@ -1,7 +1,8 @@
 """Ops the analytic engine refuses, with the reason: it never guesses.
 
-A refusal of these rows (the op table's value-selected and unfollowed ones) ends no analysis: the
-op's outputs are ``Refused``, and only what depends on them is (see ``engine.trace``).
+A refusal of these rows (the op table's value-selected and unfollowed ones), like a limit reached
+inside any rule, ends no analysis: the op's outputs are ``Refused``, and only what depends on them
+is (see ``engine.trace``).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ class Refused:
 
 def keeps_the_rest(name: str) -> bool:
     """Whether refusing aten op ``name`` leaves the fields that do not depend on it: it reads
-    elements chosen by value, or positions rflens does not follow (a limit or an unknown op,
-    by contrast, is an error for the whole model)."""
+    elements chosen by value, or positions rflens does not follow (an unknown op, by contrast,
+    is an error for the whole model: its row in the op table is missing, a bug to report)."""
     row = BY_ATEN.get(name) or BY_ATEN.get(name.split(".")[0])
     return row is not None and row.structure in (Structure.VALUE_SELECTED, Structure.UNFOLLOWED)
 
