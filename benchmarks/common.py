@@ -30,3 +30,11 @@ def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def load(avg: tuple[float, float, float] | None = None) -> str:
+    """The machine's load (``os.getloadavg()``) in words: other processes' share of the cores
+    skews CPU timings, so every benchmark reports it."""
+    import os
+    one, five, _ = avg or os.getloadavg()
+    return f"load {one:.2f} (1 min) / {five:.2f} (5 min) on {os.cpu_count()} cores"

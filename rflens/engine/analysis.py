@@ -29,6 +29,7 @@ class Analysis:
         self._records = records
         self._order = order
         self._layers: dict[str, Layer] = {}
+        self._shared: dict[tuple, object] = {}  # what layers naming one tensor compute once (Layer._shared)
 
     @property
     def layers(self) -> list[str]:

@@ -170,7 +170,16 @@ class Layer:
         array over the grid and ``positions[a]`` the node unit read along input axis ``a`` (for
         the units marked).  ``analysis.nodes[node]`` holds the node's exact dependency terms."""
         self._followed()  # every field query reads these
-        return unit_reads(self._tracked, self.spatial_dims, self.grid_shape)
+        return self._shared("reads", lambda: unit_reads(self._tracked, self.spatial_dims, self.grid_shape))
+
+    def _shared(self, what: str, compute):
+        """``compute()`` once for every layer holding the same tensor: a module's output and the
+        FX node that made it are one tensor under two names (half the layers of a ResNet)."""
+        key = (id(self.record.tracked), what, self.local_only, self.channel)
+        cache = self.analysis._shared
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]
 
     @cached_property
     def _tracked(self) -> Tracked:
@@ -275,14 +284,19 @@ class Layer:
             hulls = getattr(self.analysis.nodes[v], which)
             if hulls is None:
                 continue
+            every = m.all()
             for a in range(k):
-                lo[a] = np.where(m, np.minimum(lo[a], hulls[a].lo[pos[a]]), lo[a])
-                hi[a] = np.where(m, np.maximum(hi[a], hulls[a].hi[pos[a]]), hi[a])
+                if every:
+                    lo[a] = np.minimum(lo[a], hulls[a].lo[pos[a]])
+                    hi[a] = np.maximum(hi[a], hulls[a].hi[pos[a]])
+                else:
+                    lo[a] = np.where(m, np.minimum(lo[a], hulls[a].lo[pos[a]]), lo[a])
+                    hi[a] = np.where(m, np.maximum(hi[a], hulls[a].hi[pos[a]]), hi[a])
         return lo, hi
 
     @cached_property
     def _hull(self):
-        return self._hulls("local_hull" if self.local_only else "hull")
+        return self._shared("hull", lambda: self._hulls("local_hull" if self.local_only else "hull"))
 
     @property
     def bounds(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -402,7 +416,7 @@ class Layer:
             seen += [v for v in n.via if v not in seen]
         return tuple(seen)
 
-    @property
+    @cached_property
     def local(self) -> "Layer | None":
         """The layer with global-context paths ignored (None where nothing local remains)."""
         if self.local_only:

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import LayoutError
+from .rows import unique_rows
 from .geometry import AxisMap, Edge, Node, identity_map
 
 
@@ -246,13 +247,6 @@ class Table:
 def constant_map(n_out: int, n_src: int, unit: int) -> AxisMap:
     taps = np.full((n_out, 1), unit, np.int64)
     return AxisMap(taps, taps.astype(float), n_src, 0.0)
-
-
-def unique_rows(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if mat.shape[0] == 1 or (mat == mat[:1]).all():
-        return mat[:1], np.zeros(mat.shape[0], np.int64)
-    rows, inv = np.unique(mat, axis=0, return_inverse=True)
-    return rows, inv.reshape(-1)
 
 
 def product_pieces(mask: np.ndarray) -> list[tuple[np.ndarray, ...]]:
@@ -546,16 +540,21 @@ class _UnitReads:
             comp, pos = flat[0], flat[1:]
             if all(q.shape[0] == 1 for q in pos):
                 rows = comp.reshape(comp.shape[0], -1)
-                rows = np.unique(rows, axis=0) if rows.shape[0] > 1 else rows
+                rows = unique_rows(rows)[0] if rows.shape[0] > 1 else rows
                 for row in rows:
                     self._add(row.reshape(comp.shape[1:]), tuple(q[0] for q in pos), grid)
             else:
                 full = np.stack([np.broadcast_to(f, (r,) + grid).reshape(r, -1) for f in flat], 1)
-                for row in np.unique(full.reshape(r, -1), axis=0):
+                for row in unique_rows(full.reshape(r, -1))[0]:
                     row = row.reshape((len(flat),) + grid)
                     self._add(row[0], tuple(row[1:]), grid)
 
     def _add(self, comp: np.ndarray, pos: tuple[np.ndarray, ...], grid) -> None:
+        first = comp.flat[0]
+        if comp.size == 1 or (comp == first).all():  # most layers: every unit reads one node
+            if first >= 0:
+                self.items.append((int(first), np.ones(grid, bool), tuple(np.broadcast_to(q, grid) for q in pos)))
+            return
         comp = np.broadcast_to(comp, grid)
         for v in np.unique(comp):
             if v >= 0:

@@ -73,38 +73,49 @@ def _windows(op: Op, tr: Tracked, dims: list[int], shape, kind: str) -> Tracked 
     keep = [d for d in range(ndim) if d not in dims]
     rows_shape = [tr.shape[d] if any(a.shape[d] > 1 for a in p.arrays()) else 1 for d in keep]
     target = tuple(rows_shape[keep.index(d)] if d in keep else tr.shape[d] for d in range(ndim))
-    flat = [np.moveaxis(np.broadcast_to(a, target), keep, list(range(len(keep)))).reshape(
+    comp, *pos = [np.moveaxis(np.broadcast_to(a, target), keep, list(range(len(keep)))).reshape(
         int(np.prod(rows_shape)), -1) for a in p.arrays()]
-    comp, pos = flat[0], flat[1:]
-    memo: dict[bytes, dict[int, list[np.ndarray]]] = {}
-    reads_of_row = []
-    for r in range(comp.shape[0]):
-        key = comp[r].tobytes() + b"".join(q[r].tobytes() for q in pos)
-        if key not in memo:
-            reads = {}
-            for v in np.unique(comp[r]):
-                if v < 0:
-                    continue
-                hit = comp[r] == v
-                present = np.unique(np.stack([q[r][hit] for q in pos], 1), axis=0)
-                units = [np.unique(present[:, a]) for a in range(k)]
-                if len(present) != int(np.prod([len(u) for u in units])):
-                    return None
-                reads[int(v)] = units
-            memo[key] = reads
-        reads_of_row.append(memo[key])
+    valid = comp >= 0
+    pos = [np.where(valid, q, 0) for q in pos]
+    # windows differ by where they sit, not by their shape: each row is compared shifted to its
+    # first position per axis, so each distinct window shape is worked out once, and a read
+    # element's copies (the channels of one placed copy) count once
+    shift = np.stack([np.where(valid, q, np.iinfo(np.int64).max).min(1) for q in pos], 1)
+    shift[~valid.any(1)] = 0
+    stacked = np.stack([comp] + [q - shift[:, [a]] for a, q in enumerate(pos)])  # (1 + k, rows, reads)
+    stacked = unique_rows(stacked.reshape(-1, stacked.shape[2]).T)[0].T.reshape(1 + k, comp.shape[0], -1)
+    patterns, inverse = unique_rows(stacked.transpose(1, 0, 2).reshape(comp.shape[0], -1))
+    # per pattern and axis: the reads as ((source, units), ...) moved to start at 0, and that start
+    signatures = []
+    for pat in patterns.reshape(len(patterns), 1 + k, -1):
+        c, qs = pat[0], pat[1:]
+        reads = {}
+        for v in np.unique(c[c >= 0]):
+            present = np.unique(qs[:, c == v].T, axis=0)
+            units = [np.unique(present[:, a]) for a in range(k)]
+            if len(present) != int(np.prod([len(u) for u in units])):
+                return None
+            reads[int(v)] = units
+        lows = [min((int(u[a][0]) for u in reads.values()), default=0) for a in range(k)]
+        signatures.append([(tuple((v, (u[a] - lows[a]).tobytes()) for v, u in sorted(reads.items())), lows[a])
+                           for a in range(k)])
+    reading = np.array([bool(sig[0][0]) for sig in signatures])[inverse]
     # per axis: the distinct (source, units) sets, ordered by where they start
     classes, index = [], []
     for a in range(k):
-        keys = [tuple((v, u[a].tobytes()) for v, u in sorted(reads.items())) for reads in reads_of_row]
-        first = {}
-        for key, reads in zip(keys, reads_of_row):
-            first.setdefault(key, min((int(u[a][0]) for u in reads.values()), default=-1))
-        order = sorted(first, key=lambda key: (first[key], key))
-        at = {key: i for i, key in enumerate(order)}
-        index.append(np.array([at[key] for key in keys], np.int64))
-        classes.append(order)
-    sources = sorted({v for reads in reads_of_row for v in reads})
+        shapes: dict[tuple, int] = {}
+        shape_of = np.array([shapes.setdefault(sig[a][0], len(shapes)) for sig in signatures], np.int64)[inverse]
+        start = np.array([sig[a][1] for sig in signatures], np.int64)[inverse] + shift[:, a]
+        start[~reading] = -1
+        pairs, at = unique_rows(np.stack([start, shape_of], 1))
+        shapes_list = list(shapes)
+        sets = [tuple((v, (np.frombuffer(b, np.int64) + s).tobytes()) for v, b in shapes_list[i]) for s, i in pairs]
+        order = sorted(range(len(pairs)), key=lambda j: (int(pairs[j][0]), sets[j]))
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order))
+        index.append(rank[at])
+        classes.append([sets[j] for j in order])
+    sources = sorted({v for sig in signatures for v, _ in sig[0][0]})
     if not sources:
         return None
     grid = tuple(len(c) for c in classes)
@@ -129,7 +140,7 @@ def _windows(op: Op, tr: Tracked, dims: list[int], shape, kind: str) -> Tracked 
     key = ("windows", via, tuple(tuple(c) for c in classes))
     node_id = op.table.make(key, grid, edges)
     place = [rows_shape[keep.index(d)] if d in keep else 1 for d in range(ndim)]
-    comp_out = np.array([node_id if reads else -1 for reads in reads_of_row], np.int64).reshape(place)
+    comp_out = np.where(reading, node_id, -1).reshape(place)
     pos_out = tuple(compact(i.reshape(place)) for i in index)
     return Tracked(tuple(shape), [Part(compact(comp_out), pos_out)])
 
