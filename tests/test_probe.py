@@ -123,3 +123,42 @@ def test_an_empty_oracle_mask_where_the_analytic_field_is_not_empty_fails_as_the
     assert rflens.analyze(net, (3, 16, 16))["1"].unit((5, 5)).support_size == 9
     with pytest.raises(AssertionError, match=r"the oracle gave no answer.*\n\s*1 unit \(0, 0\): analytic 9 px, oracle 0 px"):
         assert_exact(net, (3, 16, 16), layers=["1"])
+
+
+class SamePool(nn.Module):
+    """timm's "same" max pool: pad with -inf, then pool (the stand-in sums, so the pad must not)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        return nn.functional.max_pool2d(nn.functional.pad(self.conv(x), (1, 1, 1, 1), value=-float("inf")), 3, 2)
+
+
+def test_padding_with_minus_infinity_before_a_max_pool_is_followed_not_an_overflow():
+    # was: "its positive copy made inf at op 'pad'" (timm vit_tiny_r_s16_p8_224 in the zoo)
+    probe = ProbeAnalysis(SamePool(), (1, 16, 16))
+    assert probe["output"].unit((0, 0)).box == ((0, 4), (0, 4))
+    assert_exact(SamePool(), (1, 16, 16))
+
+
+class RelativeIndex(nn.Module):
+    """Indexes a table by distances it computes from arange (MViT-v2's relative positions): the
+    probe's positive twin of subtraction would make them sums and index out of the table."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.table = nn.Parameter(torch.ones(15))
+
+    def forward(self, x):
+        n = x.shape[-1]
+        dist = torch.arange(n).unsqueeze(-1) * 1.0 - torch.arange(n).unsqueeze(0) * 1.0 + (n - 1)
+        return self.conv(x) * self.table[dist.long()].sum()
+
+
+def test_arithmetic_on_what_carries_no_gradient_keeps_its_real_values():
+    # was: IndexError: index 112 is out of bounds (timm mvitv2_tiny in the zoo)
+    assert ProbeAnalysis(RelativeIndex(), (1, 8, 8))["output"].unit((0, 0)).box == ((0, 2), (0, 2))
+    assert_exact(RelativeIndex(), (1, 8, 8))

@@ -239,6 +239,19 @@ def _adaptive_max_pool(func, args, kwargs, inplace):
     return (out, torch.zeros_like(out, dtype=torch.long)) if ret or "indices" in name else out
 
 
+@stand_in("pad", "constant_pad_nd")
+def _finite_pad(func, args, kwargs, inplace):
+    # timm's "same" max pools pad with -inf, which a pool's positive stand-in (a window sum)
+    # would carry on: a padded element depends on nothing whatever its value, so pad with 0
+    at = 3 if function_name(func) == "pad" else 2
+    value = kwargs.get("value", _arg(args, at, None))
+    if value is None or isinstance(value, str) or math.isfinite(float(value)):
+        return NotImplemented
+    if "value" in kwargs:
+        return func(*args, **{**kwargs, "value": 0.0})
+    return func(*args[:at], 0.0, *args[at + 1:], **kwargs)
+
+
 @stand_in("scaled_dot_product_attention")
 def _attention(func, args, kwargs, inplace):
     q, k, v = args[:3]
@@ -253,9 +266,10 @@ class PositiveSurrogate(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if not _any_float(args, kwargs):
-            # integer arithmetic (shapes an ONNX graph computes, indices) carries no gradient:
-            # a twin would change its values
+        if not _carries_gradient(args, kwargs):
+            # arithmetic on what depends neither on the input nor on a weight (shapes an ONNX
+            # graph computes, indices, MViT's relative distances) carries no gradient: a twin
+            # would change its values, and an index made from them would point elsewhere
             return func(*args, **kwargs)
         name = function_name(func)
         inplace = name.endswith("_") and not name.startswith("_")
@@ -358,10 +372,10 @@ def module_stack(model: nn.Module, stack: list[str]):
             h.remove()
 
 
-def _any_float(args, kwargs) -> bool:
+def _carries_gradient(args, kwargs) -> bool:
     for a in (*args, *kwargs.values()):
         for t in (a if isinstance(a, (list, tuple)) else (a,)):
-            if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
+            if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) and t.requires_grad:
                 return True
     return False
 
