@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,13 @@ SECTIONS = [
      "support, as JSON), for a layer's first request and for another unit, against the naive encoding (the "
      "mask as a JSON list of lists of booleans); the same requests over HTTP on loopback; the projective "
      "field of one pixel in every layer; the size of the static page. Goal: well under 100 ms per layer."),
+    ("bench_speed.py", "(g) analyze across the zoo's hardest models",
+     "The models the zoo found slowest to analyse, with the common backbones beside them, each in its own "
+     "process at its default input size (2 threads): `rflens.analyze` of the meta model, the summary of every "
+     "layer of a fresh analysis (`rf_size`, `stride`, `start`, `is_global`: what `rflens table` prints) and one "
+     "float32 forward at batch 1 (random weights), timed in turn 5 times after a warm-up, so that a burst of "
+     "load hits all three alike; minimum and median of each. Goals: median analyze / forward at most 1x, "
+     "worst at most 3x, no analyze above 3 s, the summary under 10% of analyze."),
 ]
 
 
@@ -104,11 +112,14 @@ def main() -> None:
         if only and script not in only and title in old:
             parts += [f"## {title}", *old[title]]
             continue
-        res = subprocess.run([sys.executable, str(HERE / script)], capture_output=True, text=True, cwd=HERE)
+        # spinning OpenMP threads made 2-thread forwards up to 50x slower on a busy machine
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+        res = subprocess.run([sys.executable, str(HERE / script)], capture_output=True, text=True, cwd=HERE, env=env)
         if res.returncode != 0:
             sys.exit(f"{script} failed:\n{res.stderr}")
-        parts += [f"## {title}", "", text, "", f"Command: `python benchmarks/{script}`"
-                  + (f" (run {today})" if only else ""), "", res.stdout.strip(), ""]
+        parts += [f"## {title}", "", text, "", f"Command: `OMP_WAIT_POLICY=PASSIVE python benchmarks/{script}`"
+                  + (f" (run {today})" if only else "") + f"; raw numbers: `docs/benchmarks/{Path(script).stem}.json`",
+                  "", res.stdout.strip(), ""]
     DOC.parent.mkdir(exist_ok=True)
     atomic_write(DOC, lambda tmp: Path(tmp).write_text("\n".join(parts)))
     print(DOC.read_text())

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 UnitLike = Union[Sequence[int], np.ndarray, int, str, None]
 
 
+# a layer keeps its per-unit boxes up to this many units (the summary is always kept)
+KEEP_UNITS = 1 << 16
+
+
 @dataclass(frozen=True)
 class Unit:
     """One unit's receptive field.
@@ -273,30 +277,58 @@ class Layer:
         return len(self.channel_groups) > 1
 
     def _nodes(self) -> list[Node]:
-        return [self.analysis.nodes[v] for v, _, _ in self.dependencies]
+        reads = self._compact_reads()
+        ids = [v for v, _, _ in reads] if reads is not None else [v for v, _, _ in self.dependencies]
+        return [self.analysis.nodes[v] for v in dict.fromkeys(ids)]
+
+    def _compact_reads(self) -> list[tuple[int, np.ndarray | None, tuple[np.ndarray, ...]]] | None:
+        """``dependencies`` as arrays that broadcast over the grid (``units`` None: all), where
+        nothing varies along the channels, so that no summary builds per-unit arrays per
+        channel (MViT's 6273 x 393 attention maps made gigabytes); else None."""
+        self._followed()
+        tr = self._tracked
+        rest = [d for d in range(tr.ndim) if d not in self.spatial_dims]
+        out = []
+        for p in tr.parts:
+            if any(a.shape[d] > 1 for a in p.arrays() for d in rest):
+                return None
+            comp, *pos = (a.transpose(rest + self.spatial_dims)[(0,) * len(rest)] for a in p.arrays())
+            nodes = np.unique(comp)
+            out += [(int(v), None if len(nodes) == 1 else comp == v, tuple(pos)) for v in nodes if v >= 0]
+        return out
 
     # -- per-unit arrays ---------------------------------------------------------------------
     def _hulls(self, which: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
         k = self.analysis.k
+        reads = self._compact_reads()
+        if reads is not None:
+            lo = [np.full((1,) * len(self.grid_shape), np.inf) for _ in range(k)]
+            hi = [-b for b in lo]
+            for v, m, pos in reads:
+                hulls = getattr(self.analysis.nodes[v], which)
+                for a in range(k if hulls is not None else 0):
+                    q = pos[a] if m is None else np.where(m, pos[a], 0)
+                    lo[a] = np.minimum(lo[a], hulls[a].lo[q] if m is None else np.where(m, hulls[a].lo[q], np.inf))
+                    hi[a] = np.maximum(hi[a], hulls[a].hi[q] if m is None else np.where(m, hulls[a].hi[q], -np.inf))
+            return ([np.broadcast_to(b, self.grid_shape) for b in lo],
+                    [np.broadcast_to(b, self.grid_shape) for b in hi])
         lo = [np.full(self.grid_shape, np.inf) for _ in range(k)]
         hi = [np.full(self.grid_shape, -np.inf) for _ in range(k)]
         for v, m, pos in self.dependencies:
             hulls = getattr(self.analysis.nodes[v], which)
             if hulls is None:
                 continue
-            every = m.all()
             for a in range(k):
-                if every:
-                    lo[a] = np.minimum(lo[a], hulls[a].lo[pos[a]])
-                    hi[a] = np.maximum(hi[a], hulls[a].hi[pos[a]])
-                else:
-                    lo[a] = np.where(m, np.minimum(lo[a], hulls[a].lo[pos[a]]), lo[a])
-                    hi[a] = np.where(m, np.maximum(hi[a], hulls[a].hi[pos[a]]), hi[a])
+                lo[a] = np.where(m, np.minimum(lo[a], hulls[a].lo[pos[a]]), lo[a])
+                hi[a] = np.where(m, np.maximum(hi[a], hulls[a].hi[pos[a]]), hi[a])
         return lo, hi
 
-    @cached_property
+    @property
     def _hull(self):
-        return self._shared("hull", lambda: self._hulls("local_hull" if self.local_only else "hull"))
+        def hulls():
+            return self._hulls("local_hull" if self.local_only else "hull")
+        # kept for small grids only: an attention map's would hold 100 MB per layer
+        return self._shared("hull", hulls) if int(np.prod(self.grid_shape)) <= KEEP_UNITS else hulls()
 
     @property
     def bounds(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -331,13 +363,18 @@ class Layer:
 
     @property
     def rf_size(self) -> tuple[int, ...]:
-        lo, hi = self._hull
-        return tuple(int(np.max(np.maximum(h - l, 0))) if l.size else 0 for l, h in zip(lo, hi))
+        def size():
+            lo, hi = self._hull
+            return tuple(int(np.max(np.maximum(h - l, 0))) if l.size else 0 for l, h in zip(lo, hi))
+        return self._shared("rf_size", size)
 
     @property
     def stride(self) -> tuple[float, ...]:
         """Input pixels per unit step; for a global layer, that of its local field (global
         context gives every unit the same field, but the units still sit on a grid)."""
+        return self._shared("stride", self._stride)
+
+    def _stride(self) -> tuple[float, ...]:
         if not self.local_only and self.is_global and self.local is not None:
             return self.local.stride
         lo, _ = self._hull
@@ -359,8 +396,10 @@ class Layer:
 
     @property
     def start(self) -> tuple[int, ...]:
-        lo, _ = self._hull
-        return tuple(_num(float(l.reshape(-1)[0])) for l in lo)
+        def start():
+            lo, _ = self._hull
+            return tuple(_num(float(l[(0,) * l.ndim])) if l.size else 0 for l in lo)
+        return self._shared("start", start)
 
     @property
     def center(self) -> tuple[float, ...]:
