@@ -5,7 +5,7 @@ sees every aten op, applies the op's rule from ``ops.RULES`` and records layer o
 
 * every ``nn.Module`` call under its qualified name (``features.29``, ``layer4.2``, ``layer4``);
   a module called again gets ``_1``, ``_2`` as in ``torch.fx``;
-* where ``torch.fx`` traces the model, every node as torchvision's ``get_graph_node_names`` names it.
+* where ``torch.fx`` traces the model, every node as torchvision names it (``fxnames``).
 
 In-place writes are followed through views with the real strides of the meta tensors, so a
 ``copy_`` into a slice (as circular padding does) lands on the right elements of the base.
@@ -25,7 +25,6 @@ the trace stops there: what was recorded stays, and the model's output is refuse
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +35,7 @@ from torch.utils._pytree import keystr, tree_flatten_with_path
 from ..errors import (InputTooSmallError, LayerNotFoundError, LimitError, RFLensError, TraceError,
                       UnsupportedOpError, raised_by_rflens)
 from . import ops
+from .fxnames import fx_graph
 from .layout import Table, Tracked
 from .ops import Op
 from .ops.refusals import Refused, keeps_the_rest, selecting_nothing
@@ -293,62 +293,6 @@ def _failure(func, module: str, e: Exception) -> Exception:
     return TraceError(f"the model failed while tracing op '{name}' in {where}: {msg.rstrip('.')}. rflens runs the model "
                       "on one (1, C, *spatial) tensor of the input size: check its rank and size (models of "
                       "vectors or sequences, such as Linear-only or LSTM models, have no spatial receptive field).")
-
-
-# ---------------------------------------------------------------------------------------------
-# naming
-
-
-class Leaf:
-    """Mixin: FX keeps a module of this class as one node, as it keeps torch.nn's own modules
-    (the float twins of quantized modules stand where torch.ao's leaves stood)."""
-
-
-def _tracer():
-    """torchvision's NodePathTracer, also noting the output node of every non-leaf module."""
-    from torchvision.models.feature_extraction import NodePathTracer, _set_default_tracer_kwargs
-
-    class Tracer(NodePathTracer):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            self.module_outputs: list[tuple[str, object]] = []
-            self._last_index: dict[str, int] = {}
-
-        def _get_node_qualname(self, module_qualname, node):
-            # NodePathTracer's naming, with a dict instead of a scan of all names so far
-            name = module_qualname
-            if node.op != "call_module":
-                name = (name + "." if name else "") + str(node)
-            if re.match(r".+_[0-9]+$", name) is not None:
-                name = name.rsplit("_", 1)[0]
-            index = self._last_index.get(name)
-            self._last_index[name] = 0 if index is None else index + 1
-            return name if index is None else f"{name}_{index + 1}"
-
-        def call_module(self, m, forward, args, kwargs):
-            out = super().call_module(m, forward, args, kwargs)
-            qual = self.path_of_module(m)
-            if not self.is_leaf_module(m, qual):
-                self.module_outputs.append((qual, out))
-            return out
-
-    return Tracer(**_set_default_tracer_kwargs({"leaf_modules": [Leaf]}))
-
-
-def fx_graph(model: nn.Module):
-    """(GraphModule, node -> name, module name -> output node) or None where FX cannot trace."""
-    tracer = _tracer()
-    try:
-        graph = tracer.trace(model)
-    except Exception:  # noqa: BLE001 - any tracing failure means: no FX names
-        return None
-    gm = fx.GraphModule(tracer.root, graph, model.__class__.__name__)
-    names = dict(tracer.node_to_qualname)
-    modules: list[tuple[str, fx.Node]] = []
-    for qual, out in tracer.module_outputs:
-        if isinstance(out, fx.Proxy):
-            modules.append((qual, out.node))
-    return gm, names, modules
 
 
 class _Interp(fx.Interpreter):

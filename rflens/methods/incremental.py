@@ -33,7 +33,8 @@ from torch import fx, nn
 
 from ..errors import RFLensError
 from ..engine.families import BY_FUNCTION, Structure, function_name, module_entry
-from ..engine.trace import evaluating, fx_graph
+from ..engine.fxnames import fx_graph
+from ..engine.trace import evaluating
 
 @dataclass(frozen=True)
 class WindowedOp:

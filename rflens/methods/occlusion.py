@@ -44,7 +44,8 @@ from ..engine.field import Layer, Unit
 from .incremental import Incremental
 from .running import Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, pick_device, prepared
 from .scan import Scan, TopImage, channel_layer, top_images
-from ..engine.trace import capture, execute, fx_graph, named_tensors
+from ..engine.fxnames import fx_graph
+from ..engine.trace import capture, execute, named_tensors
 
 FILLS = ("random", "zeros", "mean", "blur")
 DISCREPANCIES = ("abs", "drop")
