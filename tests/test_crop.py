@@ -100,17 +100,27 @@ def test_dilated_stack_gradient_and_effective_field_on_the_crop_equal_the_whole_
     assert_same_maps(g, whole)
     e, whole_e = both(rflens.effective_field, net, "7", unit, inputs=3, input_size=SIZE, device="cpu")
     assert e.crop == box and e.count == whole_e.count == 3
+    assert e.crop_note.endswith("; of it, only the positions the unit depends on are computed (its dependency cone)")
     assert_same_maps(e, whole_e)
 
 
 @pytest.mark.parametrize("mode", ["luo", "replknet"])
 def test_resnet18_effective_field_on_the_crop_equals_the_whole_image(resnet18, mode):
+    """The crop, and in it only the unit's dependency cone (each node on the box of positions the
+    unit needs): the whole image's map, in two batches."""
     e, whole = both(rflens.effective_field, resnet18, "layer2", (2, 9), inputs=4, input_size=SIZE, mode=mode,
                     batch_size=3, device="cpu")
     assert e.crop == ((0, 66), (16, 96)) and whole.crop is None
     assert_same_maps(e, whole)
     assert e.to_dict()["crop"] == [[0, 66], [16, 96]] and whole.to_dict()["crop"] is None
     assert e.to_dict()["crop_note"] == e.crop_note and whole.crop_note == "the whole input, as asked (crop=False)"
+
+
+def test_a_field_that_covers_the_input_gets_no_crop_but_still_only_its_cone(resnet18):
+    e, whole = both(rflens.effective_field, resnet18, "layer3", "center", inputs=2, input_size=SIZE, device="cpu")
+    assert e.crop is None and e.crop_note == ("the whole input: the field covers it; of it, only the positions the "
+                                              "unit depends on are computed (its dependency cone)")
+    assert_same_maps(e, whole)
 
 
 def test_the_crop_is_the_smallest_on_the_grid():

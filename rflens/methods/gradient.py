@@ -26,6 +26,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import spread
 from .crop import WHOLE, Crop, exact_crop
+from .incremental import Incremental
 from ..engine.analyze import analyze
 from ..errors import RFLensError
 from ..engine.families import Gradient, function_name, functions
@@ -86,12 +87,12 @@ class _Target:
     the crop of the input that holds everything it reads (or the whole input)."""
 
     def __init__(self, model: nn.Module, layer: str, unit: UnitLike, channel: int | None, input_size,
-                 crop: bool = True):
+                 crop: bool = True, cone: bool = False):
         if is_quantized(model):
             raise RFLensError("the model is quantized, and quantized ops have no gradient: take the gradient RF "
                               "of its float twin, rflens.engine.quantized.float_twin(model) (same layers, "
                               "dequantized weights)")
-        self.analysis = analyze(model, input_size)
+        self.analysis = analyze(model, input_size, until=layer)  # the rest of the model is not run either
         self.layer: Layer = self.analysis[layer]
         # the neuron's own theoretical field: one channel's where one is probed
         self.unit: Unit = self.layer.unit(unit, channel=channel)
@@ -102,9 +103,21 @@ class _Target:
         self.crop: Crop = (exact_crop(model, self.layer, self.unit, channel) if crop
                            else Crop(None, f"{WHOLE}, as asked (crop=False)"))
         self.index = self.crop.local(self.unit.index)  # the unit on the crop's grid
+        # within the crop, only the unit's dependency cone, where every op is one incremental
+        # inference recomputes on boxes (plain autograd only: the explainer's stand-ins would meet
+        # the cone's explicit -inf padding of max pools)
+        self.cone = None
+        if cone and self.layer.spatial_dims == [2, 3]:
+            plan = Incremental.plan(model, self.layer.name, self.graph)
+            self.cone = None if isinstance(plan, str) else plan
+        self.note = self.crop.note + ("; of it, only the positions the unit depends on are computed (its "
+                                      "dependency cone)" if self.cone is not None else "")
 
     def values(self, x: torch.Tensor) -> torch.Tensor:
         """(B, elements) of the unit for a batch of (cropped) inputs, the forward stopping at the layer."""
+        if self.cone is not None:
+            y = self.cone.cone(x, self.index)  # (B, channels)
+            return y if self.channel is None else y[:, self.channel:self.channel + 1]
         y = capture(self.model, x, self.layer.name, self.graph)
         if y.ndim != len(self.layer.output_shape) or y.shape[0] != x.shape[0]:
             raise RFLensError(f"layer '{self.layer.name}' does not keep the batch in its first dimension "
@@ -429,7 +442,7 @@ def effective_field(model: nn.Module, layer: str, unit: UnitLike = "center", inp
     if batch_size < 1:
         raise RFLensError("batch_size must be at least 1")
     source = Inputs(inputs, input_size, limit, seed, normalize)
-    target = _Target(model, layer, unit, channel, source.size, crop)
+    target = _Target(model, layer, unit, channel, source.size, crop, cone=crop)
     dev = pick_device(device)
     dtype = model_dtype(model)
     config = {"layer": target.layer.name, "unit": list(target.unit.index), "channel": channel, "mode": mode,
@@ -461,6 +474,6 @@ def effective_field(model: nn.Module, layer: str, unit: UnitLike = "center", inp
         raise RFLensError(f"no usable inputs in {source.describe} ({len(skipped)} skipped"
                           + (f", e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ")"))
     return EffectiveField(total_heat / count, count, target.layer.name, target.unit.index, channel,
-                          mode, target.unit, source.describe, tuple(skipped), target.crop.box, target.crop.note)
+                          mode, target.unit, source.describe, tuple(skipped), target.crop.box, target.note)
 
 
