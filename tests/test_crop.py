@@ -12,6 +12,9 @@ import torchvision
 from torch import nn
 
 import rflens
+from rflens.methods import gradient
+
+CONE = "; of it, only the positions the unit depends on are computed (its dependency cone)"
 
 SIZE = (3, 96, 96)
 
@@ -31,6 +34,13 @@ def assert_same_maps(cropped, whole) -> None:
 def both(fn, *args, **kwargs):
     """``fn`` on the crop (the default) and on the whole input."""
     return fn(*args, **kwargs), fn(*args, **kwargs, crop=False)
+
+
+@pytest.fixture
+def every_cone(monkeypatch):
+    """``effective_field`` computes a unit's cone alone wherever it can, not only where that saves
+    work: to test the cone where the default would not use it."""
+    monkeypatch.setattr(gradient, "CONE_SHARE", 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +103,14 @@ def test_densenet_block_gradient_on_the_crop_equals_the_whole_image(densenet121,
     ((24, 24), ((20, 77), (20, 77))),   # interior: field [21, 77), from an even pixel for the pool
     ((2, 40), ((0, 33), (52, 96))),     # top edge: field [-23, 33) x [53, 109)
 ])
-def test_dilated_stack_gradient_and_effective_field_on_the_crop_equal_the_whole_image(unit, box):
+def test_dilated_stack_gradient_and_effective_field_on_the_crop_equal_the_whole_image(unit, box, every_cone):
     net = dilated()
     g, whole = both(rflens.gradient_field, net, "7", unit, noise(), device="cpu")
     assert g.crop == box and g.rf.size == (56, 56)
     assert_same_maps(g, whole)
     e, whole_e = both(rflens.effective_field, net, "7", unit, inputs=3, input_size=SIZE, device="cpu")
     assert e.crop == box and e.count == whole_e.count == 3
-    assert e.crop_note.endswith("; of it, only the positions the unit depends on are computed (its dependency cone)")
+    assert e.crop_note.endswith(CONE)
     assert_same_maps(e, whole_e)
 
 
@@ -111,16 +121,22 @@ def test_resnet18_effective_field_on_the_crop_equals_the_whole_image(resnet18, m
     e, whole = both(rflens.effective_field, resnet18, "layer2", (2, 9), inputs=4, input_size=SIZE, mode=mode,
                     batch_size=3, device="cpu")
     assert e.crop == ((0, 66), (16, 96)) and whole.crop is None
+    assert e.crop_note.endswith(CONE)  # by default: the cone needs 43% of the convolutions' work
     assert_same_maps(e, whole)
     assert e.to_dict()["crop"] == [[0, 66], [16, 96]] and whole.to_dict()["crop"] is None
     assert e.to_dict()["crop_note"] == e.crop_note and whole.crop_note == "the whole input, as asked (crop=False)"
 
 
-def test_a_field_that_covers_the_input_gets_no_crop_but_still_only_its_cone(resnet18):
+def test_a_field_that_covers_the_input_gets_no_crop_and_its_cone_only_where_that_saves_work(resnet18, monkeypatch):
+    """resnet18 layer3's centre unit at 96x96: its cone needs 83% of the convolutions' work, more
+    than the 60% where slicing the maps starts to cost more than it saves; forced, the same map."""
     e, whole = both(rflens.effective_field, resnet18, "layer3", "center", inputs=2, input_size=SIZE, device="cpu")
-    assert e.crop is None and e.crop_note == ("the whole input: the field covers it; of it, only the positions the "
-                                              "unit depends on are computed (its dependency cone)")
+    assert e.crop is None and e.crop_note == "the whole input: the field covers it"
     assert_same_maps(e, whole)
+    monkeypatch.setattr(gradient, "CONE_SHARE", 1.0)
+    forced = rflens.effective_field(resnet18, "layer3", "center", inputs=2, input_size=SIZE, device="cpu")
+    assert forced.crop_note == "the whole input: the field covers it" + CONE
+    assert_same_maps(forced, whole)
 
 
 def test_the_crop_is_the_smallest_on_the_grid():

@@ -80,10 +80,6 @@ class Crop:
             return tuple(index)
         return tuple(int(i) - s for i, s in zip(index, self.shift))
 
-    @property
-    def pixels(self) -> int | None:
-        return None if self.box is None else math.prod(b - a for a, b in self.box)
-
 
 def whole(why: str) -> Crop:
     return Crop(None, f"{WHOLE}: {why}")

@@ -207,19 +207,45 @@ class Incremental:
         the padding of the maps' real borders): the whole forward's values at a fraction of the
         work, and differentiable.  The first call at a size runs one input whole, for the maps'
         sizes and the values that do not depend on the input."""
-        cell = tuple(int(c) for c in cell)
-        if getattr(self, "_cone_for", None) != (tuple(x.shape[1:]), cell):
-            with torch.no_grad():
-                self.prepare(x[:1].detach(), [cell], [0])
-            self._cone_for = (tuple(x.shape[1:]), cell)
+        self._sized(x, cell)
         src = next(n for n in self.nodes if n.op == "placeholder")
         boxes: dict[fx.Node, tuple[torch.Tensor, tuple[int, int]]] = {src: (x.clone(), (0, 0))}  # ops may write in place
+        last = {a: n for n in self.nodes for a in n.all_input_nodes}  # as torch.fx does, drop values once read
         with evaluating(self.gm):
             for n in self.nodes:
                 if n in self.kinds and n in self.needed:
                     boxes[n] = self._cone_step(n, boxes)
+                    for a in n.all_input_nodes:
+                        if last[a] is n and a is not self.target:
+                            boxes.pop(a, None)
         value, (y, x0) = boxes[self.target]
         return value[:, :, cell[0] - y, cell[1] - x0]
+
+    def cone_share(self, x: torch.Tensor, cell: tuple[int, int]) -> float:
+        """The share of the windowed ops' multiply-adds (convolutions, pools) that the cone of the
+        unit at ``cell`` needs, for inputs like ``x``: where it is near 1 the cone saves nothing,
+        and its slices, which no longer lie contiguously in memory, cost more than they save."""
+        self._sized(x, cell)
+        done = total = 0
+        for n, kind in self.kinds.items():
+            if isinstance(kind, WindowedOp) and n in self.needed:
+                m = self.gm.get_submodule(n.target)
+                shape = self.clean[n].shape
+                per = shape[1] * kind.kernel[0] * kind.kernel[1] * (
+                    m.in_channels // m.groups if isinstance(m, nn.Conv2d) else 1)
+                (y0, y1), (x0, x1) = self.needed[n]
+                done += per * (y1 - y0) * (x1 - x0)
+                total += per * shape[2] * shape[3]
+        return done / max(1, total)
+
+    def _sized(self, x: torch.Tensor, cell) -> None:
+        """The maps' sizes and needed boxes for inputs like ``x`` and the unit at ``cell``, from
+        one input run whole (once per size, cell, device and type)."""
+        key = (tuple(x.shape[1:]), tuple(int(c) for c in cell), x.device, x.dtype)
+        if getattr(self, "_cone_for", None) != key:
+            with torch.no_grad():
+                self.prepare(x[:1].detach(), [key[1]], [0])
+            self._cone_for = key
 
     def _cone_step(self, n: fx.Node, boxes: dict) -> tuple[torch.Tensor, tuple[int, int]]:
         """Node ``n`` over its needed box, and the box's origin."""
@@ -231,8 +257,8 @@ class Incremental:
             size = self.clean[src].shape[2:]
             span = [(lo * s - p, (hi - 1) * s - p + kind.reach(a))
                     for a, ((lo, hi), s, p) in enumerate(zip(need, kind.stride, kind.padding))]
-            inside = value[:, :, max(0, span[0][0]) - origin[0]:min(size[0], span[0][1]) - origin[0],
-                           max(0, span[1][0]) - origin[1]:min(size[1], span[1][1]) - origin[1]]
+            inside = _cut(value, origin, ((max(0, span[0][0]), min(size[0], span[0][1])),
+                                          (max(0, span[1][0]), min(size[1], span[1][1]))))
             # the map's own padding, where the windows reach past its borders: the op's own where it
             # is the same on both sides (no copy; whole maps), else explicit
             pad = (max(0, -span[1][0]), max(0, span[1][1] - size[1]), max(0, -span[0][0]), max(0, span[0][1] - size[0]))
@@ -245,8 +271,7 @@ class Incremental:
         env = {}
         for a in n.all_input_nodes:
             if a in boxes:
-                value, (oy, ox) = boxes[a]
-                env[a] = value[:, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+                env[a] = _cut(*boxes[a], need)
             elif _on_grid(self.clean.get(a), grid):
                 env[a] = self.clean[a][:, :, y0:y1, x0:x1]
         return self._run(n, {**self.clean, **env}), (y0, x0)
@@ -359,6 +384,15 @@ class Incremental:
         env = {a: self._materialise(a, regions.get(a), origin, size) for a in n.all_input_nodes
                if a in regions or _on_grid(self.clean.get(a), grid)}
         return _Region(origin, size, self._run(n, {**self.clean, **env}))
+
+
+def _cut(value: torch.Tensor, origin: tuple[int, int], box) -> torch.Tensor:
+    """The part ``box`` of ``value``, a map's box at ``origin``: the tensor itself where that is
+    all of it (a view would make every in-place op after it copy the base, for autograd)."""
+    (y0, y1), (x0, x1) = box
+    if (y0, x0) == tuple(origin) and (y1 - y0, x1 - x0) == tuple(value.shape[2:]):
+        return value
+    return value[:, :, y0 - origin[0]:y1 - origin[0], x0 - origin[1]:x1 - origin[1]]
 
 
 def _on_grid(value, grid) -> bool:
