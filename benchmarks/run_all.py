@@ -57,8 +57,8 @@ SECTIONS = [
      "across layers and variants, min and median. Goal: at least 5x faster than the loop wherever the "
      "field's box is at most a quarter of the input. The maps are the same up to float32 rounding: a kernel "
      "that sums in another order (smaller tensors, explicit padding) moves an activation sitting at a ReLU's "
-     "kink to the other side, so the crop's map differs from the loop's by up to about 1e-3 of its maximum, "
-     "as any other kernel's would; in float64 the tests find them equal to 1e-12.",
+     "kink to the other side in one input of the 64, so at `layer2` the map differs from the loop's by a few "
+     "1e-4 of its maximum, as another kernel's would; in float64 the tests find them equal to 1e-12.",
      [[], ["--crop"]]),
     ("bench_occlusion.py", "(e) Empirical RF by occlusion (Zhou et al. 2015)",
      "AlexNet and VGG-16 (random weights; timing does not depend on them), six scikit-image photographs "
