@@ -67,6 +67,13 @@ def save_raw(**numbers) -> None:
     _RAW.update(numbers)
 
 
+def raw_path(script: str, argv: list[str]) -> Path:
+    """Where a run's raw numbers go: ``docs/benchmarks/bench_erf.json``, or with its flags
+    ``bench_erf_crop.json`` (``--crop``)."""
+    flags = [a.lstrip("-") for a in argv if a.startswith("--")]
+    return RAW_DIR / ("_".join([Path(script).stem, *flags]) + ".json")
+
+
 @atexit.register
 def _write_raw() -> None:
     if len(_RAW) == 1 and not _RAW["tables"]:
@@ -80,4 +87,4 @@ def _write_raw() -> None:
               "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
               "load_before": _LOAD_BEFORE, "load_after": os.getloadavg(), **_RAW}
-    atomic_write(RAW_DIR / f"{script}.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+    atomic_write(raw_path(script, sys.argv[1:]), lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))

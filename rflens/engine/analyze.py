@@ -31,12 +31,14 @@ def parse_input_size(input_size) -> tuple[int, ...]:
 
 
 def analyze(model: nn.Module, input_size: Sequence[int] | str, method: str = "analytic",
-            fx_names: bool = True) -> Analysis | ProbeAnalysis:
+            fx_names: bool = True, until: str | None = None) -> Analysis | ProbeAnalysis:
     """Exact receptive fields of every layer of ``model`` for inputs of ``input_size``.
 
     ``input_size`` is ``(C, *spatial)`` with 1, 2 or 3 spatial dims.  The model runs once on
     meta tensors (no memory, no arithmetic, weights untouched).  ``method="probe"`` answers by
     brute-force gradients instead (slow; the ground truth the analytic engine is tested against).
+    ``until``: a layer's name; the analytic trace stops there, and the analysis holds the layers
+    up to it (for a caller that needs one layer: past it a model may also need a larger input).
 
     >>> import torchvision, rflens
     >>> a = rflens.analyze(torchvision.models.alexnet(), (3, 227, 227))
@@ -55,7 +57,7 @@ def analyze(model: nn.Module, input_size: Sequence[int] | str, method: str = "an
         raise RFLensError(f"expected a torch.nn.Module, got {type(model).__name__}")
     try:
         # quantized ops run on no meta tensor: their float twin has the same names and geometry
-        flow, rec = run(float_twin(model), size, use_fx=fx_names)
+        flow, rec = run(float_twin(model), size, use_fx=fx_names, until=until)
     except RFLensError:
         raise
     except Exception as e:

@@ -29,7 +29,7 @@ from ..errors import LayerNotFoundError, RFLensError
 from .field import Unit, UnitLike, grid_index
 from .quantized import float_twin
 from .standins import Bounded, SelectsByValue, module_stack, no_answer
-from .fxnames import fx_graph
+from .naming import fx_graph
 from .trace import Reached, execute
 
 

@@ -5,7 +5,7 @@ sees every aten op, applies the op's rule from ``ops.RULES`` and records layer o
 
 * every ``nn.Module`` call under its qualified name (``features.29``, ``layer4.2``, ``layer4``);
   a module called again gets ``_1``, ``_2`` as in ``torch.fx``;
-* where ``torch.fx`` traces the model, every node as torchvision names it (``fxnames``).
+* where ``torch.fx`` traces the model, every node as torchvision names it (``naming``).
 
 In-place writes are followed through views with the real strides of the meta tensors, so a
 ``copy_`` into a slice (as circular padding does) lands on the right elements of the base.
@@ -28,15 +28,15 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
-from torch import fx, nn
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import keystr, tree_flatten_with_path
 
 from ..errors import (InputTooSmallError, LayerNotFoundError, LimitError, RFLensError, TraceError,
                       UnsupportedOpError, raised_by_rflens)
 from . import ops
-from .fxnames import fx_graph
 from .layout import Table, Tracked
+from .naming import Interp, fx_graph, module_hooks
 from .ops import Op
 from .ops.refusals import Refused, keeps_the_rest, selecting_nothing
 from .strides import gather, scatter, spec
@@ -295,82 +295,6 @@ def _failure(func, module: str, e: Exception) -> Exception:
                       "vectors or sequences, such as Linear-only or LSTM models, have no spatial receptive field).")
 
 
-class _Interp(fx.Interpreter):
-    """Runs an FX graph, reporting each node's value under its feature-extraction name."""
-
-    def __init__(self, gm, names: dict, modules: dict, emit, flow: Flow | None):
-        super().__init__(gm)
-        self.extra_traceback = False  # keep rflens' messages as they are
-        self.names, self.modules, self.emit, self.flow = names, modules, emit, flow
-
-    def call_function(self, target, args, kwargs):
-        # FX hands a node's list arguments over as immutable lists; a wrapped function of the
-        # model's own may change the list it gets (torchvision's swin3d sets window sizes in place)
-        return super().call_function(target, _mutable(args), _mutable(kwargs))
-
-    def run_node(self, n):
-        name = self.names.get(n)
-        if self.flow is not None and n.op != "call_module":
-            self.flow.current_node = name.rsplit(".", 1)[0] if name and "." in name else ""
-        try:
-            value = super().run_node(n)
-        finally:
-            if self.flow is not None:
-                self.flow.current_node = None
-        if name is not None and n.op != "placeholder":
-            if n.op == "call_module":
-                op = type(self.module.get_submodule(n.target)).__name__
-            elif n.op == "call_function":
-                op = getattr(n.target, "__name__", str(n.target))
-            else:
-                op = str(n.target)
-            self.emit(name, value, op, name.rsplit(".", 1)[0] if "." in name else "")
-            for qual, kind in self.modules.get(n, []):
-                self.emit(qual, value, kind, qual)
-        return value
-
-
-def _mutable(value):
-    """``value`` with FX's immutable lists and dicts made ordinary ones, at any depth (named
-    tuples and PyTorch's return types stay what they are)."""
-    if isinstance(value, list):
-        return [_mutable(v) for v in value]
-    if type(value) is tuple:
-        return tuple(_mutable(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _mutable(v) for k, v in value.items()}
-    return value
-
-
-@contextlib.contextmanager
-def module_hooks(model: nn.Module, emit, flow: Flow | None):
-    """Report every module call's output (``name``, ``name_1``, ... for repeated calls)."""
-    handles = []
-    calls: dict[str, int] = {}
-    for qual, m in model.named_modules():
-        if qual == "" or isinstance(m, torch.jit.ScriptModule):
-            continue
-
-        def pre(mod, args, qual=qual):
-            if flow is not None:
-                flow.module_stack.append(qual)
-
-        def post(mod, args, output, qual=qual):
-            if flow is not None and flow.module_stack:
-                flow.module_stack.pop()
-            n = calls.get(qual, 0)
-            calls[qual] = n + 1
-            emit(qual if n == 0 else f"{qual}_{n}", output, type(mod).__name__, qual)
-
-        handles.append(m.register_forward_pre_hook(pre))
-        handles.append(m.register_forward_hook(post, always_call=True))
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
 @contextlib.contextmanager
 def evaluating(model: nn.Module):
     """``model`` in eval mode, each module's training flag put back afterwards."""
@@ -395,7 +319,7 @@ def execute(model: nn.Module, x: torch.Tensor, emit, graph=None, flow: Flow | No
             for qual, node in modules:
                 kind = type(model.get_submodule(qual)).__name__
                 by_node.setdefault(node, []).append((qual, kind))
-            interp = _Interp(gm, names, by_node, emit, flow)
+            interp = Interp(gm, names, by_node, emit, flow)
             out = _failing_model(x, flow, lambda: _call(gm, params, lambda: interp.run(x)))
         else:
             out = _failing_model(x, flow, lambda: _call(model, params, lambda: model(x)))
@@ -419,14 +343,18 @@ def _failing_model(x: torch.Tensor, flow: Flow | None, run):
 
 
 class Recorder:
-    """Named ``Record``s of one analytic run (first value under each name wins)."""
+    """Named ``Record``s of one analytic run (first value under each name wins), up to the one
+    named ``until`` where one is: there the forward pass stops."""
 
-    def __init__(self, flow: Flow):
+    def __init__(self, flow: Flow, until: str | None = None):
         self.flow = flow
         self.records: dict[str, Record] = {}
         self.order: list[str] = []
+        self.until = until
 
     def __call__(self, name: str, value, op: str, module: str) -> None:
+        if self.until in self.records:
+            return  # modules unwinding after the stop report again
         for n, t in named_tensors(name, value):
             if n in self.records:
                 continue
@@ -436,6 +364,8 @@ class Recorder:
             sized = not isinstance(tr, Refused) or tr.sized
             self.records[n] = Record(n, tr, tuple(t.shape) if sized else None, op, module)
             self.order.append(n)
+            if n == self.until:
+                raise Reached(t)
 
     def stop(self, error: UnsupportedOpError) -> None:
         """The trace stopped at a refused op: the model's output (whatever its shape) is refused."""
@@ -483,14 +413,19 @@ def capture(model: nn.Module, x: torch.Tensor, name: str, graph=None) -> torch.T
     raise LayerNotFoundError(name, seen)
 
 
-def run(model: nn.Module, input_size: tuple[int, ...], use_fx: bool = True) -> tuple[Flow, Recorder]:
-    """Trace ``model`` at ``input_size`` = (C, *spatial); returns the flow and named records."""
+def run(model: nn.Module, input_size: tuple[int, ...], use_fx: bool = True, kind: type[Flow] = Flow,
+        until: str | None = None) -> tuple[Flow, Recorder]:
+    """Trace ``model`` at ``input_size`` = (C, *spatial) under ``kind``, a ``Flow`` (one that also
+    notes something of each op); returns the flow and the named records, up to the one named
+    ``until`` if given (the trace stops there: a model may need a larger input past it)."""
     k = len(input_size) - 1
-    flow = Flow(k)
-    rec = Recorder(flow)
+    flow = kind(k)
+    rec = Recorder(flow, until)
     script = scripted(model)
     graph = fx_graph(model) if use_fx and not script else None
-    x = torch.empty((1, *input_size), device="meta")
+    # in the model's float type: a meta convolution, too, refuses an input of another type than its bias
+    x = torch.empty((1, *input_size), device="meta",
+                    dtype=next((p.dtype for p in model.parameters() if p.is_floating_point()), None))
     with torch.no_grad(), _attributes_kept(model), flow:
         flow.put(x, ops.input_layout(flow.table, x.shape, k))
         try:
@@ -498,6 +433,8 @@ def run(model: nn.Module, input_size: tuple[int, ...], use_fx: bool = True) -> t
             execute(model, x, rec, graph, flow, params=None if script else _meta_state(graph[0] if graph else model))
         except Stopped as s:
             rec.stop(s.error)
+        except Reached:
+            pass  # at ``until``
         except Exception:
             if flow.made_up is None:
                 raise
@@ -511,8 +448,7 @@ def _attributes_kept(model: nn.Module):
     (torchvision's anchor generator moves its cell anchors to the device it runs on): the meta
     trace must leave no meta tensor in the model."""
     def holds_tensors(v) -> bool:
-        return isinstance(v, torch.Tensor) or (isinstance(v, (list, tuple)) and any(
-            isinstance(t, torch.Tensor) for t in v))
+        return isinstance(v, torch.Tensor) or (isinstance(v, (list, tuple)) and any(isinstance(t, torch.Tensor) for t in v))
     kept = [(m.__dict__, k, v) for m in model.modules() for k, v in vars(m).items() if holds_tensors(v)]
     try:
         yield
@@ -524,8 +460,7 @@ def _attributes_kept(model: nn.Module):
 def _meta_state(model: nn.Module) -> dict:
     state = dict(model.named_parameters(remove_duplicate=False))
     state.update(model.named_buffers(remove_duplicate=False))
-    # integer buffers keep their values: they are shapes and indices the forward reads (an
-    # ONNX Reshape's target shape), never data that depends on the input
+    # integer buffers keep their values: shapes and indices the forward reads (an ONNX Reshape's target)
     return {n: t if t.device.type == "meta" or not (t.is_floating_point() or t.is_complex())
             else torch.empty_like(t, device="meta") for n, t in state.items()}
 
