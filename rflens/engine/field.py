@@ -286,6 +286,9 @@ class Layer:
         nothing varies along the channels, so that no summary builds per-unit arrays per
         channel (MViT's 6273 x 393 attention maps made gigabytes); else None."""
         self._followed()
+        return self._shared("compact", self._compact)
+
+    def _compact(self):
         tr = self._tracked
         rest = [d for d in range(tr.ndim) if d not in self.spatial_dims]
         out = []
@@ -293,7 +296,7 @@ class Layer:
             if any(a.shape[d] > 1 for a in p.arrays() for d in rest):
                 return None
             comp, *pos = (a.transpose(rest + self.spatial_dims)[(0,) * len(rest)] for a in p.arrays())
-            nodes = np.unique(comp)
+            nodes = comp.reshape(-1)[:1] if comp.min() == comp.max() else np.unique(comp)
             out += [(int(v), None if len(nodes) == 1 else comp == v, tuple(pos)) for v in nodes if v >= 0]
         return out
 
