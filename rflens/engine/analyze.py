@@ -34,8 +34,9 @@ def analyze(model: nn.Module, input_size: Sequence[int] | str, method: str = "an
             fx_names: bool = True) -> Analysis | ProbeAnalysis:
     """Exact receptive fields of every layer of ``model`` for inputs of ``input_size``.
 
-    ``input_size`` is ``(C, *spatial)`` with 1, 2 or 3 spatial dims.  The model runs once on
-    meta tensors (no memory, no arithmetic, weights untouched).  ``method="probe"`` answers by
+    ``input_size`` is ``(C, *spatial)`` with 1, 2 or 3 spatial dims.  A copy of the model runs
+    once on meta tensors (no memory, no arithmetic); ``model`` itself is not touched, so another
+    thread may run it meanwhile.  ``method="probe"`` answers by
     brute-force gradients instead (slow; the ground truth the analytic engine is tested against).
 
     >>> import torchvision, rflens
