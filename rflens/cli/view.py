@@ -43,7 +43,8 @@ def run(args) -> int:
     server = serve(Scene(model, size, args.image, args.model, weights), args.host or "127.0.0.1",
                    8765 if args.port is None else args.port, device_arg(args.device))
     if not server.loopback:
-        print(f"rflens: warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
+        print(f"rflens: warning: serving on {args.host}, reachable from other machines (open it by its IP "
+              "address or this machine's name)", file=sys.stderr)
     print(f"rflens view: {server.url}  (Ctrl-C stops it)", flush=True)
     try:
         server.serve_forever()
