@@ -22,6 +22,7 @@ import rflens
 from rflens.models.checkpoints import load_weights
 from rflens.cli import main
 from rflens.errors import RFLensError
+from rflens.viewer import Scene, export_html, serve
 
 MODELS = '''
 import torch
@@ -215,12 +216,42 @@ CASES = [
      "weights hold NaN or Inf values",
      lambda t: rflens.effective_field(rflens.load_model(f"{_nets(t)}:seq={t}/nan.safetensors", device="cpu"),
                                       "2", inputs=2, input_size=(3, 8, 8))),
+    ("picture into a file's folder", ["show", "alexnet", "--layer", "features.12", "-o", "{tmp}/photo.png/rf.png"],
+     "cannot write '{tmp}/photo.png/rf.png': '{tmp}/photo.png' is a file, not a folder",
+     lambda t: _save_figure(f"{t}/photo.png/rf.png")),
+    ("picture on a drive that does not exist", ["grid", "alexnet", "--unit", "1,1", "-o", "Q:/grid.png"],
+     "cannot write 'Q:/grid.png': folder 'Q:' does not exist", lambda t: _save_figure("Q:/grid.png")),
+    ("mask into a file's folder", ["unit", "alexnet", "--layer", "features.12", "--mask-out", "{tmp}/photo.png/m.npy"],
+     "cannot write '{tmp}/photo.png/m.npy': '{tmp}/photo.png' is a file, not a folder", None),
+    ("static page into a file's folder", ["view", "{tmp}/nets.py:seq", "--input-size", "3x8x8", "--html",
+                                         "{tmp}/photo.png/view.html"],
+     "cannot write '{tmp}/photo.png/view.html': '{tmp}/photo.png' is a file, not a folder",
+     lambda t: export_html(Scene(rflens.load_model(f"{_nets(t)}:seq"), (3, 8, 8)), f"{t}/photo.png/view.html")),
+    ("scan into a file's folder", ["scan", "{tmp}/nets.py:seq", "--layer", "2", "--input-size", "3x8x8", "--images",
+                                   "{tmp}", "--out", "{tmp}/photo.png/scan"],
+     "cannot make '{tmp}/photo.png/scan': '{tmp}/photo.png' is a file, not a folder", None),
+    ("ERF checkpoint into a file's folder", ["erf", "{tmp}/nets.py:seq", "--layer", "2", "--input-size", "3x8x8",
+                                             "--noise", "2", "--checkpoint", "{tmp}/photo.png/erf.npz"],
+     "cannot write '{tmp}/photo.png/erf.npz': '{tmp}/photo.png' is a file, not a folder", None),
+    ("negative port", ["view", "{tmp}/nets.py:seq", "--input-size", "3x8x8", "--port", "-1"],
+     "-1 is not a port number: use 0 to 65535 (0: any free one)",
+     lambda t: serve(Scene(rflens.load_model(f"{_nets(t)}:seq"), (3, 8, 8)), port=-1)),
+    ("port above 65535", ["view", "{tmp}/nets.py:seq", "--input-size", "3x8x8", "--port", "70000"],
+     "70000 is not a port number: use 0 to 65535",
+     lambda t: serve(Scene(rflens.load_model(f"{_nets(t)}:seq"), (3, 8, 8)), port=70000)),
     ("model fails on real data", ["grad", "{tmp}/nets.py:FailsOnData", "--layer", "output", "--unit", "1,1",
                                   "--input-size", "3x8x8", "-o", "{tmp}/out/g.png"],
      "the model failed when run on a batch of shape (1, 3, 8, 8): RuntimeError: boom",
      lambda t: rflens.gradient_field(rflens.load_model(f"{_nets(t)}:FailsOnData", device="cpu"), "output", (1, 1),
                                      input_size=(3, 8, 8))),
 ]
+
+
+def _save_figure(path: str):
+    from matplotlib.figure import Figure
+
+    from rflens.plot import save
+    return save(Figure(), path)
 
 
 @pytest.mark.parametrize("argv,fragment,api", [c[1:] for c in CASES], ids=[c[0] for c in CASES])

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from .common import analysis, model_options, output_option, output_path, picture_for
+from .common import analysis, check_output_first, model_options, output_option, output_path, picture_for
 
 
 def register(subparsers) -> None:
@@ -20,6 +20,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from rflens.plot import overlay_figure, save
+    check_output_first(args)
     found = analysis(args)
     picture = picture_for(args, found)
     layers = [n.strip() for n in args.layers.split(",") if n.strip()]

@@ -447,6 +447,19 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, heat_png(job.heat, log=job.kind == "gradient"), "image/png")
 
 
+def check_port(port, name: str = "port") -> int:
+    """``port`` as a number the server can listen on (0: any free one), or an ``RFLensError``.
+
+    >>> check_port(70000, "--port")
+    Traceback (most recent call last):
+    ...
+    rflens.errors.RFLensError: --port 70000 is not a port number: use 0 to 65535 (0: any free one)
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise RFLensError(f"{name} {port!r} is not a port number: use 0 to 65535 (0: any free one)")
+    return port
+
+
 def serve(scene: Scene, host: str = "127.0.0.1", port: int = 0, device=None) -> ViewerServer:
     """A viewer server for ``scene``, bound (to the loopback address by default) but not yet
     serving: call ``serve_forever()`` (or run it in a thread) and open ``.url``.
@@ -457,6 +470,7 @@ def serve(scene: Scene, host: str = "127.0.0.1", port: int = 0, device=None) -> 
     True
     >>> server.server_close()
     """
+    check_port(port)
     try:
         return ViewerServer(scene, host, port, device)
     except OSError as e:
