@@ -112,6 +112,9 @@ def files(tmp_path):
     nan["0.weight"][0, 0, 0, 0] = float("nan")
     save_file(nan, tmp_path / "nan.safetensors")
     (tmp_path / "out").mkdir()
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.png").write_text("not a picture\n")
+    (tmp_path / "texts" / "b.txt").write_text("not a picture either\n")
     return tmp_path
 
 
@@ -233,6 +236,27 @@ CASES = [
     ("ERF checkpoint into a file's folder", ["erf", "{tmp}/nets.py:seq", "--layer", "2", "--input-size", "3x8x8",
                                              "--noise", "2", "--checkpoint", "{tmp}/photo.png/erf.npz"],
      "cannot write '{tmp}/photo.png/erf.npz': '{tmp}/photo.png' is a file, not a folder", None),
+    ("scan of a folder without one image", ["scan", "{tmp}/nets.py:seq", "--layer", "2", "--input-size", "3x8x8",
+                                            "--images", "{tmp}/texts", "--out", "{tmp}/out/scan"],
+     "nothing was scanned: all 2 of the images in {tmp}/texts were skipped (cannot read '{tmp}/texts/a.png' as an "
+     "image (not a format Pillow knows); cannot read '{tmp}/texts/b.txt'",
+     lambda t: rflens.top_images(rflens.load_model(f"{_nets(t)}:seq", device="cpu"), "2", f"{t}/texts",
+                                 input_size=(3, 8, 8), device="cpu")),
+    ("overlay unit outside the grid", ["overlay", "alexnet", "--image", "{tmp}/photo.png", "--layers", "features.12",
+                                       "--units", "99:99", "-o", "{tmp}/out/o.png"],
+     "unit (99, 99) is outside layer 'features.12', whose grid is (6, 6)",
+     lambda t: _overlay(t, ["features.12"], "99:99")),
+    ("overlay of no layer", ["overlay", "alexnet", "--image", "{tmp}/photo.png", "--layers", "", "-o",
+                             "{tmp}/out/o.png"], "names no layer", lambda t: _overlay(t, [], "center")),
+    ("negative unit", ["unit", "alexnet", "--layer", "features.12", "--unit", "-1,3"],
+     "unit (-1, 3) has a negative index: indices are 0-based from the first unit, not counted from the end; layer "
+     "'features.12' has the grid (6, 6), whose last unit is (5, 5)",
+     lambda t: rflens.analyze(rflens.load_model("alexnet"), (3, 224, 224))["features.12"].unit((-1, 3))),
+    ("negative unit to show", ["show", "alexnet", "--layer", "features.12", "--unit", "-1,-1", "-o", "{tmp}/out/s.png"],
+     "unit (-1, -1) has a negative index", None),
+    ("negative unit on a photograph", ["overlay", "alexnet", "--image", "{tmp}/photo.png", "--layers", "features.12",
+                                       "--units", "center,-1:3", "-o", "{tmp}/out/o.png"],
+     "unit (-1, 3) has a negative index", lambda t: _overlay(t, ["features.12"], "-1:3")),
     ("negative port", ["view", "{tmp}/nets.py:seq", "--input-size", "3x8x8", "--port", "-1"],
      "-1 is not a port number: use 0 to 65535 (0: any free one)",
      lambda t: serve(Scene(rflens.load_model(f"{_nets(t)}:seq"), (3, 8, 8)), port=-1)),
@@ -245,6 +269,13 @@ CASES = [
      lambda t: rflens.gradient_field(rflens.load_model(f"{_nets(t)}:FailsOnData", device="cpu"), "output", (1, 1),
                                      input_size=(3, 8, 8))),
 ]
+
+
+def _overlay(tmp, layers: list[str], units: str):
+    from rflens.methods import load_image
+    from rflens.plot import overlay_figure
+    a = rflens.analyze(rflens.load_model("alexnet"), (3, 224, 224))
+    return overlay_figure(a, load_image(f"{tmp}/photo.png", (224, 224)), layers, units)
 
 
 def _save_figure(path: str):

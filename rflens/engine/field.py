@@ -550,6 +550,10 @@ def grid_index(unit: UnitLike, grid: tuple[int, ...], layer: str) -> tuple[int, 
             return ()
         raise UnitError(f"layer '{layer}' has a {len(grid)}-D grid {_fmt(grid)}; got the {len(unit)}-D unit "
                         f"{_fmt(unit)}.")
+    if any(u < 0 for u in unit):
+        raise UnitError(f"unit {_fmt(unit)} has a negative index: indices are 0-based from the first unit, not "
+                        f"counted from the end; layer '{layer}' has the grid {_fmt(grid)}, whose last unit is "
+                        f"{_fmt(tuple(n - 1 for n in grid))}.")
     for u, n in zip(unit, grid):
         if not 0 <= u < n:
             raise UnitError(f"unit {_fmt(unit)} is outside layer '{layer}', whose grid is {_fmt(grid)} "

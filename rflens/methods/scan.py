@@ -362,6 +362,12 @@ def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *,
             partial.save(arrays, {**record, "consumed": consumed})
             if progress is not None:
                 progress(consumed - start, stop - start)
+    if scan.seen == 0 and shard is None:  # an empty scan would pass for a result
+        partial.path and partial.path.unlink(missing_ok=True)
+        raise RFLensError(f"nothing was scanned: all {len(skipped)} of the {source.describe} were skipped ("
+                          + "; ".join(why for _, why in skipped[:3])
+                          + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+                          + "); give images Pillow reads (JPEG, PNG, ...)")
     if final is not None:
         scan.save(final)
         partial.path.unlink(missing_ok=True)

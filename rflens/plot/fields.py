@@ -215,7 +215,11 @@ def main_path(analysis, select: str = "conv,pool") -> list:
 
 def overlay_figure(analysis, picture: Picture, layers: list[str], units: str = "center,corners",
                    model_name: str = "") -> Figure:
-    """Boxes of a few units per layer drawn on a photograph, a colour per layer (AlexNet figure)."""
+    """Boxes of a few units per layer drawn on a photograph, a colour per layer (AlexNet figure).
+    ``units``: ``center``, ``corners`` and units ``i:j``, comma-separated; a unit outside a
+    layer's grid is refused (``UnitError``), not moved to its edge."""
+    if not layers:
+        raise RFLensError(f"layers {layers!r} names no layer: give at least one (e.g. ['features.5', 'features.12'])")
     fig = Figure(figsize=(7, 7.4), dpi=100, layout="constrained")
     ax = fig.subplots()
     h, w = analysis.spatial[-2:]
@@ -247,9 +251,8 @@ def _pick_units(grid: tuple[int, ...], which: str) -> list[tuple[int, ...]]:
             picks.append((h // 2, w // 2))
         elif part == "corners":
             picks += [(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1)]
-        elif re.fullmatch(r"\d+:\d+", part):
-            i, j = (int(v) for v in part.split(":"))
-            picks.append((min(i, h - 1), min(j, w - 1)))
+        elif re.fullmatch(r"-?\d+:-?\d+", part):
+            picks.append(tuple(int(v) for v in part.split(":")))  # checked against the grid by Layer.unit
         else:
             raise RFLensError(f"--units {which!r}: use center, corners or i:j, comma-separated")
     return list(dict.fromkeys(picks))
