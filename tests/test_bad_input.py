@@ -249,14 +249,15 @@ CASES = [
     ("overlay of no layer", ["overlay", "alexnet", "--image", "{tmp}/photo.png", "--layers", "", "-o",
                              "{tmp}/out/o.png"], "names no layer", lambda t: _overlay(t, [], "center")),
     ("negative unit", ["unit", "alexnet", "--layer", "features.12", "--unit", "-1,3"],
-     "unit (-1, 3) has a negative index: indices are 0-based from the first unit, not counted from the end; layer "
-     "'features.12' has the grid (6, 6), whose last unit is (5, 5)",
+     "unit (-1, 3) is outside layer 'features.12': indices are 0-based from the first unit, never negative (not "
+     "counted from the end); its grid is (6, 6), whose last unit is (5, 5)",
      lambda t: rflens.analyze(rflens.load_model("alexnet"), (3, 224, 224))["features.12"].unit((-1, 3))),
     ("negative unit to show", ["show", "alexnet", "--layer", "features.12", "--unit", "-1,-1", "-o", "{tmp}/out/s.png"],
-     "unit (-1, -1) has a negative index", None),
+     "unit (-1, -1) is outside layer 'features.12': indices are 0-based from the first unit, never negative", None),
     ("negative unit on a photograph", ["overlay", "alexnet", "--image", "{tmp}/photo.png", "--layers", "features.12",
                                        "--units", "center,-1:3", "-o", "{tmp}/out/o.png"],
-     "unit (-1, 3) has a negative index", lambda t: _overlay(t, ["features.12"], "-1:3")),
+     "unit (-1, 3) is outside layer 'features.12': indices are 0-based from the first unit, never negative",
+     lambda t: _overlay(t, ["features.12"], "-1:3")),
     ("negative port", ["view", "{tmp}/nets.py:seq", "--input-size", "3x8x8", "--port", "-1"],
      "-1 is not a port number: use 0 to 65535 (0: any free one)",
      lambda t: serve(Scene(rflens.load_model(f"{_nets(t)}:seq"), (3, 8, 8)), port=-1)),
@@ -339,6 +340,61 @@ def test_huge_model_is_analysed_without_its_memory():
     assert size > 2.5e9 and a["trunk_output"].stride == (32, 32)
     assert peak < size / 20
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before < size / 8
+
+
+def test_a_table_that_needs_more_memory_than_there_is_is_refused_before_it_is_allocated(monkeypatch, capsys):
+    """At 3x20000x20000 a table of ResNet-50 was killed by the kernel at 18.9 GB.  Here the machine
+    is made to have 100 MiB: the per-unit boxes of ResNet-18's input layer at 2048x2048 need 192
+    MiB, and are refused, saying both numbers and the way out, before they are allocated."""
+    monkeypatch.setattr("rflens.engine.memory.available", lambda: 100 << 20)
+    message = ("every unit's unclipped box in layer 'x' (4,194,304 units, grid 2048x2048) would need about 192.0 MiB "
+               "of memory, and 100.0 MiB is available: use a smaller input size (CLI: --input-size), about "
+               "3x1312x1312 or smaller")
+    tracemalloc.start()
+    try:
+        code = main(["table", "resnet18", "--input-size", "3x2048x2048"])
+        with pytest.raises(rflens.TooLargeError) as raised:
+            rflens.analyze(rflens.load_model("resnet18"), (3, 2048, 2048)).table()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"rflens: error: {message}\n"
+    assert str(raised.value) == message and isinstance(raised.value, MemoryError)
+    assert peak < 100 << 20
+
+
+def test_an_input_whose_geometry_cannot_fit_is_refused_before_the_trace(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr("rflens.engine.memory.available", lambda: 16 << 30)
+    message = ("the geometry of a 3x200000x200000 input would need about 298.0 GiB of memory, and 16.0 GiB is "
+               "available: use a smaller input size (CLI: --input-size), about 3x41696x41696 or smaller")
+    assert main(["show", "resnet50", "--layer", "layer4", "--input-size", "3x200000x200000", "-o",
+                 str(tmp_path / "rf.png")]) == 2
+    assert capsys.readouterr().err == f"rflens: error: {message}\n"
+    with pytest.raises(rflens.TooLargeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        rflens.analyze(rflens.load_model("resnet50"), (3, 200000, 200000))
+
+
+def test_one_units_box_reads_its_own_rows_not_the_whole_grids():
+    """`show ... 3x20000x20000` failed allocating a 29 GiB bool array: every unit's rows of the
+    dependency matrices at once (units x input length).  ResNet-18's conv1 at 1024x1024 took 512 MiB
+    that way; its boxes are now found from each row's first and last pixel."""
+    a = rflens.analyze(rflens.load_model("resnet18"), (3, 1024, 1024))
+    tracemalloc.start()
+    try:
+        layer = a["conv1"]
+        unit, covers = layer.unit((3, 3)), layer.covers_input
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert unit.box == ((3, 10), (3, 10)) and unit.unclipped_box == ((3, 10), (3, 10)) and covers == (False, False)
+    assert layer.unit((0, 0)).box == ((0, 4), (0, 4)) and layer.unit((0, 0)).unclipped_box == ((-3, 4), (-3, 4))
+    assert peak < 64 << 20
+
+
+def test_a_table_at_1024_pixels_a_side_is_not_refused():
+    rows = {r["name"]: r for r in rflens.analyze(rflens.load_model("resnet18"), (3, 1024, 1024)).table()}
+    assert rows["conv1"]["rf_size"] == [7, 7] and rows["fc"]["rf_size"] == [1427, 1427]
 
 
 def test_a_documented_limit_is_an_rflens_error_and_the_probe_is_the_way_out(files):

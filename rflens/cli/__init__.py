@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rflens: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MemoryError:  # what rflens does not check beforehand (TooLargeError is an RFLensError)
+        print("rflens: error: out of memory: use a smaller --input-size (or fewer inputs, a smaller --batch-size)",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     except BrokenPipeError:  # output piped into head & co.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Sequence, Union
@@ -12,6 +13,7 @@ from ..deprecation import renamed
 from ..errors import UnitError, UnsupportedOpError
 from .geometry import Node
 from .layout import Tracked, unit_reads
+from .memory import BOX_BYTES, HULL_BYTES, check
 from .ops.refusals import Refused
 from .trace import Record
 
@@ -170,7 +172,17 @@ class Layer:
         array over the grid and ``positions[a]`` the node unit read along input axis ``a`` (for
         the units marked).  ``analysis.nodes[node]`` holds the node's exact dependency terms."""
         self._followed()  # every field query reads these
-        return self._shared("reads", lambda: unit_reads(self._tracked, self.spatial_dims, self.grid_shape))
+        return self._shared("reads", self._reads)
+
+    def _reads(self):
+        self._check_units(2, "what each unit reads in")
+        return unit_reads(self._tracked, self.spatial_dims, self.grid_shape)
+
+    def _check_units(self, per_unit: int, what: str) -> None:
+        """Refuse per-unit arrays of this layer before they are made where memory is short."""
+        a, n = self.analysis, math.prod(self.grid_shape)
+        check(n * per_unit, f"{what} layer '{self.name}' ({n:,} units, grid {'x'.join(map(str, self.grid_shape))})",
+              a.input_size, a.k)
 
     def _shared(self, what: str, compute):
         """``compute()`` once for every layer holding the same tensor: a module's output and the
@@ -277,10 +289,11 @@ class Layer:
 
     # -- per-unit arrays ---------------------------------------------------------------------
     def _hulls(self, which: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        k = self.analysis.k
+        k, reads = self.analysis.k, self.dependencies
+        self._check_units(HULL_BYTES * k, "every unit's unclipped box in")
         lo = [np.full(self.grid_shape, np.inf) for _ in range(k)]
         hi = [np.full(self.grid_shape, -np.inf) for _ in range(k)]
-        for v, m, pos in self.dependencies:
+        for v, m, pos in reads:
             hulls = getattr(self.analysis.nodes[v], which)
             if hulls is None:
                 continue
@@ -307,19 +320,21 @@ class Layer:
     @cached_property
     def _boxes(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Clipped boxes of every unit, from the exact terms."""
-        k = self.analysis.k
+        k, reads = self.analysis.k, self.dependencies
+        self._check_units(BOX_BYTES * k, "every unit's box in")
         lo = [np.full(self.grid_shape, np.iinfo(np.int64).max) for _ in range(k)]
         hi = [np.full(self.grid_shape, -1) for _ in range(k)]
-        for v, m, pos in self.dependencies:
+        for v, m, pos in reads:
             node = self.analysis.nodes[v]
             for term in node.terms(self.local_only):
                 nonempty = m.copy()
                 firsts, lasts = [], []
                 for a, mat in enumerate(term):
-                    rows = mat[pos[a]]
-                    nonempty &= rows.any(axis=-1)
-                    firsts.append(rows.argmax(axis=-1))
-                    lasts.append(rows.shape[-1] - rows[..., ::-1].argmax(axis=-1))
+                    # each node row's first and last pixel, then gathered per unit: the rows of
+                    # every unit at once would be (grid x input) large (29 GiB at 20000x20000)
+                    nonempty &= mat.any(axis=-1)[pos[a]]
+                    firsts.append(mat.argmax(axis=-1)[pos[a]])
+                    lasts.append((mat.shape[-1] - mat[:, ::-1].argmax(axis=-1))[pos[a]])
                 for a in range(k):
                     lo[a] = np.where(nonempty, np.minimum(lo[a], firsts[a]), lo[a])
                     hi[a] = np.where(nonempty, np.maximum(hi[a], lasts[a]), hi[a])
@@ -447,14 +462,19 @@ class Layer:
             return self.for_channel(channel).unit(unit)
         u = self.index(unit)
         shape = self.analysis.spatial
+        check(2 * math.prod(shape), f"the mask of a unit ({'x'.join(map(str, shape))} pixels)", self.analysis.input_size,
+              self.analysis.k)
+        # from this unit's own reads, not the layer's per-unit arrays (as large as its grid)
         mask = np.zeros(shape, bool)
+        lo, hi = [np.inf] * len(shape), [-np.inf] * len(shape)
         for v, m, pos in self.dependencies:
             if m[u]:
-                mask |= self.analysis.nodes[v].support(tuple(int(p[u]) for p in pos), self.local_only)
-        lo, hi = self._hull
-        blo, bhi = self._boxes
-        box = tuple((int(blo[a][u]), int(bhi[a][u])) if bhi[a][u] >= 0 else (0, 0) for a in range(len(shape)))
-        unclipped = tuple((_num(float(lo[a][u])), _num(float(hi[a][u]))) for a in range(len(shape)))
+                node, p = self.analysis.nodes[v], tuple(int(q[u]) for q in pos)
+                mask |= node.support(p, self.local_only)
+                for a, h in enumerate((node.local_hull if self.local_only else node.hull) or ()):
+                    lo[a], hi[a] = min(lo[a], h.lo[p[a]]), max(hi[a], h.hi[p[a]])
+        box = tuple(_span(mask.any(axis=tuple(b for b in range(len(shape)) if b != a))) for a in range(len(shape)))
+        unclipped = tuple((_num(float(l)), _num(float(h))) for l, h in zip(lo, hi))
         center = tuple(None if l is None else _num((l + h - 1) / 2) for l, h in unclipped)
         return Unit(self.name, u, mask, box, unclipped, center, self, self.channel)
 
@@ -533,6 +553,12 @@ def _num(x: float):
     return int(x) if x.is_integer() else round(x, 6)
 
 
+def _span(along: np.ndarray) -> tuple[int, int]:
+    """First and one past the last True of a 1-D bool array; (0, 0) where there is none."""
+    idx = np.flatnonzero(along)
+    return (int(idx[0]), int(idx[-1]) + 1) if idx.size else (0, 0)
+
+
 def _fmt(t) -> str:
     return "(" + ", ".join(str(x) for x in t) + ")"
 
@@ -551,8 +577,8 @@ def grid_index(unit: UnitLike, grid: tuple[int, ...], layer: str) -> tuple[int, 
         raise UnitError(f"layer '{layer}' has a {len(grid)}-D grid {_fmt(grid)}; got the {len(unit)}-D unit "
                         f"{_fmt(unit)}.")
     if any(u < 0 for u in unit):
-        raise UnitError(f"unit {_fmt(unit)} has a negative index: indices are 0-based from the first unit, not "
-                        f"counted from the end; layer '{layer}' has the grid {_fmt(grid)}, whose last unit is "
+        raise UnitError(f"unit {_fmt(unit)} is outside layer '{layer}': indices are 0-based from the first unit, "
+                        f"never negative (not counted from the end); its grid is {_fmt(grid)}, whose last unit is "
                         f"{_fmt(tuple(n - 1 for n in grid))}.")
     for u, n in zip(unit, grid):
         if not 0 <= u < n:
