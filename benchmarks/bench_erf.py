@@ -2,6 +2,7 @@
 
     python benchmarks/bench_erf.py            # 64 inputs, batch sizes 1 8 16 32 64, median of 3
     python benchmarks/bench_erf.py --quick    # smoke test: 8 inputs, batch sizes 1 8, 1 repeat
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_erf.py --crop   # per layer: the crop path (below)
 
 The baseline is the loop of RepLKNet's ``erf/visualize_erf.py``: the backbone up to the last
 stage (no avgpool/fc), one image at a time, ``relu`` of the centre unit summed over channels,
@@ -16,7 +17,15 @@ runs 1x1 convolutions with another kernel below batch 16 than from 16 on.
 
 All timed runs share one process and one thread count, after a warm-up of every variant; the
 repeats are interleaved (loop, rflens B=1, B=8, ..., loop, ...) so that a change in the load of
-the machine hits every variant alike, and the median is reported.  Peak memory: each variant
+the machine hits every variant alike, and the median is reported.
+
+``--crop``: per layer (``layer1`` to ``layer4``, centre unit), rflens' default path, which runs on
+the smallest crop of the input holding everything the unit reads (``EffectiveField.crop``; the
+whole input where that is the whole input), against RepLKNet's loop with the backbone cut at that
+layer and against rflens on the whole image (``crop=False``), all ``mode="replknet"`` at batch 16,
+repeats interleaved across layers and variants; min and median, the largest absolute difference
+of each map from the loop's, the crop's size, the load average before and after, and the raw
+times in ``docs/benchmarks/bench_erf_crop.json``.  Peak memory: each variant
 runs once more in a fresh process, after one small 64x64 forward and backward (kernels' code,
 library set-up); on the CPU the peak resident size of that run (``VmHWM``, reset through
 ``/proc/self/clear_refs`` just before it) minus the resident size before it, on CUDA
@@ -54,11 +63,14 @@ def build_model(device: str) -> nn.Module:
     return torchvision.models.resnet50(weights=None).eval().to(device)
 
 
-def backbone(model: nn.Module) -> nn.Module:
-    """What RepLKNet probes: the network up to its last stage's feature map (no avgpool, no fc);
-    it shares its weights with ``model``."""
-    return nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool,
-                         model.layer1, model.layer2, model.layer3, model.layer4).eval()
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def backbone(model: nn.Module, last: str = LAYER) -> nn.Module:
+    """What RepLKNet probes: the network up to its last stage's feature map (no avgpool, no fc),
+    or up to stage ``last``; it shares its weights with ``model``."""
+    stages = [getattr(model, s) for s in STAGES[:STAGES.index(last) + 1]]
+    return nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, *stages).eval()
 
 
 def noise(i: int) -> torch.Tensor:
@@ -78,9 +90,9 @@ class AverageMeter:
         self.avg = self.sum / self.count
 
 
-def replknet_loop(model: nn.Module, images: int, device: str) -> np.ndarray:
+def replknet_loop(model: nn.Module, images: int, device: str, last: str = LAYER) -> np.ndarray:
     """The loop of RepLKNet's erf/visualize_erf.py, one image at a time."""
-    net = backbone(model)
+    net = backbone(model, last)
     meter = AverageMeter()
     for i in range(images):
         samples = noise(i).unsqueeze(0).to(device)
@@ -225,6 +237,11 @@ def cpu_busy() -> float | None:
     return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def device_name(device: str) -> str:
+    return (f"{cpu_model()} ({os.cpu_count()} CPUs)" if device == "cpu"
+            else f"{torch.cuda.get_device_name()} ({device})")
+
+
 def own_cpu() -> float:
     t = os.times()
     return t.user + t.system
@@ -242,12 +259,18 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--quick", action="store_true", help="smoke test: 8 inputs, batch sizes 1 and 8, 1 repeat")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    p.add_argument("--crop", action="store_true", help="per layer: the crop path against the loop and the whole "
+                   "image (see above)")
+    p.add_argument("--layers", default=",".join(STAGES), help="with --crop: the stages (default all four)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.quick:
         args.images, args.batch_sizes, args.repeats = 8, "1,8", 1
     if args.child:
         return child(args.child, args.images, args.device, args.threads)
+    if args.crop:
+        from erf_crop import crop_rows
+        return crop_rows(args, build_model(args.device), replknet_loop, sync, device_name(args.device))
 
     torch.set_num_threads(args.threads)
     batches = [b for b in (int(s) for s in args.batch_sizes.split(",")) if b <= args.images]
@@ -292,8 +315,7 @@ def main() -> None:
                      f"{med['loop'] / med[v]:.2f}x", memory[v],
                      f"{diff[v]:.1e}" if v in diff else "other definition"])
 
-    device = (f"{cpu_model()} ({os.cpu_count()} CPUs)" if args.device == "cpu"
-              else f"{torch.cuda.get_device_name()} ({args.device})")
+    device = device_name(args.device)
     print(f"machine: {device}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
           f"torchvision {torchvision.__version__}, Python {platform.python_version()}\n")
     print(f"ResNet-50 (random weights) `{LAYER}` centre unit, {args.images} Gaussian noise inputs of "

@@ -8,7 +8,7 @@ each, ``rflens.analyze`` (meta model), the summary of every layer (``rf_size``, 
 ``start``, ``is_global`` of a fresh analysis) and one float32 forward at batch 1 (random weights)
 are timed in turn, ``--repeat`` times, so a burst of load hits all three alike.  Minimum and
 median of each, and the ratios of the minimums and of the medians.  Raw numbers go to
-``docs/benchmarks/speed.json``.
+``docs/benchmarks/bench_speed.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RAW = HERE.parent / "docs" / "benchmarks" / "speed.json"
 MODELS = ["resnet50", "efficientnet_b0", "mobilenet_v3_small", "shufflenet_v2_x0_5", "regnet_x_400mf",
           "convnext_tiny", "vit_b_16", "swin_t", "mvit_v1_b", "timm:efficientvit_m0", "timm:twins_svt_small",
           "timm:davit_tiny", "timm:coat_tiny"]
@@ -85,11 +84,8 @@ def main() -> None:
         print(json.dumps(measure(args.one, args.repeat)))
         return
     sys.path.insert(0, str(HERE))
-    from common import load, machine, table
-
-    from rflens.files import atomic_write
+    from common import machine, save_raw, table
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="2", PYTHONWARNINGS="ignore")
-    before = os.getloadavg()
     recs = []
     for name in args.only or MODELS:
         child = subprocess.run([sys.executable, __file__, "--one", name, "--repeat", str(args.repeat)],
@@ -104,13 +100,8 @@ def main() -> None:
     ratios = sorted(statistics.median(r["analyze"]) / statistics.median(r["forward"]) for r in recs)
     slowest = max(recs, key=lambda r: statistics.median(r["analyze"]))
     share = max(min(r["summary"]) / min(r["analyze"]) for r in recs)
-    raw = {"machine": machine(), "load_before": before, "load_after": os.getloadavg(), "goals": GOALS,
-           "omp_wait_policy": "PASSIVE", "repeat": args.repeat, "models": recs}
-    if not args.only:
-        RAW.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(RAW, lambda tmp: Path(tmp).write_text(json.dumps(raw, indent=1)))
-    print(f"machine: {machine()}, OMP_WAIT_POLICY=PASSIVE, {load(before)} before, "
-          f"{load(os.getloadavg())} after\n")
+    save_raw(goals=GOALS, repeat=args.repeat, child_omp_wait_policy="PASSIVE", models=recs)
+    print(f"machine: {machine()} (each model's process: OMP_WAIT_POLICY=PASSIVE)\n")
     print(table(["model", "input", "layers", "analyze min / median", "forward min / median",
                  "analyze / forward (min, median)", "every layer's summary (share of analyze)"], rows))
     print(f"\nOver {len(recs)} models, analyze / forward (medians): median {statistics.median(ratios):.2f}x, "

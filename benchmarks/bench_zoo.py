@@ -120,6 +120,20 @@ def run(names: list[str], timeout: float, results: dict, keep: Path) -> None:
         print(f"[{i}/{len(todo)}] {name}: {rec['outcome']} {rec.get('reason', '')[:80]}", file=sys.stderr, flush=True)
 
 
+NOTES = [
+    "Where a model is partly refused, the layers that do not depend on the refused op keep their exact "
+    "fields (see the README's *Partial analysis*); the reason names the first refused op.",
+    "",
+    "- Detectors (R-CNNs, FCOS, RetinaNet, SSD): everything up to the proposals and detections (backbone, FPN, "
+    "heads) is exact; `topk`, `nonzero` and mask indexing choose elements by value.",
+    "- raft: sampling at computed flow positions (`grid_sample`) is not followed; the probe cannot run "
+    "either, since the model makes its own float32 coordinate grid and the probe runs in float64.",
+    "- sequencer2d: the BiLSTM's fields are unions of more pieces than the engine holds (64); sam2_hiera at "
+    "its default 896 px the same from `blocks.3` on. halonet: `Tensor.unfold` over a halo; csatv2: indexing "
+    "by a DCT table in the stem.",
+]
+
+
 def write_table(results: dict, command: str, doc: Path) -> None:
     from rflens.files import atomic_write
     recs = sorted(results.values(), key=lambda r: (r["model"].startswith("timm:"), r["model"]))
@@ -129,7 +143,10 @@ def write_table(results: dict, command: str, doc: Path) -> None:
              "`OMP_WAIT_POLICY=PASSIVE`): every torchvision builder and one timm model per family, built "
              "without weights and analysed at its default input size. *probe*: the analytic masks of two units "
              "(centre, corner) of an early, a middle and a late layer against the gradient oracle (models "
-             f"over {PROBE_PARAMS / 1e6:.0f}M weights are skipped).", "",
+             f"over {PROBE_PARAMS / 1e6:.0f}M weights are skipped). Results are kept in "
+             "`benchmarks/zoo_results.json` and a rerun measures only the models missing there "
+             "(`--redo --only MODEL ...` measures some again); the times are those of the run that measured "
+             "each model, on a machine other jobs shared.", "", *NOTES, "",
              "| models | " + " | ".join(outcomes) + " | total |", "|---|" + "---|" * (len(outcomes) + 1)]
     for source, keep in (("torchvision", lambda r: not r["model"].startswith("timm:")),
                          ("timm (one per family)", lambda r: r["model"].startswith("timm:"))):
@@ -167,7 +184,7 @@ def main() -> None:
             results.pop(name, None)
     if not args.table:
         run(args.only or zoo(), args.timeout, results, args.results)
-    write_table(results, "python benchmarks/bench_zoo.py" + (" --only ..." if args.only else ""), args.doc)
+    write_table(results, "python benchmarks/bench_zoo.py", args.doc)
     print(args.doc)
 
 

@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import datetime
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+from common import raw_path
 from rflens.files import atomic_write
 
 HERE = Path(__file__).parent
@@ -48,7 +50,17 @@ SECTIONS = [
      "cache) while using gigabytes. Batching pays off when other processes share the cores, because each "
      "op of a batch-1 pass then waits for both threads: on 2026-11-25, with other processes holding "
      "0.84 and 1.44 of the 2 CPUs, this script measured rflens 10.8x (batch 8) and 3.8x (batch 32) faster "
-     "than the loop; the load line below says how busy the machine was during the run shown."),
+     "than the loop; the load line below says how busy the machine was during the run shown.\n\n"
+     "The second table is per layer (`--crop`): rflens' default path, which runs on the smallest crop of the "
+     "input that holds everything the centre unit reads and, within it, computes only the unit's dependency "
+     "cone (exact; the whole input where the field covers it), against RepLKNet's loop cut at that layer and "
+     "rflens on the whole image (`crop=False`), all `mode=\"replknet\"` at batch 16, repeats interleaved "
+     "across layers and variants, min and median. Goal: at least 5x faster than the loop wherever the "
+     "field's box is at most a quarter of the input. The maps are the same up to float32 rounding: a kernel "
+     "that sums in another order (smaller tensors, explicit padding) moves an activation sitting at a ReLU's "
+     "kink to the other side in one input of the 64, so at `layer2` the map differs from the loop's by a few "
+     "1e-4 of its maximum, as another kernel's would; in float64 the tests find them equal to 1e-12.",
+     [[], ["--crop"]]),
     ("bench_occlusion.py", "(e) Empirical RF by occlusion (Zhou et al. 2015)",
      "AlexNet and VGG-16 (random weights; timing does not depend on them), six scikit-image photographs "
      "at 224x224, 11x11 random occluders at stride 3 (5184 positions per image), 4 channels per layer "
@@ -67,6 +79,13 @@ SECTIONS = [
      "support, as JSON), for a layer's first request and for another unit, against the naive encoding (the "
      "mask as a JSON list of lists of booleans); the same requests over HTTP on loopback; the projective "
      "field of one pixel in every layer; the size of the static page. Goal: well under 100 ms per layer."),
+    ("bench_speed.py", "(g) analyze across the zoo's hardest models",
+     "The models the zoo found slowest to analyse, with the common backbones beside them, each in its own "
+     "process at its default input size (2 threads): `rflens.analyze` of the meta model, the summary of every "
+     "layer of a fresh analysis (`rf_size`, `stride`, `start`, `is_global`: what `rflens table` prints) and one "
+     "float32 forward at batch 1 (random weights), timed in turn 5 times after a warm-up, so that a burst of "
+     "load hits all three alike; minimum and median of each. Goals: median analyze / forward at most 1x, "
+     "worst at most 3x, no analyze above 3 s, the summary under 10% of analyze."),
 ]
 
 
@@ -86,7 +105,7 @@ def old_sections() -> tuple[str | None, dict[str, list[str]]]:
 
 
 def main() -> None:
-    known = [script for script, _, _ in SECTIONS]
+    known = [script for script, *_ in SECTIONS]
     only = sys.argv[1:]
     for name in only:
         if name not in known:
@@ -100,15 +119,21 @@ def main() -> None:
         f"and rewrites this page. Last run: {date or today}.",
         "",
     ]
-    for script, title, text in SECTIONS:
+    for script, title, text, *runs in SECTIONS:
         if only and script not in only and title in old:
             parts += [f"## {title}", *old[title]]
             continue
-        res = subprocess.run([sys.executable, str(HERE / script)], capture_output=True, text=True, cwd=HERE)
-        if res.returncode != 0:
-            sys.exit(f"{script} failed:\n{res.stderr}")
-        parts += [f"## {title}", "", text, "", f"Command: `python benchmarks/{script}`"
-                  + (f" (run {today})" if only else ""), "", res.stdout.strip(), ""]
+        parts += [f"## {title}", "", text, ""]
+        for argv in (runs[0] if runs else [[]]):
+            # spinning OpenMP threads made 2-thread forwards up to 50x slower on a busy machine
+            env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+            res = subprocess.run([sys.executable, str(HERE / script), *argv], capture_output=True, text=True,
+                                 cwd=HERE, env=env)
+            if res.returncode != 0:
+                sys.exit(f"{script} failed:\n{res.stderr}")
+            command = " ".join(["OMP_WAIT_POLICY=PASSIVE", "python", f"benchmarks/{script}", *argv])
+            parts += [f"Command: `{command}`" + (f" (run {today})" if only else "")
+                      + f"; raw numbers: `{raw_path(script, argv).relative_to(HERE.parent)}`", "", res.stdout.strip(), ""]
     DOC.parent.mkdir(exist_ok=True)
     atomic_write(DOC, lambda tmp: Path(tmp).write_text("\n".join(parts)))
     print(DOC.read_text())

@@ -344,12 +344,12 @@ def test_huge_model_is_analysed_without_its_memory():
 
 def test_a_table_that_needs_more_memory_than_there_is_is_refused_before_it_is_allocated(monkeypatch, capsys):
     """At 3x20000x20000 a table of ResNet-50 was killed by the kernel at 18.9 GB.  Here the machine
-    is made to have 100 MiB: the per-unit boxes of ResNet-18's input layer at 2048x2048 need 192
+    is made to have 100 MiB: the per-unit boxes of ResNet-18's input layer at 2048x2048 need 320
     MiB, and are refused, saying both numbers and the way out, before they are allocated."""
     monkeypatch.setattr("rflens.engine.memory.available", lambda: 100 << 20)
-    message = ("every unit's unclipped box in layer 'x' (4,194,304 units, grid 2048x2048) would need about 192.0 MiB "
+    message = ("every unit's box in layer 'x' (4,194,304 units, grid 2048x2048) would need about 320.0 MiB "
                "of memory, and 100.0 MiB is available: use a smaller input size (CLI: --input-size), about "
-               "3x1312x1312 or smaller")
+               "3x1024x1024 or smaller")
     tracemalloc.start()
     try:
         code = main(["table", "resnet18", "--input-size", "3x2048x2048"])

@@ -84,7 +84,7 @@ def test_with_a_noise_input_resnet18_gradient_reaches_every_pixel_of_early_units
     assert g.rf.mask.sum() == support
     assert np.array_equal(g.nonzero, g.rf.mask)
     assert all(not m.any() for m in g.missed.values())
-    assert g.explain() == []
+    assert len(g.explain()) == 1 and g.explain()[0].startswith("computed on the ")  # where, and no cause
 
 
 def test_at_a_zero_input_resnet18_gradient_is_zero_and_activations_explain_it(resnet18):
@@ -140,9 +140,13 @@ def test_dead_relu_is_put_down_to_activations():
     assert g.rf.mask.sum() == 25 and not g.nonzero.any()
     assert np.array_equal(g.missed["activations"], g.rf.mask)
     assert not g.missed["max"].any() and not g.missed["other"].any()
-    at_zero, below, seen = g.kink_inputs
-    assert (at_zero, below, seen) == (0, 100, 100)
-    assert "100 below 0" in g.explain()[0]
+    # counted in the forward pass that ran: the 3x3 activations of the 5x5 crop the unit reads,
+    # or with crop=False all 10x10 of the 12x12 input
+    assert g.crop == ((3, 8), (3, 8)) and g.kink_inputs == (0, 9, 9)
+    assert "9 below 0" in g.explain()[0]
+    whole = rflens.gradient_field(net, "2", (3, 3), torch.rand(1, 12, 12), device="cpu", crop=False)
+    assert whole.crop is None and whole.kink_inputs == (0, 100, 100)
+    assert whole.explain()[-1] == "computed on the whole input, as asked (crop=False)"
 
 
 def test_zero_weight_column_is_put_down_to_other_causes():

@@ -134,6 +134,7 @@ def _rows(spec: str, size, weights: str, f) -> list[tuple[str, str]]:
         ("4 sigma / TRF", f"{per_axis(f.trf_ratio)}  (Gaussian extent over the theoretical RF's)"),
         ("area ratio", f"{_ratios(f.area_ratio)}  (RepLKNet: log scale, square at the image centre)"),
         ("linear area", f"{_ratios(f.linear_area_ratio)}  (linear mass, square at the RF centre)"),
+        ("computed on", f.crop_note),
         *(("skipped", f"{path}: {why}") for path, why in f.skipped),
     ]
 

@@ -44,7 +44,7 @@ def run(args) -> int:
         return 0
     support = int(gf.rf.mask.sum())
     nonzero = int(gf.nonzero.sum())
-    why = gf.explain() or ["the gradient reaches every pixel of the theoretical RF"]
+    why = gf.explain()[:-1] or ["the gradient reaches every pixel of the theoretical RF"]  # the last: where
     report([
         ("model", model_line(args.model, size, weights)),
         ("layer", unit_line(gf.layer, gf.unit, gf.channel)),
@@ -57,6 +57,7 @@ def run(args) -> int:
         ("missed", ", ".join(f"{int(m.sum())} {cause}" for cause, m in gf.missed.items())),
         ("why", why[0]),
         *(("", w) for w in why[1:]),
+        ("computed on", gf.crop_note),
     ])
     print(path)
     return 0

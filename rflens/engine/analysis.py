@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 
 from ..errors import LayerNotFoundError
-from .field import Layer
+from .field import KEEP_UNITS, Layer
 from .trace import Flow, Record
-
-KEEP_UNITS = 1 << 18  # a table drops the per-unit arrays of layers of this many units or more
 
 
 class Analysis:
@@ -65,7 +63,7 @@ class Analysis:
             tensors.setdefault(id(self._records[n].tracked), []).append(n)
         for key, names in tensors.items():
             rows.update((n, self[n].to_dict()) for n in names)
-            if math.prod(self[names[0]].grid_shape) >= KEEP_UNITS:
+            if math.prod(self[names[0]].grid_shape) > KEEP_UNITS:  # as field.py keeps hulls
                 for n in names:
                     del self._layers[n]
                 for k in [k for k in self._shared if k[0] == key]:

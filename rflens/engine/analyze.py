@@ -32,13 +32,15 @@ def parse_input_size(input_size) -> tuple[int, ...]:
 
 
 def analyze(model: nn.Module, input_size: Sequence[int] | str, method: str = "analytic",
-            fx_names: bool = True) -> Analysis | ProbeAnalysis:
+            fx_names: bool = True, until: str | None = None) -> Analysis | ProbeAnalysis:
     """Exact receptive fields of every layer of ``model`` for inputs of ``input_size``.
 
     ``input_size`` is ``(C, *spatial)`` with 1, 2 or 3 spatial dims.  A copy of the model runs
     once on meta tensors (no memory, no arithmetic); ``model`` itself is not touched, so another
     thread may run it meanwhile.  ``method="probe"`` answers by
     brute-force gradients instead (slow; the ground truth the analytic engine is tested against).
+    ``until``: a layer's name; the analytic trace stops there, and the analysis holds the layers
+    up to it (for a caller that needs one layer: past it a model may also need a larger input).
 
     >>> import torchvision, rflens
     >>> a = rflens.analyze(torchvision.models.alexnet(), (3, 227, 227))
@@ -60,7 +62,7 @@ def analyze(model: nn.Module, input_size: Sequence[int] | str, method: str = "an
     check(4 * sum(n * n for n in size[1:]), f"the geometry of a {'x'.join(map(str, size))} input", size, 2)
     try:
         # quantized ops run on no meta tensor: their float twin has the same names and geometry
-        flow, rec = run(float_twin(model), size, use_fx=fx_names)
+        flow, rec = run(float_twin(model), size, use_fx=fx_names, until=until)
     except RFLensError:
         raise
     except Exception as e:

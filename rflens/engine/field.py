@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Sequence, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,83 +16,13 @@ from .layout import Tracked, unit_reads
 from .memory import BOX_BYTES, HULL_BYTES, check
 from .ops.refusals import Refused
 from .trace import Record
+from .unit import ChannelGroup, Unit, UnitLike, _fmt, _span, grid_index  # noqa: F401 - their home was here
 
 if TYPE_CHECKING:
     from .analysis import Analysis
 
-# a unit of a layer: its index on the layer's grid ((3, 4); an int on a 1-D grid), or "center"
-# (also "centre" or None) for the centre unit
-UnitLike = Union[Sequence[int], np.ndarray, int, str, None]
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One unit's receptive field.
-
-    ``box`` and ``unclipped_box`` are half-open ``(start, stop)`` per input axis; ``box`` is
-    the bounding box of ``mask`` (clipped to the input), ``unclipped_box`` the classic box that
-    reaches into padding.  ``center`` is the centre of the unclipped box in pixel coordinates.
-    ``channel`` is the neuron's channel, or None: the union over the channels at this position.
-    """
-
-    layer: str
-    index: tuple[int, ...]
-    mask: np.ndarray
-    box: tuple[tuple[int, int], ...]
-    unclipped_box: tuple[tuple[int, int], ...]
-    center: tuple[float, ...]
-    owner: "Layer | None" = field(default=None, repr=False, compare=False)
-    channel: int | None = None
-
-    def plot(self, image=None):
-        """This unit's RF on the input (or ``image``: a path or an HxWx3 array), beside its
-        layer's grid; a matplotlib Figure."""
-        from ..plot import unit_plot
-        return unit_plot(self, image)
-
-    def _repr_png_(self) -> bytes | None:
-        from ..plot import unit_png
-        return unit_png(self)
-
-    @property
-    def support_size(self) -> int:
-        return int(self.mask.sum())
-
-    @property
-    def size(self) -> tuple[int, ...]:
-        return tuple(b - a for a, b in self.unclipped_box)
-
-    @property
-    def clipped(self) -> bool:
-        return tuple(self.box) != tuple(self.unclipped_box)
-
-    def to_dict(self, input_size: tuple[int, ...], is_global: bool) -> dict:
-        return {
-            "layer": self.layer,
-            "unit": list(self.index),
-            "input_size": list(input_size),
-            "box": [list(b) for b in self.box],
-            "unclipped_box": [list(b) for b in self.unclipped_box],
-            "center": list(self.center),
-            "support_size": self.support_size,
-            "global": is_global,
-            "channel": self.channel,
-        }
-
-
-@dataclass(frozen=True)
-class ChannelGroup:
-    """A run of a layer's channels whose neurons share one geometry."""
-
-    channels: range
-    rf_size: tuple[int, ...]
-    stride: tuple[float, ...]
-    start: tuple[int, ...]
-    is_global: bool
-
-    def to_dict(self) -> dict:
-        return {"channels": [self.channels.start, self.channels.stop], "rf_size": list(self.rf_size),
-                "stride": list(self.stride), "start": list(self.start), "global": self.is_global}
+# a layer keeps its per-unit boxes up to this many units (the summary is always kept)
+KEEP_UNITS = 1 << 16
 
 
 class Layer:
@@ -285,11 +215,42 @@ class Layer:
         return len(self.channel_groups) > 1
 
     def _nodes(self) -> list[Node]:
-        return [self.analysis.nodes[v] for v, _, _ in self.dependencies]
+        reads = self._compact_reads()
+        ids = [v for v, _, _ in reads] if reads is not None else [v for v, _, _ in self.dependencies]
+        return [self.analysis.nodes[v] for v in dict.fromkeys(ids)]
+
+    def _compact_reads(self) -> list[tuple[int, np.ndarray | None, tuple[np.ndarray, ...]]] | None:
+        """``dependencies`` as arrays that broadcast over the grid (``units`` None: all), where
+        nothing varies along the channels, so that no summary builds per-unit arrays per
+        channel (MViT's 6273 x 393 attention maps made gigabytes); else None."""
+        self._followed()
+        tr = self._tracked
+        rest = [d for d in range(tr.ndim) if d not in self.spatial_dims]
+        out = []
+        for p in tr.parts:
+            if any(a.shape[d] > 1 for a in p.arrays() for d in rest):
+                return None
+            comp, *pos = (a.transpose(rest + self.spatial_dims)[(0,) * len(rest)] for a in p.arrays())
+            nodes = np.unique(comp)
+            out += [(int(v), None if len(nodes) == 1 else comp == v, tuple(pos)) for v in nodes if v >= 0]
+        return out
 
     # -- per-unit arrays ---------------------------------------------------------------------
     def _hulls(self, which: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        k, reads = self.analysis.k, self.dependencies
+        k = self.analysis.k
+        reads = self._compact_reads()
+        if reads is not None:
+            lo = [np.full((1,) * len(self.grid_shape), np.inf) for _ in range(k)]
+            hi = [-b for b in lo]
+            for v, m, pos in reads:
+                hulls = getattr(self.analysis.nodes[v], which)
+                for a in range(k if hulls is not None else 0):
+                    q = pos[a] if m is None else np.where(m, pos[a], 0)
+                    lo[a] = np.minimum(lo[a], hulls[a].lo[q] if m is None else np.where(m, hulls[a].lo[q], np.inf))
+                    hi[a] = np.maximum(hi[a], hulls[a].hi[q] if m is None else np.where(m, hulls[a].hi[q], -np.inf))
+            return ([np.broadcast_to(b, self.grid_shape) for b in lo],
+                    [np.broadcast_to(b, self.grid_shape) for b in hi])
+        reads = self.dependencies
         self._check_units(HULL_BYTES * k, "every unit's unclipped box in")
         lo = [np.full(self.grid_shape, np.inf) for _ in range(k)]
         hi = [np.full(self.grid_shape, -np.inf) for _ in range(k)]
@@ -297,19 +258,17 @@ class Layer:
             hulls = getattr(self.analysis.nodes[v], which)
             if hulls is None:
                 continue
-            every = m.all()
             for a in range(k):
-                if every:
-                    lo[a] = np.minimum(lo[a], hulls[a].lo[pos[a]])
-                    hi[a] = np.maximum(hi[a], hulls[a].hi[pos[a]])
-                else:
-                    lo[a] = np.where(m, np.minimum(lo[a], hulls[a].lo[pos[a]]), lo[a])
-                    hi[a] = np.where(m, np.maximum(hi[a], hulls[a].hi[pos[a]]), hi[a])
+                lo[a] = np.where(m, np.minimum(lo[a], hulls[a].lo[pos[a]]), lo[a])
+                hi[a] = np.where(m, np.maximum(hi[a], hulls[a].hi[pos[a]]), hi[a])
         return lo, hi
 
-    @cached_property
+    @property
     def _hull(self):
-        return self._shared("hull", lambda: self._hulls("local_hull" if self.local_only else "hull"))
+        def hulls():
+            return self._hulls("local_hull" if self.local_only else "hull")
+        # kept for small grids only: an attention map's would hold 100 MB per layer
+        return self._shared("hull", hulls) if int(np.prod(self.grid_shape)) <= KEEP_UNITS else hulls()
 
     @property
     def bounds(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -346,21 +305,26 @@ class Layer:
 
     @property
     def rf_size(self) -> tuple[int, ...]:
-        lo, hi = self._hull
-        return tuple(int(np.max(np.maximum(h - l, 0))) if l.size else 0 for l, h in zip(lo, hi))
+        def size():
+            lo, hi = self._hull
+            return tuple(int(np.max(np.maximum(_core(h) - _core(l), 0))) if l.size else 0 for l, h in zip(lo, hi))
+        return self._shared("rf_size", size)
 
     @property
     def stride(self) -> tuple[float, ...]:
         """Input pixels per unit step; for a global layer, that of its local field (global
         context gives every unit the same field, but the units still sit on a grid)."""
+        return self._shared("stride", self._stride)
+
+    def _stride(self) -> tuple[float, ...]:
         if not self.local_only and self.is_global and self.local is not None:
             return self.local.stride
         lo, _ = self._hull
         out = []
         for a in range(self.analysis.k):
             g = self._axis_of_grid(a)
-            if g is not None and self.grid_shape[g] > 1 and np.isfinite(lo[a]).all():
-                steps = np.diff(lo[a], axis=g)
+            if g is not None and self.grid_shape[g] > 1 and np.isfinite(_core(lo[a])).all():
+                steps = np.diff(_core(lo[a], g), axis=g)
                 if (steps < 0).any() and (steps > 0).any():
                     # boxes out of order (windows that wrap around after a cyclic shift): the mean
                     # step says nothing; give the input pixels per unit instead
@@ -374,27 +338,29 @@ class Layer:
 
     @property
     def start(self) -> tuple[int, ...]:
-        lo, _ = self._hull
-        return tuple(_num(float(l.reshape(-1)[0])) for l in lo)
+        def start():
+            lo, _ = self._hull
+            return tuple(_num(float(l[(0,) * l.ndim])) if l.size else 0 for l in lo)
+        return self._shared("start", start)
 
     @property
     def center(self) -> tuple[float, ...]:
         lo, hi = self._hull
-        return tuple(_num((float(l.reshape(-1)[0]) + float(h.reshape(-1)[0]) - 1) / 2) for l, h in zip(lo, hi))
+        return tuple(_num((float(l.flat[0]) + float(h.flat[0]) - 1) / 2) for l, h in zip(lo, hi))
 
     @property
     def uniform(self) -> bool:
         lo, hi = self._hull
         for a in range(self.analysis.k):
-            size = hi[a] - lo[a]
-            if not np.isfinite(size).all() or (size != size.reshape(-1)[0]).any():
+            size = _core(hi[a]) - _core(lo[a])
+            if not np.isfinite(size).all() or (size != size.flat[0]).any():
                 return False
-            g = self._axis_of_grid(a)
+            g, core = self._axis_of_grid(a), _core(lo[a])
             for d in range(len(self.grid_shape)):
-                if self.grid_shape[d] < 2:
+                if core.shape[d] < 2:  # one unit, or boxes broadcast along d: every step is 0
                     continue
-                steps = np.diff(lo[a], axis=d)
-                if d == g and (steps != steps.reshape(-1)[0]).any():
+                steps = np.diff(core, axis=d)
+                if d == g and (steps != steps.flat[0]).any():
                     return False
                 if d != g and (steps != 0).any():
                     return False
@@ -545,43 +511,15 @@ _FIELD_KEYS = ("rf_size", "stride", "start", "center", "uniform", "min_rf", "max
                "global_via", "local_rf_size", "rf_size_by_channel")
 
 
+def _core(a: np.ndarray, keep: int | None = None) -> np.ndarray:
+    """``a`` without the axes it is broadcast along (but ``keep``): the same answer to any
+    reduction, without making a grid-sized array (the hulls broadcast over the grid)."""
+    return a[tuple(slice(0, 1) if s == 0 and d != keep else slice(None) for d, s in enumerate(a.strides))]
+
+
 def _num(x: float):
     """int where whole, None where a unit reads nothing (e.g. a padding slot)."""
     x = float(x)
     if not np.isfinite(x):
         return None
     return int(x) if x.is_integer() else round(x, 6)
-
-
-def _span(along: np.ndarray) -> tuple[int, int]:
-    """First and one past the last True of a 1-D bool array; (0, 0) where there is none."""
-    idx = np.flatnonzero(along)
-    return (int(idx[0]), int(idx[-1]) + 1) if idx.size else (0, 0)
-
-
-def _fmt(t) -> str:
-    return "(" + ", ".join(str(x) for x in t) + ")"
-
-
-def grid_index(unit: UnitLike, grid: tuple[int, ...], layer: str) -> tuple[int, ...]:
-    """``unit`` as an index on ``layer``'s ``grid``, checked; ``"center"``/``"centre"``/``None``:
-    the centre unit (``n // 2`` per axis)."""
-    if unit is None or (isinstance(unit, str) and unit in ("center", "centre")):
-        return tuple(n // 2 for n in grid)
-    if isinstance(unit, str):
-        raise UnitError(f"a unit is an index such as (3, 4) or \"center\", not {unit!r}")
-    unit = tuple(int(u) for u in (unit if isinstance(unit, (tuple, list, np.ndarray)) else [unit]))
-    if len(unit) != len(grid):
-        if not grid and all(u == 0 for u in unit):
-            return ()
-        raise UnitError(f"layer '{layer}' has a {len(grid)}-D grid {_fmt(grid)}; got the {len(unit)}-D unit "
-                        f"{_fmt(unit)}.")
-    if any(u < 0 for u in unit):
-        raise UnitError(f"unit {_fmt(unit)} is outside layer '{layer}': indices are 0-based from the first unit, "
-                        f"never negative (not counted from the end); its grid is {_fmt(grid)}, whose last unit is "
-                        f"{_fmt(tuple(n - 1 for n in grid))}.")
-    for u, n in zip(unit, grid):
-        if not 0 <= u < n:
-            raise UnitError(f"unit {_fmt(unit)} is outside layer '{layer}', whose grid is {_fmt(grid)} "
-                            "(0-based indices 0..n-1 per axis).")
-    return unit

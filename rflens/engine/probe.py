@@ -29,7 +29,8 @@ from ..errors import LayerNotFoundError, RFLensError
 from .field import Unit, UnitLike, grid_index
 from .quantized import float_twin
 from .standins import Bounded, SelectsByValue, module_stack, no_answer
-from .trace import Reached, execute, fx_graph
+from .naming import fx_graph
+from .trace import Reached, execute
 
 
 def positive_copy(model: nn.Module, dtype=torch.float64) -> nn.Module:

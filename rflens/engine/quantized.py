@@ -47,7 +47,7 @@ from torch.nn.utils import skip_init
 from torch.utils._pytree import tree_leaves
 
 from ..errors import RFLensError
-from .trace import Leaf
+from .naming import Leaf
 
 # where torch keeps modules that compute on quantized tensors (or quantize their weights on the fly)
 _QUANTIZED_PACKAGES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized", "torch.ao.nn.sparse.quantized")

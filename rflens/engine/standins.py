@@ -4,12 +4,14 @@ values kept within float64's range at any depth.
 
 Pointwise rows run as the identity; signed and max-routing rows by their ``STAND_INS`` entry
 (subtraction as addition, max as sum over the same window, softmax and norms as "x plus the
-mean over the same dims"); rows that select by value are refused.
+mean over the same dims"); rows that select by value are refused.  Only values that carry a
+gradient (from the input or a weight) get a twin: the rest keep their real values.
 
 >>> import torch
+>>> x = torch.tensor([-1.0, 2.0], dtype=torch.float64, requires_grad=True)
 >>> with PositiveSurrogate():
-...     torch.relu(torch.tensor([-1.0, 2.0], dtype=torch.float64)).tolist()
-[-1.0, 2.0]
+...     torch.relu(x).tolist(), torch.relu(x.detach()).tolist()
+([-1.0, 2.0], [0.0, 2.0])
 """
 
 from __future__ import annotations
@@ -239,19 +241,6 @@ def _adaptive_max_pool(func, args, kwargs, inplace):
     return (out, torch.zeros_like(out, dtype=torch.long)) if ret or "indices" in name else out
 
 
-@stand_in("pad", "constant_pad_nd")
-def _finite_pad(func, args, kwargs, inplace):
-    # timm's "same" max pools pad with -inf, which a pool's positive stand-in (a window sum)
-    # would carry on: a padded element depends on nothing whatever its value, so pad with 0
-    at = 3 if function_name(func) == "pad" else 2
-    value = kwargs.get("value", _arg(args, at, None))
-    if value is None or isinstance(value, str) or math.isfinite(float(value)):
-        return NotImplemented
-    if "value" in kwargs:
-        return func(*args, **{**kwargs, "value": 0.0})
-    return func(*args[:at], 0.0, *args[at + 1:], **kwargs)
-
-
 @stand_in("scaled_dot_product_attention")
 def _attention(func, args, kwargs, inplace):
     q, k, v = args[:3]
@@ -273,6 +262,8 @@ class PositiveSurrogate(TorchFunctionMode):
             return func(*args, **kwargs)
         name = function_name(func)
         inplace = name.endswith("_") and not name.startswith("_")
+        if name in ("pad", "constant_pad_nd"):
+            args, kwargs = _finite_fill(name, args, kwargs)
         if name in IDENTITY:
             x = args[0]
             return x if inplace else x * 1.0
@@ -344,6 +335,19 @@ class Bounded(PositiveSurrogate):
         return no_answer("this model", f"its positive copy made {value} at op '{op}' {where}{named}, though every "
                           "value an op makes is rescaled into float64's range (in-place results are only checked: "
                           "a chain of them, or one op whose result alone leaves the range, still overflows)")
+
+
+def _finite_fill(name: str, args, kwargs) -> tuple[tuple, dict]:
+    """A padding op's arguments with an infinite fill made 0: timm's "same" max pools pad with
+    -inf, which the pool's stand-in (a window sum) would carry on; a padded element depends on
+    nothing whatever its value."""
+    at = 3 if name == "pad" else 2
+    value = kwargs.get("value", _arg(args, at, None))
+    if value is None or isinstance(value, str) or math.isfinite(float(value)):
+        return args, kwargs
+    if "value" in kwargs:
+        return args, {**kwargs, "value": 0.0}
+    return (*args[:at], 0.0, *args[at + 1:]), kwargs
 
 
 def no_answer(subject: str, why: str) -> RFLensError:

@@ -5,7 +5,7 @@ sees every aten op, applies the op's rule from ``ops.RULES`` and records layer o
 
 * every ``nn.Module`` call under its qualified name (``features.29``, ``layer4.2``, ``layer4``);
   a module called again gets ``_1``, ``_2`` as in ``torch.fx``;
-* where ``torch.fx`` traces the model, every node as torchvision's ``get_graph_node_names`` names it.
+* where ``torch.fx`` traces the model, every node as torchvision names it (``naming``).
 
 In-place writes are followed through views with the real strides of the meta tensors, so a
 ``copy_`` into a slice (as circular padding does) lands on the right elements of the base.
@@ -25,12 +25,10 @@ the trace stops there: what was recorded stays, and the model's output is refuse
 from __future__ import annotations
 
 import contextlib
-import re
-import threading
 from dataclasses import dataclass
 
 import torch
-from torch import fx, nn
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import keystr, tree_flatten_with_path
 
@@ -38,7 +36,8 @@ from ..errors import (InputTooSmallError, LayerNotFoundError, LimitError, RFLens
                       UnsupportedOpError, raised_by_rflens)
 from . import ops
 from .layout import Table, Tracked
-from .metacopy import attributes_kept, meta_copy
+from .metacopy import meta_copy
+from .naming import Interp, fx_graph, module_hooks
 from .ops import Op
 from .ops.refusals import Refused, keeps_the_rest, selecting_nothing
 from .strides import gather, scatter, spec
@@ -297,152 +296,6 @@ def _failure(func, module: str, e: Exception) -> Exception:
                       "vectors or sequences, such as Linear-only or LSTM models, have no spatial receptive field).")
 
 
-# ---------------------------------------------------------------------------------------------
-# naming
-
-
-class Leaf:
-    """Mixin: FX keeps a module of this class as one node, as it keeps torch.nn's own modules
-    (the float twins of quantized modules stand where torch.ao's leaves stood)."""
-
-
-def _tracer():
-    """torchvision's NodePathTracer, also noting the output node of every non-leaf module."""
-    from torchvision.models.feature_extraction import NodePathTracer, _set_default_tracer_kwargs
-
-    class Tracer(NodePathTracer):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            self.module_outputs: list[tuple[str, object]] = []
-            self._last_index: dict[str, int] = {}
-            self.thread = threading.get_ident()
-
-        def _get_node_qualname(self, module_qualname, node):
-            # NodePathTracer's naming, with a dict instead of a scan of all names so far
-            name = module_qualname
-            if node.op != "call_module":
-                name = (name + "." if name else "") + str(node)
-            if re.match(r".+_[0-9]+$", name) is not None:
-                name = name.rsplit("_", 1)[0]
-            index = self._last_index.get(name)
-            self._last_index[name] = 0 if index is None else index + 1
-            return name if index is None else f"{name}_{index + 1}"
-
-        def call_module(self, m, forward, args, kwargs):
-            # torch.fx patches nn.Module.__call__ process-wide while it traces: another thread's
-            # forward passes here and runs as it would have
-            if threading.get_ident() != self.thread:
-                return forward(*args, **kwargs)
-            out = super().call_module(m, forward, args, kwargs)
-            qual = self.path_of_module(m)
-            if not self.is_leaf_module(m, qual):
-                self.module_outputs.append((qual, out))
-            return out
-
-        def getattr(self, attr, attr_val, parameter_proxy_cache):
-            if threading.get_ident() != self.thread:
-                return attr_val
-            return super().getattr(attr, attr_val, parameter_proxy_cache)
-
-    return Tracer(**_set_default_tracer_kwargs({"leaf_modules": [Leaf]}))
-
-
-_TRACING = threading.Lock()  # one FX trace at a time: each patches nn.Module for the whole process
-
-
-def fx_graph(model: nn.Module):
-    """(GraphModule, node -> name, module name -> output node) or None where FX cannot trace."""
-    tracer = _tracer()
-    try:
-        with _TRACING, attributes_kept(model):
-            graph = tracer.trace(model)
-    except Exception:  # noqa: BLE001 - any tracing failure means: no FX names
-        return None
-    gm = fx.GraphModule(tracer.root, graph, model.__class__.__name__)
-    names = dict(tracer.node_to_qualname)
-    modules: list[tuple[str, fx.Node]] = []
-    for qual, out in tracer.module_outputs:
-        if isinstance(out, fx.Proxy):
-            modules.append((qual, out.node))
-    return gm, names, modules
-
-
-class _Interp(fx.Interpreter):
-    """Runs an FX graph, reporting each node's value under its feature-extraction name."""
-
-    def __init__(self, gm, names: dict, modules: dict, emit, flow: Flow | None):
-        super().__init__(gm)
-        self.extra_traceback = False  # keep rflens' messages as they are
-        self.names, self.modules, self.emit, self.flow = names, modules, emit, flow
-
-    def call_function(self, target, args, kwargs):
-        # FX hands a node's list arguments over as immutable lists; a wrapped function of the
-        # model's own may change the list it gets (torchvision's swin3d sets window sizes in place)
-        return super().call_function(target, _mutable(args), _mutable(kwargs))
-
-    def run_node(self, n):
-        name = self.names.get(n)
-        if self.flow is not None and n.op != "call_module":
-            self.flow.current_node = name.rsplit(".", 1)[0] if name and "." in name else ""
-        try:
-            value = super().run_node(n)
-        finally:
-            if self.flow is not None:
-                self.flow.current_node = None
-        if name is not None and n.op != "placeholder":
-            if n.op == "call_module":
-                op = type(self.module.get_submodule(n.target)).__name__
-            elif n.op == "call_function":
-                op = getattr(n.target, "__name__", str(n.target))
-            else:
-                op = str(n.target)
-            self.emit(name, value, op, name.rsplit(".", 1)[0] if "." in name else "")
-            for qual, kind in self.modules.get(n, []):
-                self.emit(qual, value, kind, qual)
-        return value
-
-
-def _mutable(value):
-    """``value`` with FX's immutable lists and dicts made ordinary ones, at any depth (named
-    tuples and PyTorch's return types stay what they are)."""
-    if isinstance(value, list):
-        return [_mutable(v) for v in value]
-    if type(value) is tuple:
-        return tuple(_mutable(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _mutable(v) for k, v in value.items()}
-    return value
-
-
-@contextlib.contextmanager
-def module_hooks(model: nn.Module, emit, flow: Flow | None):
-    """Report every module call's output (``name``, ``name_1``, ... for repeated calls)."""
-    handles = []
-    calls: dict[str, int] = {}
-    for qual, m in model.named_modules():
-        if qual == "" or isinstance(m, torch.jit.ScriptModule):
-            continue
-
-        def pre(mod, args, qual=qual):
-            if flow is not None:
-                flow.module_stack.append(qual)
-
-        def post(mod, args, output, qual=qual):
-            if flow is not None and flow.module_stack:
-                flow.module_stack.pop()
-            n = calls.get(qual, 0)
-            calls[qual] = n + 1
-            emit(qual if n == 0 else f"{qual}_{n}", output, type(mod).__name__, qual)
-
-        handles.append(m.register_forward_pre_hook(pre))
-        handles.append(m.register_forward_hook(post, always_call=True))
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
 @contextlib.contextmanager
 def evaluating(model: nn.Module):
     """``model`` in eval mode, each module's training flag put back afterwards."""
@@ -466,7 +319,7 @@ def execute(model: nn.Module, x: torch.Tensor, emit, graph=None, flow: Flow | No
             for qual, node in modules:
                 kind = type(model.get_submodule(qual)).__name__
                 by_node.setdefault(node, []).append((qual, kind))
-            interp = _Interp(gm, names, by_node, emit, flow)
+            interp = Interp(gm, names, by_node, emit, flow)
             out = _failing_model(x, flow, lambda: interp.run(x))
         else:
             out = _failing_model(x, flow, lambda: model(x))
@@ -490,14 +343,18 @@ def _failing_model(x: torch.Tensor, flow: Flow | None, run):
 
 
 class Recorder:
-    """Named ``Record``s of one analytic run (first value under each name wins)."""
+    """Named ``Record``s of one analytic run (first value under each name wins), up to the one
+    named ``until`` where one is: there the forward pass stops."""
 
-    def __init__(self, flow: Flow):
+    def __init__(self, flow: Flow, until: str | None = None):
         self.flow = flow
         self.records: dict[str, Record] = {}
         self.order: list[str] = []
+        self.until = until
 
     def __call__(self, name: str, value, op: str, module: str) -> None:
+        if self.until in self.records:
+            return  # modules unwinding after the stop report again
         for n, t in named_tensors(name, value):
             if n in self.records:
                 continue
@@ -507,6 +364,8 @@ class Recorder:
             sized = not isinstance(tr, Refused) or tr.sized
             self.records[n] = Record(n, tr, tuple(t.shape) if sized else None, op, module)
             self.order.append(n)
+            if n == self.until:
+                raise Reached(t)
 
     def stop(self, error: UnsupportedOpError) -> None:
         """The trace stopped at a refused op: the model's output (whatever its shape) is refused."""
@@ -554,20 +413,27 @@ def capture(model: nn.Module, x: torch.Tensor, name: str, graph=None) -> torch.T
     raise LayerNotFoundError(name, seen)
 
 
-def run(model: nn.Module, input_size: tuple[int, ...], use_fx: bool = True) -> tuple[Flow, Recorder]:
-    """Trace ``model`` at ``input_size`` = (C, *spatial); returns the flow and named records."""
+def run(model: nn.Module, input_size: tuple[int, ...], use_fx: bool = True, kind: type[Flow] = Flow,
+        until: str | None = None) -> tuple[Flow, Recorder]:
+    """Trace ``model`` at ``input_size`` = (C, *spatial) under ``kind``, a ``Flow`` (one that also
+    notes something of each op); returns the flow and the named records, up to the one named
+    ``until`` if given (the trace stops there: a model may need a larger input past it)."""
     k = len(input_size) - 1
-    flow = Flow(k)
-    rec = Recorder(flow)
+    flow = kind(k)
+    rec = Recorder(flow, until)
     model = meta_copy(model)  # the user's module is never touched (another thread may be running it)
     graph = fx_graph(model) if use_fx and not scripted(model) else None
-    x = torch.empty((1, *input_size), device="meta")
+    # in the model's float type: a meta convolution, too, refuses an input of another type than its bias
+    x = torch.empty((1, *input_size), device="meta",
+                    dtype=next((p.dtype for p in model.parameters() if p.is_floating_point()), None))
     with torch.no_grad(), flow:
         flow.put(x, ops.input_layout(flow.table, x.shape, k))
         try:
             execute(model, x, rec, graph, flow)
         except Stopped as s:
             rec.stop(s.error)
+        except Reached:
+            pass  # at ``until``
         except Exception:
             if flow.made_up is None:
                 raise

@@ -33,7 +33,8 @@ from torch import fx, nn
 
 from ..errors import RFLensError
 from ..engine.families import BY_FUNCTION, Structure, function_name, module_entry
-from ..engine.trace import evaluating, fx_graph
+from ..engine.naming import fx_graph
+from ..engine.trace import evaluating
 
 @dataclass(frozen=True)
 class WindowedOp:
@@ -84,13 +85,14 @@ def _window(module: nn.Module) -> WindowedOp | str:
     return f"{type(module).__name__} is not a windowed op this engine knows"
 
 
-def _apply_window(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module`` on an already padded window (so with no padding of its own)."""
+def _apply_window(module: nn.Module, x: torch.Tensor, padding: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """``module`` on an already padded window (so with no padding of its own but ``padding``,
+    at most its own, on both sides of each axis)."""
     if isinstance(module, nn.Conv2d):
-        return F.conv2d(x, module.weight, module.bias, module.stride, 0, module.dilation, module.groups)
+        return F.conv2d(x, module.weight, module.bias, module.stride, padding, module.dilation, module.groups)
     if isinstance(module, nn.MaxPool2d):
-        return F.max_pool2d(x, module.kernel_size, module.stride, 0, module.dilation)
-    return F.avg_pool2d(x, module.kernel_size, module.stride, 0)
+        return F.max_pool2d(x, module.kernel_size, module.stride, padding, module.dilation)
+    return F.avg_pool2d(x, module.kernel_size, module.stride, padding)
 
 
 @dataclass
@@ -197,6 +199,83 @@ class Incremental:
         got = r.value[b, self.channels[None].expand_as(inside), rel[..., 0].clamp(0, r.size[0] - 1),
                       rel[..., 1].clamp(0, r.size[1] - 1)]
         return torch.where(inside, got, out)
+
+    # -- one unit's dependency cone ------------------------------------------------------------
+
+    def cone(self, x: torch.Tensor, cell: tuple[int, int]) -> torch.Tensor:
+        """The layer's channels (B, C) at ``cell`` for a batch ``x`` (B, C, H, W), each node
+        computed only on the box of positions that one unit needs, from its inputs' boxes (with
+        the padding of the maps' real borders): the whole forward's values at a fraction of the
+        work, and differentiable.  The first call at a size runs one input whole, for the maps'
+        sizes and the values that do not depend on the input."""
+        self._sized(x, cell)
+        src = next(n for n in self.nodes if n.op == "placeholder")
+        boxes: dict[fx.Node, tuple[torch.Tensor, tuple[int, int]]] = {src: (x.clone(), (0, 0))}  # ops may write in place
+        last = {a: n for n in self.nodes for a in n.all_input_nodes}  # as torch.fx does, drop values once read
+        with evaluating(self.gm):
+            for n in self.nodes:
+                if n in self.kinds and n in self.needed:
+                    boxes[n] = self._cone_step(n, boxes)
+                    for a in n.all_input_nodes:
+                        if last[a] is n and a is not self.target:
+                            boxes.pop(a, None)
+        value, (y, x0) = boxes[self.target]
+        return value[:, :, cell[0] - y, cell[1] - x0]
+
+    def cone_share(self, x: torch.Tensor, cell: tuple[int, int]) -> float:
+        """The share of the windowed ops' multiply-adds (convolutions, pools) that the cone of the
+        unit at ``cell`` needs, for inputs like ``x``: where it is near 1 the cone saves nothing,
+        and its slices, which no longer lie contiguously in memory, cost more than they save."""
+        self._sized(x, cell)
+        done = total = 0
+        for n, kind in self.kinds.items():
+            if isinstance(kind, WindowedOp) and n in self.needed:
+                m = self.gm.get_submodule(n.target)
+                shape = self.clean[n].shape
+                per = shape[1] * kind.kernel[0] * kind.kernel[1] * (
+                    m.in_channels // m.groups if isinstance(m, nn.Conv2d) else 1)
+                (y0, y1), (x0, x1) = self.needed[n]
+                done += per * (y1 - y0) * (x1 - x0)
+                total += per * shape[2] * shape[3]
+        return done / max(1, total)
+
+    def _sized(self, x: torch.Tensor, cell) -> None:
+        """The maps' sizes and needed boxes for inputs like ``x`` and the unit at ``cell``, from
+        one input run whole (once per size, cell, device and type)."""
+        key = (tuple(x.shape[1:]), tuple(int(c) for c in cell), x.device, x.dtype)
+        if getattr(self, "_cone_for", None) != key:
+            with torch.no_grad():
+                self.prepare(x[:1].detach(), [key[1]], [0])
+            self._cone_for = key
+
+    def _cone_step(self, n: fx.Node, boxes: dict) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Node ``n`` over its needed box, and the box's origin."""
+        (y0, y1), (x0, x1) = need = self.needed[n]
+        kind = self.kinds[n]
+        if isinstance(kind, WindowedOp):
+            src = n.all_input_nodes[0]
+            value, origin = boxes[src]
+            size = self.clean[src].shape[2:]
+            span = [(lo * s - p, (hi - 1) * s - p + kind.reach(a))
+                    for a, ((lo, hi), s, p) in enumerate(zip(need, kind.stride, kind.padding))]
+            inside = _cut(value, origin, ((max(0, span[0][0]), min(size[0], span[0][1])),
+                                          (max(0, span[1][0]), min(size[1], span[1][1]))))
+            # the map's own padding, where the windows reach past its borders: the op's own where it
+            # is the same on both sides (no copy; whole maps), else explicit
+            pad = (max(0, -span[1][0]), max(0, span[1][1] - size[1]), max(0, -span[0][0]), max(0, span[0][1] - size[0]))
+            if pad[0] == pad[1] and pad[2] == pad[3]:
+                return _apply_window(self.gm.get_submodule(n.target), inside, (pad[2], pad[0])), (y0, x0)
+            return _apply_window(self.gm.get_submodule(n.target), F.pad(inside, pad, value=kind.fill)), (y0, x0)
+        # pointwise, elementwise and channel concatenations: every input cut to the box (a value on
+        # this node's grid that does not depend on the input too, as a mask; broadcast ones whole)
+        grid = self.clean[n].shape[2:]
+        env = {}
+        for a in n.all_input_nodes:
+            if a in boxes:
+                env[a] = _cut(*boxes[a], need)
+            elif _on_grid(self.clean.get(a), grid):
+                env[a] = self.clean[a][:, :, y0:y1, x0:x1]
+        return self._run(n, {**self.clean, **env}), (y0, x0)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -306,6 +385,15 @@ class Incremental:
         env = {a: self._materialise(a, regions.get(a), origin, size) for a in n.all_input_nodes
                if a in regions or _on_grid(self.clean.get(a), grid)}
         return _Region(origin, size, self._run(n, {**self.clean, **env}))
+
+
+def _cut(value: torch.Tensor, origin: tuple[int, int], box) -> torch.Tensor:
+    """The part ``box`` of ``value``, a map's box at ``origin``: the tensor itself where that is
+    all of it (a view would make every in-place op after it copy the base, for autograd)."""
+    (y0, y1), (x0, x1) = box
+    if (y0, x0) == tuple(origin) and (y1 - y0, x1 - x0) == tuple(value.shape[2:]):
+        return value
+    return value[:, :, y0 - origin[0]:y1 - origin[0], x0 - origin[1]:x1 - origin[1]]
 
 
 def _on_grid(value, grid) -> bool:

@@ -19,9 +19,10 @@ channel):
   inference, ``rflens.incremental``);
 * where a layer has an op the incremental engine does not know (squeeze-excite, global
   pooling, ...), each forward runs on the part of the image the image's probed units can see
-  (their RF boxes, aligned to the layer's stride so the crop sees the same grid).  The crop is
-  checked once per image against the full image's activations; where they differ (a model
-  whose padding depends on the input size, say) the whole image is used.
+  (``crop.covering``: their unclipped RF boxes, from a multiple of the strides before the
+  layer so the crop sees the same grids).  The crop is checked once per image against the
+  full image's activations; where they differ (a model whose padding depends on the input
+  size, say) the whole image is used.
 """
 
 from __future__ import annotations
@@ -38,13 +39,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import spread
+from .crop import covering
 from ..deprecation import renamed
 from ..errors import RFLensError
 from ..engine.field import Layer, Unit
 from .incremental import Incremental
 from .running import Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, pick_device, prepared
 from .scan import Scan, TopImage, channel_layer, top_images
-from ..engine.trace import capture, execute, fx_graph, named_tensors
+from ..engine.naming import fx_graph
+from ..engine.trace import capture, execute, named_tensors
 
 FILLS = ("random", "zeros", "mean", "blur")
 DISCREPANCIES = ("abs", "drop")
@@ -408,28 +411,22 @@ class _Engine:
         """(crop box or None for the whole image, the units' cells there, their clean values)."""
         full = self._values(x[None], cells, channels)[0]
         whole = None, cells, full.double().cpu().numpy()
-        stride = self.layer.stride
-        if not crop or any(s != int(s) for s in stride):
+        plan = covering(self.layer, rfs, tuple(x.shape[1:])) if crop else None
+        if plan is None or plan.box is None:
             return whole
-        box = [(min(rf.box[a][0] for rf in rfs), max(rf.box[a][1] for rf in rfs)) for a in range(2)]
-        # aligned to the stride so the crop's grid is the image's grid shifted by whole units;
-        # a stride's worth past the end keeps the last unit's window inside a strided grid
-        start = [int(lo // s * s) for (lo, _), s in zip(box, stride)]
-        stop = [min(n, hi + int(s)) for (_, hi), s, n in zip(box, stride, x.shape[1:])]
-        if start == [0, 0] and stop == list(x.shape[1:]):
-            return whole
-        shift = [int(st // s) for st, s in zip(start, stride)]
-        local = [tuple(c[a] - shift[a] for a in range(2)) for c in cells]
+        local = [plan.local(c) for c in cells]
         if min(min(c) for c in local) < 0:
             return whole
         try:
-            mine = self._values(x[None, :, start[0]:stop[0], start[1]:stop[1]], local, channels)[0]
+            mine = self._values(plan.take(x[None]), local, channels)[0]
         except (IndexError, RuntimeError, RFLensError):
             return whole  # the crop's grid does not hold the units
+        # checked, not proved: a crop that sees other values (a global op, padding that depends on
+        # the input's size) is caught here, for the price of the forward the clean values need anyway
         if not torch.allclose(mine, full, rtol=1e-4, atol=1e-5 * float(full.abs().max()) + 1e-12):
             return whole
         self.crops += 1
-        return (start, stop), local, mine.double().cpu().numpy()
+        return tuple(zip(*plan.box)), local, mine.double().cpu().numpy()
 
     def _occluded(self, x, corners, patches, use, region, cells, channels, clean) -> np.ndarray:
         """Activation drops (units, positions) for positions ``use`` (others stay 0)."""
