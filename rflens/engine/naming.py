@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import threading
 from typing import TYPE_CHECKING
@@ -137,29 +138,37 @@ def _mutable(value):
 
 
 @contextlib.contextmanager
-def module_hooks(model: nn.Module, emit, flow: Flow | None):
-    """Report every module call's output (``name``, ``name_1``, ... for repeated calls)."""
+def hooked(model: nn.Module, pre, post):
+    """``pre(module, args, qual)`` before and ``post(module, args, output, qual)`` after every
+    call of every submodule (TorchScript ones take no hooks), ``post`` even when the call raises."""
+    def after(mod, args, out, qual):  # returns None: a hook's result would replace the output
+        post(mod, args, out, qual)
     handles = []
-    calls: dict[str, int] = {}
     for qual, m in model.named_modules():
-        if qual == "" or isinstance(m, torch.jit.ScriptModule):
-            continue
-
-        def pre(mod, args, qual=qual):
-            if flow is not None:
-                flow.module_stack.append(qual)
-
-        def post(mod, args, output, qual=qual):
-            if flow is not None and flow.module_stack:
-                flow.module_stack.pop()
-            n = calls.get(qual, 0)
-            calls[qual] = n + 1
-            emit(qual if n == 0 else f"{qual}_{n}", output, type(mod).__name__, qual)
-
-        handles.append(m.register_forward_pre_hook(pre))
-        handles.append(m.register_forward_hook(post, always_call=True))
+        if qual and not isinstance(m, torch.jit.ScriptModule):
+            handles.append(m.register_forward_pre_hook(functools.partial(pre, qual=qual)))
+            handles.append(m.register_forward_hook(functools.partial(after, qual=qual), always_call=True))
     try:
         yield
     finally:
         for h in handles:
             h.remove()
+
+
+@contextlib.contextmanager
+def module_hooks(model: nn.Module, emit, flow: Flow | None):
+    """Report every module call's output (``name``, ``name_1``, ... for repeated calls)."""
+    calls: dict[str, int] = {}
+
+    def pre(mod, args, qual):
+        if flow is not None:
+            flow.module_stack.append(qual)
+
+    def post(mod, args, output, qual):
+        if flow is not None and flow.module_stack:
+            flow.module_stack.pop()
+        n = calls.get(qual, 0)
+        calls[qual] = n + 1
+        emit(qual if n == 0 else f"{qual}_{n}", output, type(mod).__name__, qual)
+    with hooked(model, pre, post):
+        yield

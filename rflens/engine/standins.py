@@ -17,7 +17,6 @@ gradient (from the input or a weight) get a twin: the rest keep their real value
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from typing import Callable
 
@@ -28,6 +27,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import RFLensError
 from .families import BY_FUNCTION, Gradient, Structure, function_name, functions
+from .naming import hooked
 
 
 def _dims(x: torch.Tensor, dim) -> list[int]:
@@ -358,22 +358,11 @@ def no_answer(subject: str, why: str) -> RFLensError:
 @contextlib.contextmanager
 def module_stack(model: nn.Module, stack: list[str]):
     """``stack`` holds the qualified names of the modules running, innermost last."""
-    def enter(mod, args, qual):
-        stack.append(qual)
-
-    def leave(mod, args, out):   # returns None: a hook's result would replace the output
+    def leave(mod, args, out, qual):
         if stack:
             stack.pop()
-    handles = []
-    for qual, m in model.named_modules():
-        if qual and not isinstance(m, torch.jit.ScriptModule):
-            handles.append(m.register_forward_pre_hook(functools.partial(enter, qual=qual)))
-            handles.append(m.register_forward_hook(leave, always_call=True))
-    try:
+    with hooked(model, lambda mod, args, qual: stack.append(qual), leave):
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _carries_gradient(args, kwargs) -> bool:
