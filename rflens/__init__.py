@@ -12,7 +12,7 @@ from .engine.analyze import analyze, parse_input_size
 from .engine.analysis import Analysis
 from .engine.field import Layer, Unit
 from .errors import (InputTooSmallError, LayerNotFoundError, LimitError, ModelNotFoundError, RFLensError,
-                     TraceError, UnitError, UnsupportedOpError)
+                     TooLargeError, TraceError, UnitError, UnsupportedOpError)
 from .methods.gradient import EffectiveField, GradientField, effective_field, gradient_field
 from .methods.occlusion import EmpiricalField, EmpiricalLayer, Occluder, empirical_field
 from .methods.scan import Scan, top_images
@@ -26,7 +26,7 @@ __all__ = [
     "Analysis", "Layer", "Unit", "GradientField", "EffectiveField", "Scan", "EmpiricalField", "EmpiricalLayer",
     "Segment",
     "RFLensError", "UnsupportedOpError", "LimitError", "TraceError", "InputTooSmallError", "LayerNotFoundError",
-    "UnitError", "ModelNotFoundError",
+    "UnitError", "ModelNotFoundError", "TooLargeError",
 ]
 __version__ = "0.1.0"
 

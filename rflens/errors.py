@@ -99,6 +99,11 @@ class UnitError(RFLensError, IndexError):
     """A unit index outside the layer's grid."""
 
 
+class TooLargeError(RFLensError, MemoryError):
+    """A request that would need more memory than the machine has available, refused before
+    anything is allocated (``rflens.engine.memory.check``)."""
+
+
 class ModelNotFoundError(RFLensError):
     """A model name that is neither a torchvision architecture nor module:callable."""
 

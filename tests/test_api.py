@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -110,6 +112,84 @@ def test_analysis_leaves_a_real_model_untouched_and_needs_no_memory():
     big = load_model("regnet_y_128gf")
     assert all(p.device.type == "meta" for p in big.parameters())
     assert rflens.analyze(big, (3, 224, 224))["trunk_output"].stride == (32, 32)
+
+
+def test_analyze_runs_while_other_threads_run_the_model_and_analyze_it():
+    """The trace runs on a meta copy: a forward pass in another thread (real weights) never sees a
+    meta parameter, and two analyses at once (torch.fx patches nn.Module process-wide while it
+    traces) both succeed."""
+    model = load_model("resnet18", device="cpu").eval()
+    tensors = list(model.parameters()) + list(model.buffers())
+    x = torch.randn(1, 3, 64, 64)
+    stop = threading.Event()
+    failures: list[str] = []
+    forwards = [0]
+
+    def run_forwards():
+        with torch.no_grad():
+            while not stop.is_set():
+                if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
+                    failures.append("a parameter was a meta tensor")
+                try:
+                    model(x)
+                except Exception as e:  # noqa: BLE001 - collected for the assertion
+                    failures.append(f"forward: {type(e).__name__}: {e}")
+                forwards[0] += 1
+
+    def run_analyses():
+        try:
+            for _ in range(4):
+                assert rflens.analyze(model, (3, 64, 64))["layer4"].rf_size == (435, 435)
+        except Exception as e:  # noqa: BLE001
+            failures.append(f"analyze: {type(e).__name__}: {e}")
+
+    runner = threading.Thread(target=run_forwards)
+    runner.start()
+    analysts = [threading.Thread(target=run_analyses) for _ in range(2)]
+    try:
+        for t in analysts:
+            t.start()
+        for t in analysts:
+            t.join()
+    finally:
+        stop.set()
+        runner.join()
+    assert forwards[0] > 0 and failures == []
+    assert all(a is b for a, b in zip(tensors, list(model.parameters()) + list(model.buffers())))
+    assert nn.Module.__call__ is _MODULE_CALL  # no tracer's patch left behind
+
+
+_MODULE_CALL = nn.Module.__call__
+
+
+def test_analyze_leaves_tied_weights_hooks_and_attributes_of_the_module_alone():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv1d(4, 4, 3, padding=1), nn.Conv1d(4, 4, 3, padding=1)
+            self.b.weight = self.a.weight
+            self.register_buffer("index", torch.arange(8))
+            self.table = torch.ones(8)            # a plain tensor attribute
+            self.cache: list = []
+
+        def forward(self, x):
+            self.cache.append(1)
+            self.table = self.table.to(x.device)  # stored by the forward, as detectors do
+            return self.b(self.a(x)) + self.table[self.index]
+
+    model = Tied()
+    before = dict(vars(model))
+    for fx_names in (True, False):
+        assert rflens.analyze(model, (4, 8), fx_names=fx_names)["output"].rf_size == (5,)
+    assert vars(model) == before and model.cache == [] and model.table.device.type == "cpu"
+    assert not model._forward_hooks and not model.a._forward_pre_hooks
+    # what was traced: new modules, meta weights tied as in the model, integer buffers' values
+    from rflens.engine.metacopy import meta_copy
+    twin = meta_copy(model)
+    assert twin.a is not model.a and twin.a.weight.is_meta and twin.a.weight is twin.b.weight
+    assert isinstance(twin.a.weight, nn.Parameter) and not model.a.weight.is_meta
+    assert twin.index is not model.index and twin.index.tolist() == list(range(8))
+    assert twin.table is model.table and twin.cache is not model.cache
 
 
 def test_unknown_layer_suggests_close_names(resnet18):

@@ -158,7 +158,7 @@ def test_the_cli_imports_only_public_names_of_public_modules():
 
 def test_result_objects_plot_by_a_one_line_delegation():
     upward = sorted({(m, fn.name) for m, t, _, fn in EDGES if _is_delegation(fn, t)})
-    assert ("rflens.engine.field", "plot") in upward and ("rflens.methods.gradient", "_repr_png_") in upward
+    assert ("rflens.engine.unit", "plot") in upward and ("rflens.methods.gradient", "_repr_png_") in upward
     assert all(layer_of(m) in ("engine", "methods") for m, _ in upward)
 
 

@@ -22,6 +22,7 @@ import rflens
 from rflens.models.checkpoints import load_weights
 from rflens.cli import main
 from rflens.errors import RFLensError
+from rflens.viewer import Scene, export_html, serve
 
 MODELS = '''
 import torch
@@ -111,6 +112,9 @@ def files(tmp_path):
     nan["0.weight"][0, 0, 0, 0] = float("nan")
     save_file(nan, tmp_path / "nan.safetensors")
     (tmp_path / "out").mkdir()
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.png").write_text("not a picture\n")
+    (tmp_path / "texts" / "b.txt").write_text("not a picture either\n")
     return tmp_path
 
 
@@ -215,12 +219,71 @@ CASES = [
      "weights hold NaN or Inf values",
      lambda t: rflens.effective_field(rflens.load_model(f"{_nets(t)}:seq={t}/nan.safetensors", device="cpu"),
                                       "2", inputs=2, input_size=(3, 8, 8))),
+    ("picture into a file's folder", ["show", "alexnet", "--layer", "features.12", "-o", "{tmp}/photo.png/rf.png"],
+     "cannot write '{tmp}/photo.png/rf.png': '{tmp}/photo.png' is a file, not a folder",
+     lambda t: _save_figure(f"{t}/photo.png/rf.png")),
+    ("picture on a drive that does not exist", ["grid", "alexnet", "--unit", "1,1", "-o", "Q:/grid.png"],
+     "cannot write 'Q:/grid.png': folder 'Q:' does not exist", lambda t: _save_figure("Q:/grid.png")),
+    ("mask into a file's folder", ["unit", "alexnet", "--layer", "features.12", "--mask-out", "{tmp}/photo.png/m.npy"],
+     "cannot write '{tmp}/photo.png/m.npy': '{tmp}/photo.png' is a file, not a folder", None),
+    ("static page into a file's folder", ["view", "{tmp}/nets.py:seq", "--input-size", "3x8x8", "--html",
+                                         "{tmp}/photo.png/view.html"],
+     "cannot write '{tmp}/photo.png/view.html': '{tmp}/photo.png' is a file, not a folder",
+     lambda t: export_html(Scene(rflens.load_model(f"{_nets(t)}:seq"), (3, 8, 8)), f"{t}/photo.png/view.html")),
+    ("scan into a file's folder", ["scan", "{tmp}/nets.py:seq", "--layer", "2", "--input-size", "3x8x8", "--images",
+                                   "{tmp}", "--out", "{tmp}/photo.png/scan"],
+     "cannot make '{tmp}/photo.png/scan': '{tmp}/photo.png' is a file, not a folder", None),
+    ("ERF checkpoint into a file's folder", ["erf", "{tmp}/nets.py:seq", "--layer", "2", "--input-size", "3x8x8",
+                                             "--noise", "2", "--checkpoint", "{tmp}/photo.png/erf.npz"],
+     "cannot write '{tmp}/photo.png/erf.npz': '{tmp}/photo.png' is a file, not a folder", None),
+    ("scan of a folder without one image", ["scan", "{tmp}/nets.py:seq", "--layer", "2", "--input-size", "3x8x8",
+                                            "--images", "{tmp}/texts", "--out", "{tmp}/out/scan"],
+     "nothing was scanned: all 2 of the images in {tmp}/texts were skipped (cannot read '{tmp}/texts/a.png' as an "
+     "image (not a format Pillow knows); cannot read '{tmp}/texts/b.txt'",
+     lambda t: rflens.top_images(rflens.load_model(f"{_nets(t)}:seq", device="cpu"), "2", f"{t}/texts",
+                                 input_size=(3, 8, 8), device="cpu")),
+    ("overlay unit outside the grid", ["overlay", "alexnet", "--image", "{tmp}/photo.png", "--layers", "features.12",
+                                       "--units", "99:99", "-o", "{tmp}/out/o.png"],
+     "unit (99, 99) is outside layer 'features.12', whose grid is (6, 6)",
+     lambda t: _overlay(t, ["features.12"], "99:99")),
+    ("overlay of no layer", ["overlay", "alexnet", "--image", "{tmp}/photo.png", "--layers", "", "-o",
+                             "{tmp}/out/o.png"], "names no layer", lambda t: _overlay(t, [], "center")),
+    ("negative unit", ["unit", "alexnet", "--layer", "features.12", "--unit", "-1,3"],
+     "unit (-1, 3) is outside layer 'features.12': indices are 0-based from the first unit, never negative (not "
+     "counted from the end); its grid is (6, 6), whose last unit is (5, 5)",
+     lambda t: rflens.analyze(rflens.load_model("alexnet"), (3, 224, 224))["features.12"].unit((-1, 3))),
+    ("negative unit to show", ["show", "alexnet", "--layer", "features.12", "--unit", "-1,-1", "-o", "{tmp}/out/s.png"],
+     "unit (-1, -1) is outside layer 'features.12': indices are 0-based from the first unit, never negative", None),
+    ("negative unit on a photograph", ["overlay", "alexnet", "--image", "{tmp}/photo.png", "--layers", "features.12",
+                                       "--units", "center,-1:3", "-o", "{tmp}/out/o.png"],
+     "unit (-1, 3) is outside layer 'features.12': indices are 0-based from the first unit, never negative",
+     lambda t: _overlay(t, ["features.12"], "-1:3")),
+    ("negative port", ["view", "{tmp}/nets.py:seq", "--input-size", "3x8x8", "--port", "-1"],
+     "-1 is not a port number: use 0 to 65535 (0: any free one)",
+     lambda t: serve(Scene(rflens.load_model(f"{_nets(t)}:seq"), (3, 8, 8)), port=-1)),
+    ("port above 65535", ["view", "{tmp}/nets.py:seq", "--input-size", "3x8x8", "--port", "70000"],
+     "70000 is not a port number: use 0 to 65535",
+     lambda t: serve(Scene(rflens.load_model(f"{_nets(t)}:seq"), (3, 8, 8)), port=70000)),
     ("model fails on real data", ["grad", "{tmp}/nets.py:FailsOnData", "--layer", "output", "--unit", "1,1",
                                   "--input-size", "3x8x8", "-o", "{tmp}/out/g.png"],
      "the model failed when run on a batch of shape (1, 3, 8, 8): RuntimeError: boom",
      lambda t: rflens.gradient_field(rflens.load_model(f"{_nets(t)}:FailsOnData", device="cpu"), "output", (1, 1),
                                      input_size=(3, 8, 8))),
 ]
+
+
+def _overlay(tmp, layers: list[str], units: str):
+    from rflens.methods import load_image
+    from rflens.plot import overlay_figure
+    a = rflens.analyze(rflens.load_model("alexnet"), (3, 224, 224))
+    return overlay_figure(a, load_image(f"{tmp}/photo.png", (224, 224)), layers, units)
+
+
+def _save_figure(path: str):
+    from matplotlib.figure import Figure
+
+    from rflens.plot import save
+    return save(Figure(), path)
 
 
 @pytest.mark.parametrize("argv,fragment,api", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -277,6 +340,61 @@ def test_huge_model_is_analysed_without_its_memory():
     assert size > 2.5e9 and a["trunk_output"].stride == (32, 32)
     assert peak < size / 20
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before < size / 8
+
+
+def test_a_table_that_needs_more_memory_than_there_is_is_refused_before_it_is_allocated(monkeypatch, capsys):
+    """At 3x20000x20000 a table of ResNet-50 was killed by the kernel at 18.9 GB.  Here the machine
+    is made to have 100 MiB: the per-unit boxes of ResNet-18's input layer at 2048x2048 need 320
+    MiB, and are refused, saying both numbers and the way out, before they are allocated."""
+    monkeypatch.setattr("rflens.engine.memory.available", lambda: 100 << 20)
+    message = ("every unit's box in layer 'x' (4,194,304 units, grid 2048x2048) would need about 320.0 MiB "
+               "of memory, and 100.0 MiB is available: use a smaller input size (CLI: --input-size), about "
+               "3x1024x1024 or smaller")
+    tracemalloc.start()
+    try:
+        code = main(["table", "resnet18", "--input-size", "3x2048x2048"])
+        with pytest.raises(rflens.TooLargeError) as raised:
+            rflens.analyze(rflens.load_model("resnet18"), (3, 2048, 2048)).table()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"rflens: error: {message}\n"
+    assert str(raised.value) == message and isinstance(raised.value, MemoryError)
+    assert peak < 100 << 20
+
+
+def test_an_input_whose_geometry_cannot_fit_is_refused_before_the_trace(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr("rflens.engine.memory.available", lambda: 16 << 30)
+    message = ("the geometry of a 3x200000x200000 input would need about 298.0 GiB of memory, and 16.0 GiB is "
+               "available: use a smaller input size (CLI: --input-size), about 3x41696x41696 or smaller")
+    assert main(["show", "resnet50", "--layer", "layer4", "--input-size", "3x200000x200000", "-o",
+                 str(tmp_path / "rf.png")]) == 2
+    assert capsys.readouterr().err == f"rflens: error: {message}\n"
+    with pytest.raises(rflens.TooLargeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        rflens.analyze(rflens.load_model("resnet50"), (3, 200000, 200000))
+
+
+def test_one_units_box_reads_its_own_rows_not_the_whole_grids():
+    """`show ... 3x20000x20000` failed allocating a 29 GiB bool array: every unit's rows of the
+    dependency matrices at once (units x input length).  ResNet-18's conv1 at 1024x1024 took 512 MiB
+    that way; its boxes are now found from each row's first and last pixel."""
+    a = rflens.analyze(rflens.load_model("resnet18"), (3, 1024, 1024))
+    tracemalloc.start()
+    try:
+        layer = a["conv1"]
+        unit, covers = layer.unit((3, 3)), layer.covers_input
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert unit.box == ((3, 10), (3, 10)) and unit.unclipped_box == ((3, 10), (3, 10)) and covers == (False, False)
+    assert layer.unit((0, 0)).box == ((0, 4), (0, 4)) and layer.unit((0, 0)).unclipped_box == ((-3, 4), (-3, 4))
+    assert peak < 64 << 20
+
+
+def test_a_table_at_1024_pixels_a_side_is_not_refused():
+    rows = {r["name"]: r for r in rflens.analyze(rflens.load_model("resnet18"), (3, 1024, 1024)).table()}
+    assert rows["conv1"]["rf_size"] == [7, 7] and rows["fc"]["rf_size"] == [1427, 1427]
 
 
 def test_a_documented_limit_is_an_rflens_error_and_the_probe_is_the_way_out(files):

@@ -85,6 +85,29 @@ def test_bad_input_is_one_message_and_exit_code_2(capsys, argv, needle):
     assert code == 2 and needle in err and "Traceback" not in err and out == ""
 
 
+@pytest.mark.parametrize("argv", [
+    ["show", "alexnet", "--layer", "features.12", "-o", "{file}/rf.png"],
+    ["grid", "alexnet", "--unit", "1,1", "-o", "{file}/grid.png"],
+    ["overlay", "alexnet", "--image", "{file}", "--layers", "features.12", "-o", "{file}/overlay.png"],
+    ["growth", "alexnet", "-o", "{file}/growth.png"],
+    ["unit", "alexnet", "--layer", "features.12", "--mask-out", "{file}/mask.npy"],
+    ["view", "alexnet", "--html", "{file}/view.html"],
+])
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(capsys, tmp_path, monkeypatch, argv):
+    """`show -o` in a folder that cannot take the file used to fail after the analysis (54 s on a
+    large model) as an internal error; now at once, exit 2, naming the path and why."""
+    def no_work(*a, **k):
+        raise AssertionError("the model was analysed before the output was checked")
+    monkeypatch.setattr("rflens.analyze", no_work)
+    monkeypatch.setattr("rflens.viewer.scene.analyze", no_work)
+    file = tmp_path / "a_file"
+    file.write_text("in the way")
+    code, out, err = run(capsys, *[a.format(file=file) for a in argv])
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"cannot write '{file}/" in err and f"'{file}' is a file, not a folder" in err
+    assert sorted(os.listdir(tmp_path)) == ["a_file"]
+
+
 def test_the_installed_command_runs():
     res = subprocess.run([sys.executable, "-m", "rflens.cli", "unit", "vgg16", "--layer", "features.30"],
                          capture_output=True, text=True, timeout=300)

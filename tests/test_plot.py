@@ -83,6 +83,19 @@ def test_a_clipped_box_touches_the_image_border():
     assert "clipped by the border" in fig._suptitle.get_text()
 
 
+def test_an_input_wider_than_a_figure_is_drawn_in_blocks_that_keep_every_pixel_of_the_field():
+    """A 20000x20000 input made 29 GiB of picture arrays; no figure shows more than about 1000 pixels,
+    so a wide input is drawn in blocks, each marked where any of its pixels is in the field."""
+    from rflens.plot.fields import unit_figure
+    layer = rflens.analyze(nn.Conv2d(1, 1, 3), (1, 3000, 3000))["output"]
+    fig = unit_figure(layer, layer.unit((2, 2)))           # reads [2, 5) x [2, 5): blocks 0 and 1
+    left = fig.axes[0]
+    overlay = left.images[-1].get_array()
+    assert overlay.shape == (1000, 1000, 4) and "drawn in 3x3 blocks" in left.get_title()
+    assert (overlay[..., 3] > 0).sum() == 4 and (overlay[:2, :2, 3] > 0).all()
+    assert left.get_xlim() == (-0.5, 2999.5) and fig.axes[1].images[0].get_array().shape == (1, 1)
+
+
 def test_grid_clamps_units_on_small_layers_and_says_so():
     a = rflens.analyze(rflens.models.load_model("vgg11"), (3, 64, 64))
     layers = select_layers(a, "conv,pool")

@@ -221,6 +221,42 @@ def test_wrong_method_and_foreign_host_are_refused(vgg16_url):
     assert status == 403 and b"only requests to localhost" in body
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1.evil.com", "127.0.0.1.nip.io", "127.0.0.1:80@evil.com", "localhost.evil.com",
+                                  "evil.com:8765", "[::1].evil.com", "127.0.0.1:abc", "127.0.0.1:99999", "127.1",
+                                  "[127.0.0.1]", "[::ffff:127.0.0.1]", "10.0.0.2", "localhost.", ""])
+def test_requests_to_any_other_host_than_a_loopback_one_are_refused(vgg16_url, host):
+    """The DNS-rebinding guard: only a loopback IP literal or exactly localhost, with a numeric port."""
+    status, _, body = request(vgg16_url, "/api/meta", host=host or " ")
+    assert status == 403 and b"only requests to localhost" in body
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.1:8765", "localhost", "LOCALHOST:80", "127.5.6.7:1", "[::1]",
+                                  "[::1]:8765"])
+def test_requests_to_loopback_names_are_answered(vgg16_url, host):
+    status, _, _ = request(vgg16_url, "/api/meta", host=host)
+    assert status == 200
+
+
+def test_a_server_on_every_interface_answers_ip_addresses_and_its_own_names_only():
+    import socket
+    s = serve(scene("alexnet"), host="0.0.0.0", port=0)
+    thread = threading.Thread(target=s.serve_forever)
+    thread.start()
+    try:
+        url, port = f"http://127.0.0.1:{s.server_address[1]}/", s.server_address[1]
+        assert not s.loopback
+        for host in (f"192.168.1.20:{port}", "10.0.0.2", f"[fe80::1]:{port}", f"{socket.gethostname()}:{port}",
+                     "localhost"):
+            assert request(url, "/api/meta", host=host)[0] == 200, host
+        for host in ("attacker.example", f"{socket.gethostname()}.evil.com", "192.168.1.20.nip.io"):
+            status, _, body = request(url, "/api/meta", host=host)
+            assert status == 403 and b"open it by its address" in body, host
+    finally:
+        s.shutdown()
+        s.server_close()
+        thread.join(5)
+
+
 def test_server_binds_the_loopback_address_by_default():
     from rflens.viewer import serve
     server = serve(scene("vgg16"), port=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 import rflens
@@ -35,9 +36,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# options whose value may start with '-' (a negative index, refused with the grid's range by the
+# library): argparse would take `--unit -1,3` for two options and say "expected one argument"
+UNIT_OPTIONS = ("--unit", "--units")
+NEGATIVE_VALUE = re.compile(r"-\d[\d,:\s()-]*")
+
+
+def with_negative_values(argv: list[str]) -> list[str]:
+    """``--unit -1,3`` as ``--unit=-1,3``, which argparse reads as the option's value.
+
+    >>> with_negative_values(["unit", "vgg16", "--unit", "-1,3", "--units", "-2:0"])
+    ['unit', 'vgg16', '--unit=-1,3', '--units=-2:0']
+    """
+    out: list[str] = []
+    for a in argv:
+        if out and out[-1] in UNIT_OPTIONS and NEGATIVE_VALUE.fullmatch(a):
+            out[-1] = f"{out[-1]}={a}"
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(with_negative_values(sys.argv[1:] if argv is None else list(argv)))
     try:
         return args.run(args)
     except RFLensError as e:
@@ -46,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rflens: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MemoryError:  # what rflens does not check beforehand (TooLargeError is an RFLensError)
+        print("rflens: error: out of memory: use a smaller --input-size (or fewer inputs, a smaller --batch-size)",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     except BrokenPipeError:  # output piped into head & co.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import rflens
 from rflens.errors import RFLensError
+from rflens.files import check_writable, writable_folder
 from rflens.methods import load_image
 from rflens.models import adapt, build_model, default_input_size, load_weights, parse_model_args, parse_model_inputs
 
@@ -199,11 +200,9 @@ def safe_name(text: str) -> str:
 
 def check_output(path: str) -> None:
     """Refuse a name ``save`` would refuse before a long computation, not after it."""
-    p = Path(path)
-    if p.suffix.lower() not in (".png", ".svg", ".pdf"):
+    if Path(path).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise RFLensError(f"cannot write '{path}': use a .png, .svg or .pdf name")
-    if not p.parent.exists():
-        raise RFLensError(f"cannot write '{path}': folder '{p.parent}' does not exist")
+    check_writable(path)
 
 
 def checked_output(args, default: str) -> str:
@@ -211,6 +210,15 @@ def checked_output(args, default: str) -> str:
     path = output_path(args, default)
     check_output(path)
     return path
+
+
+def check_output_first(args) -> None:
+    """Refuse -o before the work when it cannot be written; without -o, the current folder,
+    where the default name (known only after the work) goes."""
+    if args.output:
+        check_output(args.output)
+    else:
+        writable_folder(".", "cannot write the picture (no -o given)")
 
 
 def picture_for(args, analysis):

@@ -10,6 +10,7 @@ import sys
 
 import rflens
 from rflens.errors import RFLensError
+from rflens.files import check_writable
 from rflens.methods import check_count, image_files
 
 from .common import (MODEL_HELP, UNIT_HELP, box_text, check_weights_flags, checked_output, coords, device_arg,
@@ -55,6 +56,7 @@ def run(args) -> int:
             raise RFLensError("--checkpoint resumes one computation: give one MODEL and one --layer with it")
         if not args.checkpoint.endswith(".npz"):
             raise RFLensError(f"--checkpoint {args.checkpoint!r} must end in .npz")
+        check_writable(args.checkpoint)
     if args.noise is not None and args.noise < 1:
         raise RFLensError(f"--noise {args.noise}: the number of noise inputs must be at least 1")
     if args.limit is not None and args.limit < 1:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from rflens.errors import RFLensError
 
-from .common import analysis, channel_option, model_options, output_option, output_path, parse_unit
+from .common import (analysis, channel_option, check_output_first, model_options, output_option, output_path,
+                     parse_unit)
 
 
 def register(subparsers) -> None:
@@ -22,6 +23,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from rflens.plot import grid_figure, save, select_layers
+    check_output_first(args)
     found = analysis(args)
     unit = parse_unit(args.unit)
     if unit is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import rflens
 
-from .common import load, model_source_options, output_option, output_path, size_for, size_text
+from .common import checked_output, load, model_source_options, output_option, size_for, size_text
 
 
 def register(subparsers) -> None:
@@ -22,11 +22,12 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from rflens.plot import growth_figure, save
+    output = checked_output(args, "growth_" + "_".join(args.models) + ".png")
     analyses = {}
     for spec in args.models:
         model = load(spec, args)[0]
         size = size_for(spec, args)
         analyses[f"{spec} ({size_text(size[1:])})"] = rflens.analyze(model, size)
     fig = growth_figure(analyses, args.layers)
-    print(save(fig, output_path(args, "growth_" + "_".join(args.models) + ".png")))
+    print(save(fig, output))
     return 0

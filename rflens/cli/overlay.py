@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
-from .common import analysis, model_options, output_option, output_path, picture_for
+from rflens.errors import RFLensError
+
+from .common import analysis, check_output_first, model_options, output_option, output_path, picture_for
 
 
 def register(subparsers) -> None:
@@ -13,16 +15,21 @@ def register(subparsers) -> None:
     model_options(sp)
     sp.add_argument("--image", required=True)
     sp.add_argument("--layers", required=True, help="comma-separated layer names")
-    sp.add_argument("--units", default="center,corners", help="center, corners and/or i:j, comma-separated")
+    sp.add_argument("--units", default="center,corners", help="center, corners and/or i:j (0-based, "
+                    "inside every layer's grid), comma-separated")
     output_option(sp)
     sp.set_defaults(run=run)
 
 
 def run(args) -> int:
     from rflens.plot import overlay_figure, save
+    check_output_first(args)
+    layers = [n.strip() for n in args.layers.split(",") if n.strip()]
+    if not layers:
+        raise RFLensError(f"--layers {args.layers!r} names no layer: give layer names as `rflens table` lists them, "
+                          "comma-separated (e.g. features.5,features.12)")
     found = analysis(args)
     picture = picture_for(args, found)
-    layers = [n.strip() for n in args.layers.split(",") if n.strip()]
     for name in layers:
         found[name]  # unknown names fail here, with close matches
     fig = overlay_figure(found, picture, layers, args.units, args.model)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import rflens
+from rflens.errors import RFLensError
 from rflens.methods import ScanFolder, channel_layer, check_count, image_files, parse_normalize
 
 from .common import (MODEL_HELP, check_weights_flags, coords, device_arg, dumps, format_option, image_options,
@@ -58,6 +59,7 @@ def run(args) -> int:
     target = channel_layer(model, args.layer, size)
     record = {"model": args.model, "layer": target.name, "input_size": list(size), "normalize": normalize,
               "limit": args.limit, "weights": weights}
+    created = not out.exists()
     folder.create(record)
     try:
         with progress() as bars:
@@ -65,6 +67,11 @@ def run(args) -> int:
                                      normalize=normalize, limit=args.limit, batch_size=args.batch_size,
                                      device=device, out=out,
                                      progress=tracker(bars, f"scanning {short(args.model)} {target.name}"))
+    except RFLensError:
+        if created:  # the folder this run made holds no scan: leave nothing behind
+            (out / "settings.json").unlink(missing_ok=True)
+            out.rmdir()
+        raise
     except KeyboardInterrupt:
         if (out / "scan.partial.npz").exists():
             print(f"rflens: the images scanned so far are kept in {out / 'scan.partial.npz'}; run the same "

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from .common import (UNIT_HELP, analysis, channel_option, model_options, no_local, output_option, output_path,
-                     parse_unit, picture_for)
+from .common import (UNIT_HELP, analysis, channel_option, check_output_first, model_options, no_local, output_option,
+                     output_path, parse_unit, picture_for)
 
 
 def register(subparsers) -> None:
@@ -23,6 +23,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from rflens.plot import save, unit_figure
+    check_output_first(args)
     found = analysis(args)
     layer = found[args.layer]
     if args.local:

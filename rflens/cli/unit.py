@@ -9,7 +9,7 @@ import numpy as np
 
 import rflens
 from rflens.errors import RFLensError
-from rflens.files import atomic_write
+from rflens.files import atomic_write, check_writable
 
 from .common import (UNIT_HELP, box_text, channel_option, dumps, fmt, format_option, load, model_and_size,
                      model_line, model_options, no_local, parse_unit, report, size_text)
@@ -31,6 +31,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     if args.mask_out and not args.mask_out.endswith(".npy"):
         raise RFLensError(f"--mask-out {args.mask_out!r} must end in .npy")
+    if args.mask_out:
+        check_writable(args.mask_out)  # refused before the work, not after it
     index = parse_unit(args.unit)
     if args.method == "probe":
         model, size = model_and_size(args, device="cpu")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from rflens.errors import RFLensError
+from rflens.files import check_writable
 
 from .common import (check_weights_flags, device_arg, load, model_options, size_for, weighted_model,
                      weights_options)
@@ -27,12 +28,16 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from rflens.viewer import Scene, export_html, serve
+    from rflens.viewer import Scene, check_port, export_html, serve
     if args.html and (args.port is not None or args.host is not None or args.weights):
         raise RFLensError("--html writes a static page (geometry only, no server): leave out --port, --host "
                           "and --weights")
     if args.html and not args.html.lower().endswith((".html", ".htm")):
         raise RFLensError(f"--html {args.html!r} must end in .html")
+    if args.html:
+        check_writable(args.html)  # refused before the work, not after it
+    if args.port is not None:
+        check_port(args.port, "--port")
     size = size_for(args.model, args)
     if args.html:  # built on the meta device: the geometry needs no weights
         scene = Scene(load(args.model, args)[0], size, args.image, args.model)
@@ -43,7 +48,8 @@ def run(args) -> int:
     server = serve(Scene(model, size, args.image, args.model, weights), args.host or "127.0.0.1",
                    8765 if args.port is None else args.port, device_arg(args.device))
     if not server.loopback:
-        print(f"rflens: warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
+        print(f"rflens: warning: serving on {args.host}, reachable from other machines (open it by its IP "
+              "address or this machine's name)", file=sys.stderr)
     print(f"rflens view: {server.url}  (Ctrl-C stops it)", flush=True)
     try:
         server.serve_forever()

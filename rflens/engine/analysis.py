@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 from ..errors import LayerNotFoundError
-from .field import Layer
+from .field import KEEP_UNITS, Layer
 from .trace import Flow, Record
 
 
@@ -52,7 +54,21 @@ class Analysis:
         return self._layers[name]
 
     def table(self) -> list[dict]:
-        return [self[n].to_dict() for n in self._order]
+        """Every layer's row (``Layer.to_dict``).  The rows of the names of one tensor are made
+        together; where its grid is large, its per-unit arrays are then dropped, so a table at a
+        large input size needs the memory of its largest layer, not of all of them at once."""
+        rows: dict[str, dict] = {}
+        tensors: dict[int, list[str]] = {}
+        for n in self._order:
+            tensors.setdefault(id(self._records[n].tracked), []).append(n)
+        for key, names in tensors.items():
+            rows.update((n, self[n].to_dict()) for n in names)
+            if math.prod(self[names[0]].grid_shape) > KEEP_UNITS:  # as field.py keeps hulls
+                for n in names:
+                    del self._layers[n]
+                for k in [k for k in self._shared if k[0] == key]:
+                    del self._shared[k]
+        return [rows[n] for n in self._order]
 
     def plot(self, layers: str = "conv,pool"):
         """RF size and stride against depth (a matplotlib Figure)."""

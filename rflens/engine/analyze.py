@@ -8,6 +8,7 @@ from torch import nn
 
 from ..errors import InputTooSmallError, RFLensError, TraceError, raised_by_rflens
 from .analysis import Analysis
+from .memory import check
 from .quantized import float_twin
 from .trace import run, too_small
 
@@ -34,8 +35,9 @@ def analyze(model: nn.Module, input_size: Sequence[int] | str, method: str = "an
             fx_names: bool = True, until: str | None = None) -> Analysis | ProbeAnalysis:
     """Exact receptive fields of every layer of ``model`` for inputs of ``input_size``.
 
-    ``input_size`` is ``(C, *spatial)`` with 1, 2 or 3 spatial dims.  The model runs once on
-    meta tensors (no memory, no arithmetic, weights untouched).  ``method="probe"`` answers by
+    ``input_size`` is ``(C, *spatial)`` with 1, 2 or 3 spatial dims.  A copy of the model runs
+    once on meta tensors (no memory, no arithmetic); ``model`` itself is not touched, so another
+    thread may run it meanwhile.  ``method="probe"`` answers by
     brute-force gradients instead (slow; the ground truth the analytic engine is tested against).
     ``until``: a layer's name; the analytic trace stops there, and the analysis holds the layers
     up to it (for a caller that needs one layer: past it a model may also need a larger input).
@@ -55,6 +57,9 @@ def analyze(model: nn.Module, input_size: Sequence[int] | str, method: str = "an
         raise RFLensError(f"method must be 'analytic' or 'probe', not {method!r}")
     if not isinstance(model, nn.Module):
         raise RFLensError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    # the geometry keeps a (units x input length) matrix per axis and node: the input's own are
+    # identities, and ResNet-50 keeps about four times as much in all
+    check(4 * sum(n * n for n in size[1:]), f"the geometry of a {'x'.join(map(str, size))} input", size, 2)
     try:
         # quantized ops run on no meta tensor: their float twin has the same names and geometry
         flow, rec = run(float_twin(model), size, use_fx=fx_names, until=until)

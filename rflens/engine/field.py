@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import math
+from dataclasses import replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Sequence, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,89 +13,16 @@ from ..deprecation import renamed
 from ..errors import UnitError, UnsupportedOpError
 from .geometry import Node
 from .layout import Tracked, unit_reads
+from .memory import BOX_BYTES, HULL_BYTES, check
 from .ops.refusals import Refused
 from .trace import Record
+from .unit import ChannelGroup, Unit, UnitLike, _fmt, _span, grid_index  # noqa: F401 - their home was here
 
 if TYPE_CHECKING:
     from .analysis import Analysis
 
-# a unit of a layer: its index on the layer's grid ((3, 4); an int on a 1-D grid), or "center"
-# (also "centre" or None) for the centre unit
-UnitLike = Union[Sequence[int], np.ndarray, int, str, None]
-
-
 # a layer keeps its per-unit boxes up to this many units (the summary is always kept)
 KEEP_UNITS = 1 << 16
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One unit's receptive field.
-
-    ``box`` and ``unclipped_box`` are half-open ``(start, stop)`` per input axis; ``box`` is
-    the bounding box of ``mask`` (clipped to the input), ``unclipped_box`` the classic box that
-    reaches into padding.  ``center`` is the centre of the unclipped box in pixel coordinates.
-    ``channel`` is the neuron's channel, or None: the union over the channels at this position.
-    """
-
-    layer: str
-    index: tuple[int, ...]
-    mask: np.ndarray
-    box: tuple[tuple[int, int], ...]
-    unclipped_box: tuple[tuple[int, int], ...]
-    center: tuple[float, ...]
-    owner: "Layer | None" = field(default=None, repr=False, compare=False)
-    channel: int | None = None
-
-    def plot(self, image=None):
-        """This unit's RF on the input (or ``image``: a path or an HxWx3 array), beside its
-        layer's grid; a matplotlib Figure."""
-        from ..plot import unit_plot
-        return unit_plot(self, image)
-
-    def _repr_png_(self) -> bytes | None:
-        from ..plot import unit_png
-        return unit_png(self)
-
-    @property
-    def support_size(self) -> int:
-        return int(self.mask.sum())
-
-    @property
-    def size(self) -> tuple[int, ...]:
-        return tuple(b - a for a, b in self.unclipped_box)
-
-    @property
-    def clipped(self) -> bool:
-        return tuple(self.box) != tuple(self.unclipped_box)
-
-    def to_dict(self, input_size: tuple[int, ...], is_global: bool) -> dict:
-        return {
-            "layer": self.layer,
-            "unit": list(self.index),
-            "input_size": list(input_size),
-            "box": [list(b) for b in self.box],
-            "unclipped_box": [list(b) for b in self.unclipped_box],
-            "center": list(self.center),
-            "support_size": self.support_size,
-            "global": is_global,
-            "channel": self.channel,
-        }
-
-
-@dataclass(frozen=True)
-class ChannelGroup:
-    """A run of a layer's channels whose neurons share one geometry."""
-
-    channels: range
-    rf_size: tuple[int, ...]
-    stride: tuple[float, ...]
-    start: tuple[int, ...]
-    is_global: bool
-
-    def to_dict(self) -> dict:
-        return {"channels": [self.channels.start, self.channels.stop], "rf_size": list(self.rf_size),
-                "stride": list(self.stride), "start": list(self.start), "global": self.is_global}
 
 
 class Layer:
@@ -174,7 +102,17 @@ class Layer:
         array over the grid and ``positions[a]`` the node unit read along input axis ``a`` (for
         the units marked).  ``analysis.nodes[node]`` holds the node's exact dependency terms."""
         self._followed()  # every field query reads these
-        return self._shared("reads", lambda: unit_reads(self._tracked, self.spatial_dims, self.grid_shape))
+        return self._shared("reads", self._reads)
+
+    def _reads(self):
+        self._check_units(2, "what each unit reads in")
+        return unit_reads(self._tracked, self.spatial_dims, self.grid_shape)
+
+    def _check_units(self, per_unit: int, what: str) -> None:
+        """Refuse per-unit arrays of this layer before they are made where memory is short."""
+        a, n = self.analysis, math.prod(self.grid_shape)
+        check(n * per_unit, f"{what} layer '{self.name}' ({n:,} units, grid {'x'.join(map(str, self.grid_shape))})",
+              a.input_size, a.k)
 
     def _shared(self, what: str, compute):
         """``compute()`` once for every layer holding the same tensor: a module's output and the
@@ -315,9 +253,11 @@ class Layer:
                     hi[a] = np.maximum(hi[a], hulls[a].hi[q] if m is None else np.where(m, hulls[a].hi[q], -np.inf))
             return ([np.broadcast_to(b, self.grid_shape) for b in lo],
                     [np.broadcast_to(b, self.grid_shape) for b in hi])
+        reads = self.dependencies
+        self._check_units(HULL_BYTES * k, "every unit's unclipped box in")
         lo = [np.full(self.grid_shape, np.inf) for _ in range(k)]
         hi = [np.full(self.grid_shape, -np.inf) for _ in range(k)]
-        for v, m, pos in self.dependencies:
+        for v, m, pos in reads:
             hulls = getattr(self.analysis.nodes[v], which)
             if hulls is None:
                 continue
@@ -342,19 +282,21 @@ class Layer:
     @cached_property
     def _boxes(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Clipped boxes of every unit, from the exact terms."""
-        k = self.analysis.k
+        k, reads = self.analysis.k, self.dependencies
+        self._check_units(BOX_BYTES * k, "every unit's box in")
         lo = [np.full(self.grid_shape, np.iinfo(np.int64).max) for _ in range(k)]
         hi = [np.full(self.grid_shape, -1) for _ in range(k)]
-        for v, m, pos in self.dependencies:
+        for v, m, pos in reads:
             node = self.analysis.nodes[v]
             for term in node.terms(self.local_only):
                 nonempty = m.copy()
                 firsts, lasts = [], []
                 for a, mat in enumerate(term):
-                    rows = mat[pos[a]]
-                    nonempty &= rows.any(axis=-1)
-                    firsts.append(rows.argmax(axis=-1))
-                    lasts.append(rows.shape[-1] - rows[..., ::-1].argmax(axis=-1))
+                    # each node row's first and last pixel, then gathered per unit: the rows of
+                    # every unit at once would be (grid x input) large (29 GiB at 20000x20000)
+                    nonempty &= mat.any(axis=-1)[pos[a]]
+                    firsts.append(mat.argmax(axis=-1)[pos[a]])
+                    lasts.append((mat.shape[-1] - mat[:, ::-1].argmax(axis=-1))[pos[a]])
                 for a in range(k):
                     lo[a] = np.where(nonempty, np.minimum(lo[a], firsts[a]), lo[a])
                     hi[a] = np.where(nonempty, np.maximum(hi[a], lasts[a]), hi[a])
@@ -368,7 +310,7 @@ class Layer:
     def rf_size(self) -> tuple[int, ...]:
         def size():
             lo, hi = self._hull
-            return tuple(int(np.max(np.maximum(h - l, 0))) if l.size else 0 for l, h in zip(lo, hi))
+            return tuple(int(np.max(np.maximum(_core(h) - _core(l), 0))) if l.size else 0 for l, h in zip(lo, hi))
         return self._shared("rf_size", size)
 
     @property
@@ -384,8 +326,8 @@ class Layer:
         out = []
         for a in range(self.analysis.k):
             g = self._axis_of_grid(a)
-            if g is not None and self.grid_shape[g] > 1 and np.isfinite(lo[a]).all():
-                steps = np.diff(lo[a], axis=g)
+            if g is not None and self.grid_shape[g] > 1 and np.isfinite(_core(lo[a])).all():
+                steps = np.diff(_core(lo[a], g), axis=g)
                 if (steps < 0).any() and (steps > 0).any():
                     # boxes out of order (windows that wrap around after a cyclic shift): the mean
                     # step says nothing; give the input pixels per unit instead
@@ -407,21 +349,21 @@ class Layer:
     @property
     def center(self) -> tuple[float, ...]:
         lo, hi = self._hull
-        return tuple(_num((float(l.reshape(-1)[0]) + float(h.reshape(-1)[0]) - 1) / 2) for l, h in zip(lo, hi))
+        return tuple(_num((float(l.flat[0]) + float(h.flat[0]) - 1) / 2) for l, h in zip(lo, hi))
 
     @property
     def uniform(self) -> bool:
         lo, hi = self._hull
         for a in range(self.analysis.k):
-            size = hi[a] - lo[a]
-            if not np.isfinite(size).all() or (size != size.reshape(-1)[0]).any():
+            size = _core(hi[a]) - _core(lo[a])
+            if not np.isfinite(size).all() or (size != size.flat[0]).any():
                 return False
-            g = self._axis_of_grid(a)
+            g, core = self._axis_of_grid(a), _core(lo[a])
             for d in range(len(self.grid_shape)):
-                if self.grid_shape[d] < 2:
+                if core.shape[d] < 2:  # one unit, or boxes broadcast along d: every step is 0
                     continue
-                steps = np.diff(lo[a], axis=d)
-                if d == g and (steps != steps.reshape(-1)[0]).any():
+                steps = np.diff(core, axis=d)
+                if d == g and (steps != steps.flat[0]).any():
                     return False
                 if d != g and (steps != 0).any():
                     return False
@@ -489,14 +431,19 @@ class Layer:
             return self.for_channel(channel).unit(unit)
         u = self.index(unit)
         shape = self.analysis.spatial
+        check(2 * math.prod(shape), f"the mask of a unit ({'x'.join(map(str, shape))} pixels)", self.analysis.input_size,
+              self.analysis.k)
+        # from this unit's own reads, not the layer's per-unit arrays (as large as its grid)
         mask = np.zeros(shape, bool)
+        lo, hi = [np.inf] * len(shape), [-np.inf] * len(shape)
         for v, m, pos in self.dependencies:
             if m[u]:
-                mask |= self.analysis.nodes[v].support(tuple(int(p[u]) for p in pos), self.local_only)
-        lo, hi = self._hull
-        blo, bhi = self._boxes
-        box = tuple((int(blo[a][u]), int(bhi[a][u])) if bhi[a][u] >= 0 else (0, 0) for a in range(len(shape)))
-        unclipped = tuple((_num(float(lo[a][u])), _num(float(hi[a][u]))) for a in range(len(shape)))
+                node, p = self.analysis.nodes[v], tuple(int(q[u]) for q in pos)
+                mask |= node.support(p, self.local_only)
+                for a, h in enumerate((node.local_hull if self.local_only else node.hull) or ()):
+                    lo[a], hi[a] = min(lo[a], h.lo[p[a]]), max(hi[a], h.hi[p[a]])
+        box = tuple(_span(mask.any(axis=tuple(b for b in range(len(shape)) if b != a))) for a in range(len(shape)))
+        unclipped = tuple((_num(float(l)), _num(float(h))) for l, h in zip(lo, hi))
         center = tuple(None if l is None else _num((l + h - 1) / 2) for l, h in unclipped)
         return Unit(self.name, u, mask, box, unclipped, center, self, self.channel)
 
@@ -567,33 +514,15 @@ _FIELD_KEYS = ("rf_size", "stride", "start", "center", "uniform", "min_rf", "max
                "global_via", "local_rf_size", "rf_size_by_channel")
 
 
+def _core(a: np.ndarray, keep: int | None = None) -> np.ndarray:
+    """``a`` without the axes it is broadcast along (but ``keep``): the same answer to any
+    reduction, without making a grid-sized array (the hulls broadcast over the grid)."""
+    return a[tuple(slice(0, 1) if s == 0 and d != keep else slice(None) for d, s in enumerate(a.strides))]
+
+
 def _num(x: float):
     """int where whole, None where a unit reads nothing (e.g. a padding slot)."""
     x = float(x)
     if not np.isfinite(x):
         return None
     return int(x) if x.is_integer() else round(x, 6)
-
-
-def _fmt(t) -> str:
-    return "(" + ", ".join(str(x) for x in t) + ")"
-
-
-def grid_index(unit: UnitLike, grid: tuple[int, ...], layer: str) -> tuple[int, ...]:
-    """``unit`` as an index on ``layer``'s ``grid``, checked; ``"center"``/``"centre"``/``None``:
-    the centre unit (``n // 2`` per axis)."""
-    if unit is None or (isinstance(unit, str) and unit in ("center", "centre")):
-        return tuple(n // 2 for n in grid)
-    if isinstance(unit, str):
-        raise UnitError(f"a unit is an index such as (3, 4) or \"center\", not {unit!r}")
-    unit = tuple(int(u) for u in (unit if isinstance(unit, (tuple, list, np.ndarray)) else [unit]))
-    if len(unit) != len(grid):
-        if not grid and all(u == 0 for u in unit):
-            return ()
-        raise UnitError(f"layer '{layer}' has a {len(grid)}-D grid {_fmt(grid)}; got the {len(unit)}-D unit "
-                        f"{_fmt(unit)}.")
-    for u, n in zip(unit, grid):
-        if not 0 <= u < n:
-            raise UnitError(f"unit {_fmt(unit)} is outside layer '{layer}', whose grid is {_fmt(grid)} "
-                            "(0-based indices 0..n-1 per axis).")
-    return unit

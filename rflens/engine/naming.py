@@ -6,10 +6,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import threading
 from typing import TYPE_CHECKING
 
 import torch
 from torch import fx, nn
+
+from .metacopy import attributes_kept
 
 if TYPE_CHECKING:
     from .trace import Flow
@@ -30,6 +33,7 @@ def _tracer():
             super().__init__(*a, **kw)
             self.module_outputs: list[tuple[str, object]] = []
             self._last_index: dict[str, int] = {}
+            self.thread = threading.get_ident()
 
         def _get_node_qualname(self, module_qualname, node):
             # NodePathTracer's naming, with a dict instead of a scan of all names so far
@@ -43,11 +47,20 @@ def _tracer():
             return name if index is None else f"{name}_{index + 1}"
 
         def call_module(self, m, forward, args, kwargs):
+            # torch.fx patches nn.Module.__call__ process-wide while it traces: another thread's
+            # forward passes here and runs as it would have
+            if threading.get_ident() != self.thread:
+                return forward(*args, **kwargs)
             out = super().call_module(m, forward, args, kwargs)
             qual = self.path_of_module(m)
             if not self.is_leaf_module(m, qual):
                 self.module_outputs.append((qual, out))
             return out
+
+        def getattr(self, attr, attr_val, parameter_proxy_cache):
+            if threading.get_ident() != self.thread:
+                return attr_val
+            return super().getattr(attr, attr_val, parameter_proxy_cache)
 
     return Tracer(**_set_default_tracer_kwargs({"leaf_modules": [Leaf]}))
 
@@ -57,11 +70,15 @@ class _Graph(fx.GraphModule):
         return None
 
 
+_TRACING = threading.Lock()  # one FX trace at a time: each patches nn.Module for the whole process
+
+
 def fx_graph(model: nn.Module):
     """(GraphModule, node -> name, module name -> output node) or None where FX cannot trace."""
     tracer = _tracer()
     try:
-        graph = tracer.trace(model)
+        with _TRACING, attributes_kept(model):
+            graph = tracer.trace(model)
     except Exception:  # noqa: BLE001 - any tracing failure means: no FX names
         return None
     gm = _Graph(tracer.root, graph, model.__class__.__name__)

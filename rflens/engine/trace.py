@@ -36,6 +36,7 @@ from ..errors import (InputTooSmallError, LayerNotFoundError, LimitError, RFLens
                       UnsupportedOpError, raised_by_rflens)
 from . import ops
 from .layout import Table, Tracked
+from .metacopy import meta_copy
 from .naming import Interp, fx_graph, module_hooks
 from .ops import Op
 from .ops.refusals import Refused, keeps_the_rest, selecting_nothing
@@ -307,8 +308,7 @@ def evaluating(model: nn.Module):
             m.training = t
 
 
-def execute(model: nn.Module, x: torch.Tensor, emit, graph=None, flow: Flow | None = None,
-            params: dict | None = None):
+def execute(model: nn.Module, x: torch.Tensor, emit, graph=None, flow: Flow | None = None):
     """Run ``model`` on ``x`` in eval mode, calling ``emit(name, value, op, module)`` for every
     named value: the input (``x``), module outputs, and FX nodes where ``graph`` is given."""
     with evaluating(model), module_hooks(model, emit, flow):
@@ -320,9 +320,9 @@ def execute(model: nn.Module, x: torch.Tensor, emit, graph=None, flow: Flow | No
                 kind = type(model.get_submodule(qual)).__name__
                 by_node.setdefault(node, []).append((qual, kind))
             interp = Interp(gm, names, by_node, emit, flow)
-            out = _failing_model(x, flow, lambda: _call(gm, params, lambda: interp.run(x)))
+            out = _failing_model(x, flow, lambda: interp.run(x))
         else:
-            out = _failing_model(x, flow, lambda: _call(model, params, lambda: model(x)))
+            out = _failing_model(x, flow, lambda: model(x))
         emit("output", out, "output", "")
         return out
 
@@ -421,16 +421,15 @@ def run(model: nn.Module, input_size: tuple[int, ...], use_fx: bool = True, kind
     k = len(input_size) - 1
     flow = kind(k)
     rec = Recorder(flow, until)
-    script = scripted(model)
-    graph = fx_graph(model) if use_fx and not script else None
+    model = meta_copy(model)  # the user's module is never touched (another thread may be running it)
+    graph = fx_graph(model) if use_fx and not scripted(model) else None
     # in the model's float type: a meta convolution, too, refuses an input of another type than its bias
     x = torch.empty((1, *input_size), device="meta",
                     dtype=next((p.dtype for p in model.parameters() if p.is_floating_point()), None))
-    with torch.no_grad(), _attributes_kept(model), flow:
+    with torch.no_grad(), flow:
         flow.put(x, ops.input_layout(flow.table, x.shape, k))
         try:
-            # TorchScript keeps its real weights: the dispatch mode moves them to meta op by op
-            execute(model, x, rec, graph, flow, params=None if script else _meta_state(graph[0] if graph else model))
+            execute(model, x, rec, graph, flow)
         except Stopped as s:
             rec.stop(s.error)
         except Reached:
@@ -442,38 +441,8 @@ def run(model: nn.Module, input_size: tuple[int, ...], use_fx: bool = True, kind
     return flow, rec
 
 
-@contextlib.contextmanager
-def _attributes_kept(model: nn.Module):
-    """Put back the tensors a forward stores on its modules besides parameters and buffers
-    (torchvision's anchor generator moves its cell anchors to the device it runs on): the meta
-    trace must leave no meta tensor in the model."""
-    def holds_tensors(v) -> bool:
-        return isinstance(v, torch.Tensor) or (isinstance(v, (list, tuple)) and any(isinstance(t, torch.Tensor) for t in v))
-    kept = [(m.__dict__, k, v) for m in model.modules() for k, v in vars(m).items() if holds_tensors(v)]
-    try:
-        yield
-    finally:
-        for attrs, k, v in kept:
-            attrs[k] = v
-
-
-def _meta_state(model: nn.Module) -> dict:
-    state = dict(model.named_parameters(remove_duplicate=False))
-    state.update(model.named_buffers(remove_duplicate=False))
-    # integer buffers keep their values: shapes and indices the forward reads (an ONNX Reshape's target)
-    return {n: t if t.device.type == "meta" or not (t.is_floating_point() or t.is_complex())
-            else torch.empty_like(t, device="meta") for n, t in state.items()}
-
-
 def scripted(model: nn.Module) -> bool:
     """Whether TorchScript runs (part of) the model: it takes no hooks and FX cannot trace it,
     but its ops still pass the dispatch mode, so the model's outputs are followed exactly."""
     return any(isinstance(m, torch.jit.ScriptModule) for m in model.modules())
 
-
-def _call(model: nn.Module, params: dict | None, fn):
-    if params is None:
-        return fn()
-    from torch.nn.utils.stateless import _reparametrize_module
-    with _reparametrize_module(model, params, tie_weights=True, strict=False):
-        return fn()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..engine.memory import check
 from ..errors import RFLensError
 
 if TYPE_CHECKING:  # for the annotation only: pictures load without torch
@@ -70,6 +71,8 @@ def fit(pixels: np.ndarray, size: tuple[int, int]) -> Picture:
 
     h, w = pixels.shape[:2]
     th, tw = size
+    # the resized picture as bytes and as float64, and the float64 crop
+    check(th * tw * 3 * 17, f"the picture fitted to {th}x{tw} pixels", (3, th, tw), 2)
     scale = max(th / h, tw / w)
     nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
     img = Image.fromarray((np.clip(pixels, 0, 1) * 255).round().astype(np.uint8))

@@ -23,7 +23,7 @@ from torch import nn
 from ..deprecation import renamed
 from ..engine.analyze import analyze
 from ..errors import RFLensError, UnitError
-from ..files import atomic_write
+from ..files import atomic_write, writable_folder
 from ..engine.field import Layer
 from .running import Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, normalize_spec, pick_device, prepared
 from ..engine.trace import capture, fx_graph
@@ -234,6 +234,10 @@ class ScanFolder:
         already there (finished or partial); a file in the way is refused too."""
         if self.path.exists() and not self.path.is_dir():
             raise RFLensError(f"--out '{self.shown}' is a file, not a folder")
+        if self.path.is_dir():  # where the scan goes: refused now, not after the first batch
+            writable_folder(self.path, f"cannot write the scan into '{self.shown}'")
+        else:
+            writable_folder(self.path.parent, f"cannot make '{self.shown}'")
         settings = self.settings()
         if settings is None or self.state == "new":
             return
@@ -247,9 +251,12 @@ class ScanFolder:
     def create(self, settings: dict) -> None:
         """Make the folder (its parent must exist) and write ``settings`` as its
         ``settings.json``, unless it holds a scan to resume with settings of its own."""
-        if not self.path.parent.exists():
-            raise RFLensError(f"cannot make '{self.shown}': folder '{self.path.parent}' does not exist")
-        self.path.mkdir(exist_ok=True)
+        if not self.path.is_dir():
+            writable_folder(self.path.parent, f"cannot make '{self.shown}'")
+            try:
+                self.path.mkdir(exist_ok=True)
+            except OSError as e:
+                raise RFLensError(f"cannot make '{self.shown}': {e.strerror or e}") from None
         if self.settings() is None or self.state == "new":
             text = json.dumps({**settings, "normalize": _jsonable(settings.get("normalize"))}, indent=1) + "\n"
             atomic_write(self.path / SETTINGS, lambda tmp: Path(tmp).write_text(text))
@@ -327,6 +334,7 @@ def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *,
     if final is not None:
         if not Path(out).is_dir():
             raise RFLensError(f"'{out}' is not a folder (create it first)")
+        writable_folder(out, f"cannot write the scan into '{out}'")
         if final.exists():
             done = Scan.load(final)
             if done.config != config:
@@ -354,6 +362,12 @@ def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *,
             partial.save(arrays, {**record, "consumed": consumed})
             if progress is not None:
                 progress(consumed - start, stop - start)
+    if scan.seen == 0 and shard is None:  # an empty scan would pass for a result
+        partial.path and partial.path.unlink(missing_ok=True)
+        raise RFLensError(f"nothing was scanned: all {len(skipped)} of the {source.describe} were skipped ("
+                          + "; ".join(why for _, why in skipped[:3])
+                          + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+                          + "); give images Pillow reads (JPEG, PNG, ...)")
     if final is not None:
         scan.save(final)
         partial.path.unlink(missing_ok=True)

@@ -31,19 +31,26 @@ if TYPE_CHECKING:
 
 def draw_field(ax, unit, shape: tuple[int, ...], picture: Picture | None = None, rgb=MASK_RGB,
                boxes: bool = True) -> None:
-    """The unit's exact mask (and boxes) on the input grid or picture, one data unit per pixel."""
+    """The unit's exact mask (and boxes) on the input grid or picture, one data unit per pixel;
+    an input wider than ``MAX_DRAWN`` pixels is drawn in blocks (``drawn_scale``)."""
     plane, _ = _plane(unit.mask)
     h, w = plane.shape
-    extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+    f = drawn_scale(plane.shape)
+    hp, wp = -(-h // f) * f, -(-w // f) * f
+    if f > 1:  # no figure shows 20000 pixels: a block is marked where any of its pixels is
+        padded = np.zeros((hp, wp), bool)
+        padded[:h, :w] = plane
+        plane = padded.reshape(hp // f, f, wp // f, f).any(axis=(1, 3))
+    extent = (-0.5, wp - 0.5, hp - 0.5, -0.5)
     if picture is not None:
-        ax.imshow(picture.pixels, extent=extent, interpolation="nearest")
+        ax.imshow(picture.pixels[::f, ::f], extent=extent, interpolation="nearest")
     else:
-        ax.imshow(np.ones((h, w, 3)), extent=extent, interpolation="nearest")
+        ax.imshow(np.ones((1, 1, 3)), extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="nearest")
         if max(h, w) <= 64:
             ax.set_xticks(np.arange(-0.5, w, 1), minor=True)
             ax.set_yticks(np.arange(-0.5, h, 1), minor=True)
             ax.grid(which="minor", color="0.85", linewidth=0.4)
-    overlay = np.zeros((h, w, 4))
+    overlay = np.zeros((*plane.shape, 4))
     overlay[plane] = (*rgb, MASK_ALPHA)
     ax.imshow(overlay, extent=extent, interpolation="nearest")
     if boxes and unit.mask.any():
@@ -64,6 +71,18 @@ def draw_field(ax, unit, shape: tuple[int, ...], picture: Picture | None = None,
         ax.set_facecolor("0.85")
         ax.set_xlim(min(-0.5, ux0 - 0.5), max(w - 0.5, ux1 - 0.5))
         ax.set_ylim(max(h - 0.5, uy1 - 0.5), min(-0.5, uy0 - 0.5))
+
+
+MAX_DRAWN = 1024  # input pixels per side drawn one by one; wider inputs are drawn in blocks
+
+
+def drawn_scale(shape: tuple[int, ...]) -> int:
+    """The side of the blocks a mask of ``shape`` is drawn in: 1 up to ``MAX_DRAWN`` pixels.
+
+    >>> drawn_scale((224, 224)), drawn_scale((20000, 20000))
+    (1, 20)
+    """
+    return max(1, -(-max(shape[-2:]) // MAX_DRAWN))
 
 
 def unit_figure(layer, unit, picture: Picture | str | Path | np.ndarray | None = None,
@@ -90,15 +109,19 @@ def unit_figure(layer, unit, picture: Picture | str | Path | np.ndarray | None =
         lines.append(f"image: {picture.transform}")
     if how:
         lines.append(how)
+    if drawn_scale(unit.mask.shape) > 1:
+        f = drawn_scale(unit.mask.shape)
+        lines.append(f"drawn in {f}x{f} blocks, marked where any pixel is in the field")
     left.set_title("\n".join(lines), fontsize=8)
     grid = layer.grid_shape
-    g = np.zeros(grid if len(grid) == 2 else (1, max(1, int(np.prod(grid)))))
+    g = grid if len(grid) == 2 else (1, max(1, int(np.prod(grid))))
     cell = unit.index if len(grid) == 2 else (0, int(np.ravel_multi_index(unit.index, grid)) if grid else 0)
-    right.imshow(g, cmap="Greys", vmin=0, vmax=1, extent=(-0.5, g.shape[1] - 0.5, g.shape[0] - 0.5, -0.5))
+    # one blank cell stretched over the grid: a layer's grid can be as large as the input
+    right.imshow(np.zeros((1, 1)), cmap="Greys", vmin=0, vmax=1, extent=(-0.5, g[1] - 0.5, g[0] - 0.5, -0.5))
     right.add_patch(Rectangle((cell[1] - 0.5, cell[0] - 0.5), 1, 1, color=UNIT_RGB))
-    if max(g.shape) <= 64:
-        right.set_xticks(np.arange(-0.5, g.shape[1], 1), minor=True)
-        right.set_yticks(np.arange(-0.5, g.shape[0], 1), minor=True)
+    if max(g) <= 64:
+        right.set_xticks(np.arange(-0.5, g[1], 1), minor=True)
+        right.set_yticks(np.arange(-0.5, g[0], 1), minor=True)
         right.grid(which="minor", color="0.8", linewidth=0.4)
     right.set_title(f"layer {layer.name}: grid {'x'.join(map(str, grid)) or '1'}, unit "
                     f"{', '.join(map(str, unit.index)) or '()'}", fontsize=9)
@@ -215,7 +238,11 @@ def main_path(analysis, select: str = "conv,pool") -> list:
 
 def overlay_figure(analysis, picture: Picture, layers: list[str], units: str = "center,corners",
                    model_name: str = "") -> Figure:
-    """Boxes of a few units per layer drawn on a photograph, a colour per layer (AlexNet figure)."""
+    """Boxes of a few units per layer drawn on a photograph, a colour per layer (AlexNet figure).
+    ``units``: ``center``, ``corners`` and units ``i:j``, comma-separated; a unit outside a
+    layer's grid is refused (``UnitError``), not moved to its edge."""
+    if not layers:
+        raise RFLensError(f"layers {layers!r} names no layer: give at least one (e.g. ['features.5', 'features.12'])")
     fig = Figure(figsize=(7, 7.4), dpi=100, layout="constrained")
     ax = fig.subplots()
     h, w = analysis.spatial[-2:]
@@ -247,9 +274,8 @@ def _pick_units(grid: tuple[int, ...], which: str) -> list[tuple[int, ...]]:
             picks.append((h // 2, w // 2))
         elif part == "corners":
             picks += [(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1)]
-        elif re.fullmatch(r"\d+:\d+", part):
-            i, j = (int(v) for v in part.split(":"))
-            picks.append((min(i, h - 1), min(j, w - 1)))
+        elif re.fullmatch(r"-?\d+:-?\d+", part):
+            picks.append(tuple(int(v) for v in part.split(":")))  # checked against the grid by Layer.unit
         else:
             raise RFLensError(f"--units {which!r}: use center, corners or i:j, comma-separated")
     return list(dict.fromkeys(picks))

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from ..files import atomic_write
 from .scene import Scene, decode_mask, encode_mask
-from .server import ViewerServer, asset, serve
+from .server import ViewerServer, asset, check_port, serve
 
-__all__ = ["Scene", "ViewerServer", "decode_mask", "encode_mask", "export_html", "serve"]
+__all__ = ["Scene", "ViewerServer", "check_port", "decode_mask", "encode_mask", "export_html", "serve"]
 
 
 def export_html(scene: Scene, path: str | Path) -> Path:

@@ -9,10 +9,13 @@ jobs in a background thread, one at a time, with progress and cancellation.
 
 from __future__ import annotations
 
+import functools
 import io
 import ipaddress
 import itertools
 import json
+import re
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -250,6 +253,58 @@ class ViewerServer(ThreadingHTTPServer):
         except ValueError:
             return False
 
+    @functools.cached_property
+    def names(self) -> frozenset[str]:
+        """The host names a request may be addressed to besides IP addresses: ``localhost``, and
+        on another interface this machine's own names."""
+        if self.loopback:
+            return frozenset({"localhost"})
+        return frozenset({"localhost", socket.gethostname().lower(), socket.getfqdn().lower()})
+
+    def refusal(self, host: str) -> str:
+        given = f"not to {host[:100]!r}" if host else "and this one has no Host header"
+        if self.loopback:
+            return f"this server answers only requests to localhost (localhost, 127.x.x.x or [::1], " \
+                   f"with an optional port), {given}"
+        return f"this server answers only requests to an IP address or to {', '.join(sorted(self.names))} " \
+               f"(with an optional port), {given}: open it by its address"
+
+
+def host_allowed(host: str, loopback: bool, names=frozenset({"localhost"})) -> bool:
+    """Whether a request's ``Host`` header names this server, the guard against DNS rebinding (a
+    page elsewhere reaching the server through an attacker's name that resolves here).
+
+    The header must be a host and an optional numeric port, nothing else: an IP literal
+    (``[...]`` for IPv6) or a name of ``names``, exactly.  On a loopback address only loopback
+    literals (127.0.0.0/8, ::1) and ``localhost`` pass; on another interface any IP literal (a
+    page addressed by IP has that IP as its origin, so no rebinding) and the machine's names.
+
+    >>> [host_allowed(h, loopback=True) for h in ("127.0.0.1:8765", "[::1]", "localhost", "127.9.0.1")]
+    [True, True, True, True]
+    >>> [host_allowed(h, loopback=True) for h in ("127.0.0.1.evil.com", "127.0.0.1:80@evil.com", "10.0.0.2")]
+    [False, False, False]
+    >>> host_allowed("192.168.1.20:8765", loopback=False), host_allowed("evil.com", loopback=False)
+    (True, False)
+    """
+    match = _HOST.fullmatch(host.strip())
+    if match is None:
+        return False
+    name = (match["v6"] or match["name"]).lower()
+    if match["port"] is not None and int(match["port"]) > 65535:
+        return False
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return match["v6"] is None and name in names
+    if match["v6"] is not None and ip.version != 6:
+        return False
+    if loopback:
+        return ip == ipaddress.IPv6Address("::1") or ip in ipaddress.IPv4Network("127.0.0.0/8")
+    return True
+
+
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]+))(?::(?P<port>[0-9]{1,5}))?")
+
 
 class Handler(BaseHTTPRequestHandler):
     server: ViewerServer
@@ -284,19 +339,11 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._error(code, message or HTTPStatus(code).phrase)
 
-    def _host_ok(self) -> bool:
-        """On a loopback address, answer only requests addressed to a loopback name: a web page
-        elsewhere cannot reach the server through a rebound DNS name."""
-        if not self.server.loopback:
-            return True
-        host = (self.headers.get("Host") or "").strip().lower()
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return name.strip("[]") in ("localhost", "127.0.0.1", "::1") or name.startswith("127.")
-
     def _dispatch(self, routes: dict) -> None:
         try:
-            if not self._host_ok():
-                self._error(HTTPStatus.FORBIDDEN, "this server answers only requests to localhost")
+            host = self.headers.get("Host") or ""
+            if not host_allowed(host, self.server.loopback, self.server.names):
+                self._error(HTTPStatus.FORBIDDEN, self.server.refusal(host))
                 return
             parts = urlsplit(self.path)
             route = routes.get(parts.path)
@@ -400,6 +447,19 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, heat_png(job.heat, log=job.kind == "gradient"), "image/png")
 
 
+def check_port(port, name: str = "port") -> int:
+    """``port`` as a number the server can listen on (0: any free one), or an ``RFLensError``.
+
+    >>> check_port(70000, "--port")
+    Traceback (most recent call last):
+    ...
+    rflens.errors.RFLensError: --port 70000 is not a port number: use 0 to 65535 (0: any free one)
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise RFLensError(f"{name} {port!r} is not a port number: use 0 to 65535 (0: any free one)")
+    return port
+
+
 def serve(scene: Scene, host: str = "127.0.0.1", port: int = 0, device=None) -> ViewerServer:
     """A viewer server for ``scene``, bound (to the loopback address by default) but not yet
     serving: call ``serve_forever()`` (or run it in a thread) and open ``.url``.
@@ -410,6 +470,7 @@ def serve(scene: Scene, host: str = "127.0.0.1", port: int = 0, device=None) -> 
     True
     >>> server.server_close()
     """
+    check_port(port)
     try:
         return ViewerServer(scene, host, port, device)
     except OSError as e:
