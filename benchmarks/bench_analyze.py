@@ -12,7 +12,7 @@ import torch
 import rflens
 from common import best_of, machine, table
 from rflens.models import load_model
-from rflens.engine.trace import _call, _meta_state
+from rflens.engine.metacopy import meta_copy
 
 MODELS = [("resnet50", 224), ("inception_v3", 299), ("efficientnet_b0", 224), ("convnext_tiny", 224)]
 
@@ -28,8 +28,8 @@ def main() -> None:
         with torch.no_grad():
             forward = best_of(lambda: real(x))
             # PyTorch's own forward on meta tensors, without rflens: the floor of any meta tracer
-            xm, state = torch.empty(1, 3, size, size, device="meta"), _meta_state(meta)
-            floor = best_of(lambda: _call(meta, state, lambda: meta(xm)))
+            xm, copy = torch.empty(1, 3, size, size, device="meta"), meta_copy(meta)
+            floor = best_of(lambda: copy(xm))
         rows.append([name, f"{size}x{size}", f"{analyze * 1000:.0f} ms", f"{forward * 1000:.0f} ms",
                      f"{analyze / forward:.2f}x", f"{floor * 1000:.0f} ms ({floor / forward:.2f}x)"])
         print(rows[-1], file=sys.stderr)
