@@ -33,6 +33,15 @@ def test_unit_json_contract(capsys, tmp_path):
     assert saved.dtype == bool and saved.shape == (224, 224) and saved.sum() == 196 * 196
 
 
+def test_unit_says_clipped_only_where_the_field_leaves_the_input(capsys):
+    # was "(clipped to the input)" for a box that is not clipped (issue 17)
+    _, inside, _ = run(capsys, "unit", "vgg16", "--layer", "features.29", "--unit", "7,7")
+    assert "box          [22, 218) x [22, 218)  (inside the input)\n" in inside and "unclipped" not in inside
+    _, corner, _ = run(capsys, "unit", "vgg16", "--layer", "features.29", "--unit", "0,0")
+    assert ("box          [0, 106) x [0, 106)  (clipped to the input)\n"
+            "unclipped    [-90, 106) x [-90, 106)\n") in corner
+
+
 def test_table_json_records(capsys):
     code, out, _ = run(capsys, "table", "resnet18", "--input-size", "3x64x64", "--format", "json")
     assert code == 0

@@ -65,8 +65,7 @@ def run(args) -> int:
         ("model", model_line(args.model, size)),
         ("layer", f"{unit.layer}  (grid {size_text(layer.grid_shape) or 'scalar'})"),
         ("unit", ", ".join(map(str, unit.index)) + ("" if args.channel is None else f", channel {args.channel}")),
-        ("box", f"{box_text(unit.box)}  (clipped to the input)"),
-        ("unclipped", box_text(unit.unclipped_box)),
+        *_box_rows(unit, layer.analysis.spatial),
         ("center", ", ".join(map(str, unit.center))),
         ("support", f"{unit.support_size} pixels"),
     ]
@@ -77,6 +76,17 @@ def run(args) -> int:
         rows.append(("global", f"yes, via {layer.global_via[0]}" + (f" (+{more} more)" if more else "")))
     report(rows)
     return 0
+
+
+def _box_rows(unit, spatial) -> list[tuple[str, str]]:
+    """The box, labelled by what it is: the unclipped box where the field lies inside the input,
+    else the part inside and the unclipped box beside it."""
+    unclipped = [tuple(b) for b in unit.unclipped_box]
+    if [tuple(b) for b in unit.box] == unclipped:
+        return [("box", f"{box_text(unit.box)}  (inside the input)")]
+    outside = any(lo < 0 or hi > n for (lo, hi), n in zip(unclipped, spatial))
+    return [("box", f"{box_text(unit.box)}  ({'clipped to the input' if outside else 'the pixels it reads'})"),
+            ("unclipped", box_text(unit.unclipped_box))]
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
