@@ -587,3 +587,18 @@ def test_library_scan_refuses_a_folder_scanned_with_another_normalisation(faces,
                       device="cpu", out=tmp_path)
     with pytest.raises(rflens.RFLensError, match="other settings"):
         rflens.top_images(net, "pool2", faces, 1, input_size=(3, 48, 48), limit=4, device="cpu", out=tmp_path)
+
+
+def test_a_json_run_without_o_prints_json_and_writes_nothing(capsys, tmp_path, monkeypatch):
+    # was: a PNG named after the whole model argument in the current folder (issue 17)
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "grad", "resnet18", "--layer", "layer1", "--unit", "2,2", "--input-size", "3x32x32",
+                       "--format", "json")
+    assert code == 0 and json.loads(out)["figure"] is None and list(tmp_path.iterdir()) == []
+
+
+def test_default_picture_names_are_short():
+    from rflens.cli.common import name_of
+    assert name_of("mobilenet_v2=/data/runs/2026/exp3/weights/mobilenet_v2-b0353104.pth") == "mobilenet_v2-b0353104"
+    assert [name_of(s) for s in ("vgg16", "timm:convnext_tiny", "nets.py:Net", "models/net.onnx")] == [
+        "vgg16", "convnext_tiny", "Net", "net"]

@@ -205,11 +205,29 @@ def check_output(path: str) -> None:
     check_writable(path)
 
 
-def checked_output(args, default: str) -> str:
-    """The picture's path (-o or ``default``), refused now if ``save`` would refuse it later."""
+def checked_output(args, default: str) -> str | None:
+    """The picture's path (-o or ``default``), refused now if ``save`` would refuse it later;
+    None for a JSON run without -o, which prints its JSON and writes nothing else."""
+    if getattr(args, "format", None) == "json" and not args.output:
+        return None
     path = output_path(args, default)
     check_output(path)
     return path
+
+
+def name_of(spec: str) -> str:
+    """A model argument as a short name for files: the weights file's stem (``ARCH=WEIGHTS``,
+    a checkpoint or archive), the class of ``file.py:Class``, the name of ``timm:NAME``.
+
+    >>> name_of("mobilenet_v2=/home/me/weights/mobilenet_v2-b0353104.pth"), name_of("nets.py:Net")
+    ('mobilenet_v2-b0353104', 'Net')
+    """
+    tail = spec.split("=", 1)[1] if "=" in spec else (spec.rpartition(":")[2] or spec)
+    path = Path(tail)
+    return path.stem if path.suffix.lower() in _MODEL_FILES or "/" in tail else tail
+
+
+_MODEL_FILES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".onnx", ".ts", ".jit", ".py")
 
 
 def check_output_first(args) -> None:

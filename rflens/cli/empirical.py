@@ -10,8 +10,8 @@ import rflens
 from rflens.errors import RFLensError
 from rflens.methods import channel_layer, check_count, image_files
 
-from .common import (MODEL_HELP, check_weights_flags, checked_output, device_arg, dumps, fmt, model_line, progress,
-                     report, short, tracker, weighted_model)
+from .common import (MODEL_HELP, check_weights_flags, checked_output, device_arg, dumps, fmt, model_line,
+                     name_of, progress, report, short, tracker, weighted_model)
 from .scan_inputs import ScanInputs, measuring_options, occluder, parse_channels
 
 
@@ -42,7 +42,7 @@ def run(args) -> int:
     check_count("--batch-size", args.batch_size)
     if args.images:
         image_files(args.images)
-    output = checked_output(args, f"empirical_{args.model}_{args.layer}.png")
+    output = checked_output(args, f"empirical_{name_of(args.model)}_{args.layer}.png")
     if args.checkpoint and not args.checkpoint.endswith(".npz"):
         raise RFLensError(f"--checkpoint {args.checkpoint!r} must end in .npz")
     device = device_arg(args.device)
@@ -63,7 +63,7 @@ def run(args) -> int:
         fig = empirical_figure(result.fields[channels[0]], occ, args.discrepancy)
     else:
         fig = empirical_grid_figure(result, channels[:16], title=short(args.model))
-    path = str(save(fig, output))
+    path = str(save(fig, output)) if output else None
     row = result.to_dict()
     sizes = {c: f.size for c, f in result.fields.items()}
     if args.format == "json":

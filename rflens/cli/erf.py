@@ -14,8 +14,9 @@ from rflens.files import check_writable
 from rflens.methods import check_count, image_files
 
 from .common import (MODEL_HELP, UNIT_HELP, box_text, check_weights_flags, checked_output, coords, device_arg,
-                     dumps, format_option, load, model_line, model_source_options, output_option, parse_unit,
-                     per_axis, progress, report, size_for, tracker, unit_line, weighted_model, weights_options)
+                     dumps, format_option, load, model_line, model_source_options, name_of, output_option,
+                     parse_unit, per_axis, progress, report, size_for, tracker, unit_line, weighted_model,
+                     weights_options)
 
 
 def register(subparsers) -> None:
@@ -67,7 +68,7 @@ def run(args) -> int:
     inputs = args.images or (args.noise if args.noise is not None else 32)
     unit = parse_unit(args.unit)
     scale = args.scale or ("both" if len(pairs) == 1 else "log")
-    output = checked_output(args, f"erf_{'_'.join(models)}_{'-'.join(layers)}.png")
+    output = checked_output(args, f"erf_{'_'.join(map(name_of, models))}_{'-'.join(layers)}.png")
     device = device_arg(args.device)
     if len(pairs) > 1:  # a typo in the last pair fails now, not after the others are computed
         for spec in models:
@@ -102,7 +103,7 @@ def run(args) -> int:
                 return f"{spec} · {name}"
             return spec if len(models) > 1 else name
         fig = erf_comparison_figure({label(s, f.layer): f for s, _, _, f in results}, scale=scale)
-    path = str(save(fig, output))
+    path = str(save(fig, output)) if output else None
     if args.format == "json":
         records = [{"model": s, "weights": w, **f.to_dict(), "skipped_files": [[p, why] for p, why in f.skipped],
                     "figure": path} for s, _, w, f in results]

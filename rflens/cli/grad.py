@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import rflens
 
-from .common import (box_text, check_weights_flags, checked_output, device_arg, dumps, format_option, model_line,
-                     model_options, output_option, parse_unit, report, size_for, unit_line, weighted_model,
-                     weights_options)
+from .common import (box_text, check_weights_flags, checked_output, device_arg, dumps, format_option,
+                     model_line, model_options, name_of, output_option, parse_unit, report, size_for,
+                     unit_line, weighted_model, weights_options)
 
 
 def register(subparsers) -> None:
@@ -32,13 +32,13 @@ def run(args) -> int:
     check_weights_flags(args, [args.model])
     unit = parse_unit(args.unit)
     unit_name = "center" if unit is None else "-".join(map(str, unit))
-    output = checked_output(args, f"grad_{args.model}_{args.layer}_{unit_name}.png")
+    output = checked_output(args, f"grad_{name_of(args.model)}_{args.layer}_{unit_name}.png")
     device = device_arg(args.device)
     size = size_for(args.model, args)
     model, weights = weighted_model(args.model, args)
     gf = rflens.gradient_field(model, args.layer, unit, input=args.image, channel=args.channel, input_size=size,
                                device=device)
-    path = str(save(gradient_figure(gf), output))
+    path = str(save(gradient_figure(gf), output)) if output else None
     if args.format == "json":
         print(dumps({"model": args.model, "weights": weights, **gf.to_dict(), "figure": path}))
         return 0

@@ -13,8 +13,8 @@ import sys
 import rflens
 from rflens.methods import channel_layer, check_count
 
-from .common import (MODEL_HELP, check_weights_flags, checked_output, device_arg, dumps, model_line, progress, report,
-                     short, weighted_model)
+from .common import (MODEL_HELP, check_weights_flags, checked_output, device_arg, dumps, model_line, name_of,
+                     progress, report, short, weighted_model)
 from .scan_inputs import ScanInputs, measuring_options, occluder, parse_channels
 
 
@@ -49,7 +49,7 @@ def run(args) -> int:
     check_weights_flags(args, [args.model])
     check_count("--top-k", args.top_k)
     methods = ["netdissect", "occlusion"] if args.method == "both" else [args.method]
-    output = checked_output(args, f"segment_{args.model}_{args.layer}_{args.channel}.png")
+    output = checked_output(args, f"segment_{name_of(args.model)}_{args.layer}_{args.channel}.png")
     device = device_arg(args.device)
     model, weights = weighted_model(args.model, args)
     inputs = ScanInputs(args, model, weights)
@@ -68,7 +68,7 @@ def run(args) -> int:
                                        normalize=inputs.normalize, device=device)
             bars.update(task, completed=i + 1)
     title = f"{short(args.model)} · {target.name} · channel {args.channel}: top {k} of {inputs.scan.seen} images"
-    path = str(save(segment_sheet(segments, title), output))
+    path = str(save(segment_sheet(segments, title), output)) if output else None
     records = [{"method": s.method, "rank": rank, "image": s.image.name, "score": round(s.image.score, 5),
                 "where": list(s.image.where), "level": round(s.level, 5), "mask_pixels": int(s.mask.sum()),
                 "mask_fraction": round(float(s.mask.mean()), 4)}
