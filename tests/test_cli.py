@@ -218,7 +218,7 @@ def test_erf_resumes_from_a_checkpoint(capsys, tmp_path):
     assert second["sigma"] == fresh["sigma"] and second["center_of_mass"] == fresh["center_of_mass"]
     code, _, err = run(capsys, "erf", "resnet18", *SMALL, "--layer", "layer1", "--limit", "4", "--mode",
                        "replknet", "--checkpoint", ck, "-o", str(tmp_path / "erf.png"))
-    assert code == 2 and "other settings (mode)" in err
+    assert code == 2 and "other settings (mode: 'luo' then, 'replknet' now)" in err
 
 
 def test_erf_progress_goes_to_stderr_and_json_stays_clean(capsys, tmp_path, monkeypatch):

@@ -176,3 +176,16 @@ def test_a_folder_that_cannot_hold_or_give_a_scan_is_refused(tmp_path, where, ca
     with pytest.raises(rflens.RFLensError) as e:
         call(ScanFolder(path))
     assert str(e.value) == message.format(path=path, parent=path.parent)
+
+
+def test_the_library_makes_the_scan_folder_as_the_cli_does(tmp_path):
+    # was: "'scan/' is not a folder (create it first)" for the README's top_images(..., out="scan/")
+    scan = scan_into(tmp_path / "runs" / "scan")
+    assert (tmp_path / "runs" / "scan" / "scan.npz").exists() and scan.seen == 6
+
+
+def test_scanning_into_a_folder_of_other_weights_says_so_and_which(tmp_path):
+    scan_into(tmp_path, net(seed=0))
+    with pytest.raises(rflens.RFLensError, match=r"made with other settings \(other weights \(fingerprint "
+                                                  r"[0-9a-f]{16} then, [0-9a-f]{16} now\)\)"):
+        scan_into(tmp_path, net(seed=1))

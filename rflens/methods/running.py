@@ -143,6 +143,20 @@ def fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def settings_diff(saved: dict, now: dict) -> str:
+    """Which settings of a saved run differ from this one's, and how, in words.
+
+    >>> settings_diff({"mode": "luo", "k": 5, "model": "3f2a"}, {"mode": "replknet", "k": 5, "model": "9b1c"})
+    "mode: 'luo' then, 'replknet' now; other weights (fingerprint 3f2a then, 9b1c now)"
+    """
+    def text(v) -> str:
+        t = repr(v)
+        return t if len(t) <= 60 else t[:57] + "..."
+    parts = [f"other weights (fingerprint {saved.get(k)} then, {now[k]} now)" if k == "model"
+             else f"{k}: {text(saved.get(k))} then, {text(now[k])} now" for k in now if saved.get(k) != now[k]]
+    return "; ".join(parts) or "an older format"
+
+
 @dataclass
 class Batch:
     """Inputs that loaded (``inputs``, their positions ``indices`` in the source's order and
@@ -305,9 +319,8 @@ class Checkpoint:
         except (OSError, ValueError, KeyError) as e:
             raise RFLensError(f"cannot resume from '{self.path}': not an {self.what} checkpoint ({e})") from None
         if saved != self.config:
-            diff = ", ".join(k for k in self.config if saved.get(k) != self.config[k]) or "format"
-            raise RFLensError(f"checkpoint '{self.path}' was made with other settings ({diff}); "
-                              "delete it or choose another path")
+            raise RFLensError(f"checkpoint '{self.path}' was made with other settings "
+                              f"({settings_diff(saved, self.config)}); delete it or choose another path")
         return arrays, record
 
     def save(self, arrays: dict[str, np.ndarray], record: dict) -> None:

@@ -25,7 +25,8 @@ from ..engine.analyze import analyze
 from ..errors import RFLensError, UnitError
 from ..files import atomic_write, writable_folder
 from ..engine.field import Layer
-from .running import Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, normalize_spec, pick_device, prepared
+from .running import (Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, normalize_spec, pick_device, prepared,
+                      settings_diff)
 from ..engine.trace import capture, fx_graph
 
 TOP_FRACTION = 0.005  # NetDissect's top 0.5% of activations
@@ -332,14 +333,18 @@ def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *,
     final = Path(out) / "scan.npz" if out is not None else None
     partial = Checkpoint(Path(out) / "scan.partial.npz" if out is not None else None, config, "scan")
     if final is not None:
-        if not Path(out).is_dir():
-            raise RFLensError(f"'{out}' is not a folder (create it first)")
+        if Path(out).exists() and not Path(out).is_dir():
+            raise RFLensError(f"'{out}' is a file: give a folder for the scan")
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)  # as the CLI's --out does
+        except OSError as e:
+            raise RFLensError(f"cannot make the folder '{out}' for the scan: {e.strerror or e}") from None
         writable_folder(out, f"cannot write the scan into '{out}'")
         if final.exists():
             done = Scan.load(final)
             if done.config != config:
-                raise RFLensError(f"'{final}' holds a scan made with other settings; delete it or choose "
-                                  "another folder")
+                raise RFLensError(f"'{final}' holds a scan made with other settings "
+                                  f"({settings_diff(done.config, config)}); delete it or choose another folder")
             return done
     scan = _empty(target.name, grid, names, channels, k, m, config)
     consumed = start
