@@ -160,6 +160,18 @@ def test_a_scan_is_refused_for_a_model_with_other_weights(tmp_path):
                             "than these (random weights (torch seed 1)); pass the same model and --weights")
 
 
+def test_a_scan_of_another_model_is_refused_by_its_name(tmp_path):
+    # was: "made with other weights (random weights (torch seed 0)) than these (random weights
+    # (torch seed 0))" for an alexnet scan given to vgg16 (issue 17)
+    folder = ScanFolder(tmp_path)
+    folder.create({"model": "alexnet", "normalize": None, "limit": None, "weights": "random weights (torch seed 0)"})
+    scan = scan_into(tmp_path, model=net(0))
+    with pytest.raises(rflens.RFLensError) as e:
+        folder.check_model(scan, net(1), "random weights (torch seed 0)", "vgg16")
+    assert str(e.value) == (f"the scan in '{tmp_path}' was made with alexnet (random weights (torch seed 0)), not "
+                            "vgg16; scan vgg16 into another folder, or pass alexnet")
+
+
 @pytest.mark.parametrize("where,call,message", [
     ("file", lambda f: f.check_settings(None, None), "--out '{path}' is a file, not a folder"),
     ("orphan", lambda f: f.create({}), "cannot make '{path}': folder '{parent}' does not exist"),

@@ -47,7 +47,7 @@ class ScanInputs:
                 elif self.normalize != folder.normalize:
                     raise RFLensError(f"--normalize {args.normalize}: the scan in '{args.scan}' was made with "
                                       f"--normalize {normalize_spec(folder.normalize)}")
-            folder.check_model(self.scan, model, weights)
+            folder.check_model(self.scan, model, weights, args.model)
             if self.scan.layer != args.layer:
                 channel_layer(model, args.layer, size)  # an unknown name fails with close matches first
                 raise RFLensError(f"the scan in '{args.scan}' is of layer '{self.scan.layer}', not '{args.layer}'")

@@ -269,13 +269,17 @@ class ScanFolder:
                               "made it again to complete it")
         return Scan.load(self.path)
 
-    def check_model(self, scan: Scan, model: nn.Module, weights: str) -> None:
-        """Refuse ``model`` where ``scan`` (this folder's) was made with other weights; ``weights``
-        says which the model holds (a file, or a seed)."""
+    def check_model(self, scan: Scan, model: nn.Module, weights: str, name: str = "") -> None:
+        """Refuse ``model`` (called ``name``) where ``scan`` (this folder's) was made with other
+        weights; ``weights`` says which the model holds (a file, or a seed)."""
         if scan.config.get("model") in (None, fingerprint(model)):
             return
-        settings = self.settings()
-        made = f" ({settings['weights']})" if settings and settings.get("weights") else ""
+        settings = self.settings() or {}
+        then, made = settings.get("model", ""), settings.get("weights")
+        if then and name and then != name:  # another model: its name says it, whatever the weights
+            raise RFLensError(f"the scan in '{self.shown}' was made with {then}" + (f" ({made})" if made else "")
+                              + f", not {name}; scan {name} into another folder, or pass {then}")
+        made = f" ({made})" if made else ""
         raise RFLensError(f"the scan in '{self.shown}' was made with other weights{made} than these "
                           f"({weights}); pass the same model and --weights")
 
