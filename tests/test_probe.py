@@ -162,3 +162,12 @@ def test_arithmetic_on_what_carries_no_gradient_keeps_its_real_values():
     # was: IndexError: index 112 is out of bounds (timm mvitv2_tiny in the zoo)
     assert ProbeAnalysis(RelativeIndex(), (1, 8, 8))["output"].unit((0, 0)).box == ((0, 2), (0, 2))
     assert_exact(RelativeIndex(), (1, 8, 8))
+
+
+def test_a_layer_wide_question_to_the_probe_says_where_it_is_answered():
+    # was: AttributeError: 'ProbeLayer' object has no attribute 'rf_size' (issue 17)
+    layer = rflens.analyze(nn.Conv2d(1, 1, 3), (1, 9, 9), method="probe", fx_names=False)["output"]
+    with pytest.raises(RFLensError, match=r"^the gradient probe answers per unit \(unit\(\), units\(\)\): 'rf_size' of "
+                                          r"layer 'output' needs the analytic engine"):
+        layer.rf_size
+    assert layer.unit((0, 0)).box == ((0, 3), (0, 3))

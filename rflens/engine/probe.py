@@ -271,6 +271,20 @@ class ProbeLayer:
         """
         return self.units([unit], channel=channel)[0]
 
+    def __getattr__(self, name: str):
+        # a layer-wide question (rf_size, stride, ...) of a per-unit oracle: say so, not AttributeError
+        if name in _LAYER_WIDE:
+            raise RFLensError(
+                f"the gradient probe answers per unit (unit(), units()): '{name}' of layer '{self.name}' needs the "
+                f"analytic engine, rflens.analyze(model, input_size)['{self.name}'].{name}; the probe's clipped masks "
+                "of every unit are units(list of every index)")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+# what an analytic Layer answers for the whole layer, and a ProbeLayer refuses by name
+_LAYER_WIDE = ("rf_size", "stride", "start", "center", "uniform", "min_rf", "max_rf", "covers_input", "is_global",
+               "global_via", "bounds", "channel_groups", "varies_by_channel", "projective_field", "local")
+
 
 def _bbox(mask: np.ndarray) -> tuple[tuple[int, int], ...]:
     out = []
