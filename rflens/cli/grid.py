@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from rflens.errors import RFLensError
 
-from .common import (analysis, channel_option, check_output_first, model_options, output_option, output_path,
-                     parse_unit)
+from .common import (analysis, channel_option, check_output_first, model_options, name_of, output_option,
+                     output_path, parse_unit)
 
 
 def register(subparsers) -> None:
@@ -30,5 +30,5 @@ def run(args) -> int:
         raise RFLensError("--unit must be indices such as 3,3 for a grid of layers")
     fig = grid_figure(found, unit, select_layers(found, args.layers), args.model, channel=args.channel)
     channel = "" if args.channel is None else f"_c{args.channel}"
-    print(save(fig, output_path(args, f"grid_{args.model}_{'-'.join(map(str, unit))}{channel}.png")))
+    print(save(fig, output_path(args, f"grid_{name_of(args.model)}_{'-'.join(map(str, unit))}{channel}.png")))
     return 0

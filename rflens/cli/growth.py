@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import rflens
 
-from .common import checked_output, load, model_source_options, output_option, size_for, size_text
+from .common import checked_output, load, model_source_options, name_of, output_option, size_for, size_text
 
 
 def register(subparsers) -> None:
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from rflens.plot import growth_figure, save
-    output = checked_output(args, "growth_" + "_".join(args.models) + ".png")
+    output = checked_output(args, "growth_" + "_".join(map(name_of, args.models)) + ".png")
     analyses = {}
     for spec in args.models:
         model = load(spec, args)[0]

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from rflens.errors import RFLensError
 
-from .common import analysis, check_output_first, model_options, output_option, output_path, picture_for
+from .common import (analysis, check_output_first, model_options, name_of, output_option, output_path,
+                     picture_for)
 
 
 def register(subparsers) -> None:
@@ -33,5 +34,5 @@ def run(args) -> int:
     for name in layers:
         found[name]  # unknown names fail here, with close matches
     fig = overlay_figure(found, picture, layers, args.units, args.model)
-    print(save(fig, output_path(args, f"overlay_{args.model}.png")))
+    print(save(fig, output_path(args, f"overlay_{name_of(args.model)}.png")))
     return 0

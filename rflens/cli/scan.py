@@ -16,8 +16,8 @@ from rflens.errors import RFLensError
 from rflens.methods import ScanFolder, channel_layer, check_count, image_files, parse_normalize
 
 from .common import (MODEL_HELP, check_weights_flags, coords, device_arg, dumps, format_option, image_options,
-                     model_line, progress, report, safe_name, short, size_for, size_text, tracker, weighted_model,
-                     weights_options)
+                     model_line, name_of, progress, report, safe_name, short, size_for, size_text, tracker,
+                     weighted_model, weights_options)
 
 # what the folder's state is called in the report and in the JSON record
 STATES = {"new": "new", "partial": "resumed", "finished": "finished earlier"}
@@ -50,7 +50,7 @@ def run(args) -> int:
     normalize = parse_normalize(args.normalize, "--normalize")
     image_files(args.images)  # a missing or empty folder fails before any model is built
     device = device_arg(args.device)
-    out = Path(args.out or safe_name(f"scan_{args.model}_{args.layer}"))
+    out = Path(args.out or safe_name(f"scan_{name_of(args.model)}_{args.layer}"))
     folder = ScanFolder(out)
     folder.check_settings(normalize, args.limit)
     state = STATES[folder.state]

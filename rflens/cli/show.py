@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from .common import (UNIT_HELP, analysis, channel_option, check_output_first, model_options, no_local, output_option,
-                     output_path, parse_unit, picture_for)
+from .common import (UNIT_HELP, analysis, channel_option, check_output_first, model_options, name_of, no_local,
+                     output_option, output_path, parse_unit, picture_for)
 
 
 def register(subparsers) -> None:
@@ -32,5 +32,5 @@ def run(args) -> int:
     unit = layer.unit(parse_unit(args.unit))
     fig = unit_figure(layer, unit, picture_for(args, found), args.model)
     channel = "" if args.channel is None else f"_c{args.channel}"
-    print(save(fig, output_path(args, f"rf_{args.model}_{args.layer}_{'-'.join(map(str, unit.index))}{channel}.png")))
+    print(save(fig, output_path(args, f"rf_{name_of(args.model)}_{args.layer}_{'-'.join(map(str, unit.index))}{channel}.png")))
     return 0
