@@ -247,10 +247,15 @@ class Layer:
             hi = [-b for b in lo]
             for v, m, pos in reads:
                 hulls = getattr(self.analysis.nodes[v], which)
-                for a in range(k if hulls is not None else 0):
-                    q = pos[a] if m is None else np.where(m, pos[a], 0)
-                    lo[a] = np.minimum(lo[a], hulls[a].lo[q] if m is None else np.where(m, hulls[a].lo[q], np.inf))
-                    hi[a] = np.maximum(hi[a], hulls[a].hi[q] if m is None else np.where(m, hulls[a].hi[q], -np.inf))
+                if hulls is None:
+                    continue
+                for a in range(k):
+                    if m is None:
+                        lo[a], hi[a] = np.minimum(lo[a], hulls[a].lo[pos[a]]), np.maximum(hi[a], hulls[a].hi[pos[a]])
+                    else:  # units that read another node take no part: +-inf there
+                        q = np.where(m, pos[a], 0)
+                        lo[a] = np.minimum(lo[a], np.where(m, hulls[a].lo[q], np.inf))
+                        hi[a] = np.maximum(hi[a], np.where(m, hulls[a].hi[q], -np.inf))
             return ([np.broadcast_to(b, self.grid_shape) for b in lo],
                     [np.broadcast_to(b, self.grid_shape) for b in hi])
         reads = self.dependencies

@@ -127,13 +127,13 @@ def _windows(op: Op, tr: Tracked, dims: list[int], shape, kind: str) -> Tracked 
         node = op.table.nodes[v]
         maps = []
         for a in range(k):
-            sets = [dict(key).get(v) for key in classes[a]]
-            sets = [np.frombuffer(b, np.int64) if b is not None else np.zeros(0, np.int64) for b in sets]
-            width = max(1, max(len(u) for u in sets))
-            taps = np.full((len(sets), width), -1, np.int64)
-            for i, u in enumerate(sets):
+            read = [dict(key).get(v) for key in classes[a]]  # the units of v each class reads
+            read = [np.frombuffer(b, np.int64) if b is not None else np.zeros(0, np.int64) for b in read]
+            width = max(1, max(len(u) for u in read))
+            taps = np.full((len(read), width), -1, np.int64)
+            for i, u in enumerate(read):
                 taps[i, :len(u)] = u
-            starts = [u[0] for u in sets if len(u)]
+            starts = [u[0] for u in read if len(u)]
             step = float(np.mean(np.diff(starts))) if len(starts) > 1 else float(width)
             maps.append(AxisMap(taps, np.where(taps >= 0, taps, np.nan).astype(float), node.grid[a], abs(step)))
         edges.append(Edge(node, tuple(maps), via))
