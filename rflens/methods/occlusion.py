@@ -44,7 +44,7 @@ from ..deprecation import renamed
 from ..errors import RFLensError
 from ..engine.field import Layer, Unit
 from .incremental import Incremental
-from .running import Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, pick_device, prepared
+from .running import Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, model_normalize, pick_device, prepared
 from .scan import Scan, TopImage, channel_layer, top_images
 from ..engine.naming import fx_graph
 from ..engine.trace import capture, execute, named_tensors
@@ -266,6 +266,7 @@ def scanned_inputs(model, layer: str, inputs, scan: Scan | None, k: int, input_s
                    device) -> tuple[Scan, _Lookup]:
     """The scan (made here from ``inputs`` when not given, or ``inputs`` itself when it is one)
     and the scanned inputs by position (a folder's scan remembers its files)."""
+    normalize = model_normalize(model, normalize)
     if scan is None and isinstance(inputs, Scan):
         scan, inputs = inputs, None
     if scan is None:

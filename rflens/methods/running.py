@@ -90,6 +90,20 @@ def normalization(normalize) -> tuple:
     return mean, std
 
 
+def model_normalize(model: nn.Module, normalize):
+    """``normalize``, or when it is not given the ``(mean, std)`` the model's weights were trained
+    with (``model.rflens_normalize``, which rflens' trained networks carry); None: ImageNet's.
+
+    >>> net = torch.nn.Conv2d(3, 1, 1)
+    >>> model_normalize(net, None), model_normalize(net, (0.5, 0.5))
+    (None, (0.5, 0.5))
+    >>> net.rflens_normalize = (0.5, 0.5)
+    >>> model_normalize(net, None)
+    (0.5, 0.5)
+    """
+    return getattr(model, "rflens_normalize", None) if normalize is None else normalize
+
+
 def parse_normalize(text: str | None, name: str = "normalize") -> tuple | None:
     """A normalisation written as text, turned into what ``normalize=`` takes: ``imagenet`` (or
     None) gives None (ImageNet statistics), ``none`` gives (0, 1) (pixels stay in [0, 1]),

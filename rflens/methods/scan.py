@@ -25,8 +25,8 @@ from ..engine.analyze import analyze
 from ..errors import RFLensError, UnitError
 from ..files import atomic_write, writable_folder
 from ..engine.field import Layer
-from .running import (Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, normalize_spec, pick_device, prepared,
-                      settings_diff)
+from .running import (Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, model_normalize, normalize_spec,
+                      pick_device, prepared, settings_diff)
 from ..engine.trace import capture, fx_graph
 
 TOP_FRACTION = 0.005  # NetDissect's top 0.5% of activations
@@ -314,6 +314,7 @@ def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *,
     check_count("k", k)
     check_count("limit", limit)
     check_count("batch_size", batch_size)
+    normalize = model_normalize(model, normalize)
     source = Inputs(inputs, input_size, limit, 0, normalize)
     if source.total is None:
         raise RFLensError("a scan needs to know how many inputs there are: pass a folder, a tensor, a dataset "
