@@ -189,7 +189,9 @@ def save(results: dict, args) -> None:
     meta = {"command": "python reproductions/zhou.py " + " ".join(sys.argv[1:]),
             "images": len([p for p in args.images.glob("*.jpg")]),
             "occluder": "11x11 random pixels, stride 3", "mass": 0.9, "torch": torch.__version__}
-    text = json.dumps({"meta": meta, "models": results}, indent=1) + "\n"
+    # another run may be writing another network's rows: keep them
+    saved = json.loads(RESULTS.read_text())["models"] if RESULTS.exists() else {}
+    text = json.dumps({"meta": meta, "models": {**saved, **results}}, indent=1) + "\n"
     atomic_write(RESULTS, lambda tmp: Path(tmp).write_text(text))
 
 

@@ -431,6 +431,24 @@ def test_empirical_grid_gives_each_channel_a_panel_and_the_table_row_in_the_titl
     assert title.startswith("toy · empirical RF · conv: theoretical 9 px (cyan), empirical 7.0 ± 2.0 px over 2 units")
 
 
+def test_empirical_maps_say_how_many_were_cut_by_the_border_and_read_in_px_from_the_rf_centre():
+    from rflens.methods.occlusion import Discrepancy
+    inside = rflens.analyze(nn.Conv2d(1, 1, 5, padding=2), (1, 20, 20))["output"].unit((10, 10))
+    corner = rflens.analyze(nn.Conv2d(1, 1, 5, padding=2), (1, 20, 20))["output"].unit((0, 0))
+    assert not inside.clipped and corner.clipped
+    maps = tuple(Discrepancy(TopImage(i, f"im{i}.png", 1.0, (0, 0)), 1.0, np.zeros(1), np.zeros((20, 20)), rf)
+                 for i, rf in enumerate((inside, corner, corner)))
+    field = EmpiricalField("conv", 0, maps, square_field((5, 5)).heat, (5, 5))
+    fig = empirical_figure(field)
+    assert "2 of 3 maps cut by the image border" in fig._supxlabel.get_text()
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert "0" in labels and ax.get_xlabel() == "px from the RF centre"
+    grid = empirical_grid_figure(EmpiricalLayer("conv", {0: field}, (5, 5), rflens.Occluder(3, 1), "abs", None))
+    assert [a.get_title() for a in grid.axes if a.get_title()] == ["channel 0: 5 px (2/3 cut)"]
+    assert grid.axes[-1].get_ylabel() == "fraction of the panel's maximum"  # one shared colour bar
+
+
 def face_segment(mask: np.ndarray, method: str, score: float = 2.5, level: float = 1.25) -> Segment:
     picture = np.full(mask.shape + (3,), 0.8)
     return Segment(TopImage(4, "/data/faces/face004.png", score, (3, 3)), picture, mask.astype(float), mask, level,

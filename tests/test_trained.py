@@ -89,7 +89,8 @@ def test_methods_read_pixels_as_the_weights_were_trained_unless_told(nets, tmp_p
         Image.fromarray(getattr(skimage.data, name)()).save(tmp_path / f"{name}.png")
     own = rflens.top_images(net, "features.4", tmp_path, k=1, input_size=(3, 32, 32))
     told = rflens.top_images(net, "features.4", tmp_path, k=1, input_size=(3, 32, 32), normalize=net.rflens_normalize)
-    imagenet = rflens.top_images(net, "features.4", tmp_path, k=1, input_size=(3, 32, 32), normalize=None)
+    imagenet = rflens.top_images(net, "features.4", tmp_path, k=1, input_size=(3, 32, 32),
+                                 normalize=((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
     assert np.array_equal(own.scores, told.scores)
     assert not np.allclose(own.scores, imagenet.scores)
 
