@@ -37,7 +37,7 @@ def export_html(scene: Scene, path: str | Path) -> Path:
         import base64
         data["image_data"] = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
     blob = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    script = asset("viewer.js").decode().replace("</script", "<\\/script")
+    script = asset("view.js", "page.js").decode().replace("</script", "<\\/script")
     for old, new in [('<link rel="stylesheet" href="static/viewer.css">', f"<style>\n{asset('viewer.css').decode()}</style>"),
                      ('<script src="static/viewer.js"></script>',
                       f'<script type="application/json" id="rflens-data">{blob}</script>\n<script>\n{script}</script>')]:
