@@ -119,8 +119,14 @@ def jupyterlab(folder: Path):
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
                                                                             "checkForUpdates": False}))
+    kernel = home / "data" / "kernels" / "python3"  # this Python, whatever kernels the machine has
+    kernel.mkdir(parents=True)
+    (kernel / "kernel.json").write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
+                                                             "{connection_file}"],
+                                                    "display_name": "Python 3", "language": "python"}))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+               JUPYTER_DATA_DIR=str(home / "data"),
                JUPYTERLAB_SETTINGS_DIR=str(home / "lab-settings"), JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
                IPYTHONDIR=str(home / "ipython"), MPLBACKEND="Agg")
     log = open(home / "server.log", "w+")
@@ -184,6 +190,7 @@ def test_the_notebook_widget_draws_a_clicked_units_exact_field_in_jupyterlab(tmp
     analysis = rflens.analyze(load_model("resnet18"), (3, 224, 224))
     with jupyterlab(tmp_path) as (url, token), chromium() as browser:
         page = browser.new_page(viewport={"width": 1680, "height": 1100}, device_scale_factor=1)
+        page.set_default_timeout(60_000)  # two busy cores: the kernel answers while other tests run
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"{url}/doc/tree/widget.ipynb?token={token}")
