@@ -105,6 +105,18 @@ def test_grid_clamps_units_on_small_layers_and_says_so():
     assert any("clamped to (3, 3)" in t for t in titles) and not any("clamped" in t for t in titles[:3])
 
 
+def test_grid_titles_say_what_of_each_field_lies_inside_and_small_fields_get_a_zoomed_inset():
+    a = rflens.analyze(rflens.models.load_model("vgg16"), (3, 224, 224))
+    layers = ["features.0", "features.12", "features.14", "features.30"]
+    fig = grid_figure(a, (3, 3), layers)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["features.0  RF 3\n3x3 px, inside the input", "features.12  RF 32\n30x30 px, clipped by the border",
+                      "features.14  RF 40\n34x34 px, clipped by the border", "features.30  RF 212\n212x212 px, inside the input"]
+    # fields under 15% of the input's side (33 px) are zoomed: 3 and 30 px, not 34 and 212
+    assert [len(ax.child_axes) for ax in fig.axes[:4]] == [1, 1, 0, 0]
+    assert [t.get_text() for t in fig.axes[3].get_xticklabels()] == ["0", "112", "223"]
+
+
 def test_growth_chart_draws_each_model_and_the_input_size():
     a = rflens.analyze(rflens.models.load_model("vgg11"), (3, 96, 96))
     b = rflens.analyze(rflens.models.load_model("resnet18"), (3, 96, 96))

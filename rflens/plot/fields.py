@@ -177,14 +177,54 @@ def grid_figure(analysis, unit, layers: list[str], model_name: str = "", cols: i
         note = f"\nclamped to {idx}" if idx != want else ""
         if c != channel:
             note += f"\nchannel {'clamped to ' + str(c) if c is not None else 'none: all'}"
-        ax.set_title(f"{name}  RF {_fmt(layer.rf_size)}{note}", fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set_title(f"{name}  RF {_fmt(layer.rf_size)}\n{_inside(u)}{note}", fontsize=8)
+        _px_ticks(ax, analysis.spatial)
+        if u.mask.any() and len(analysis.spatial) == 2:
+            _zoom(ax, u, analysis.spatial)
     for ax in axes[len(layers):]:
         ax.set_axis_off()
     which = f"unit ({', '.join(map(str, unit))})" + ("" if channel is None else f", channel {channel}")
     fig.suptitle(f"{model_name or analysis.model_name}: {which} across layers", fontsize=11)
     return fig
+
+
+def _inside(unit) -> str:
+    """What of the unit's field lies on the input: the whole of it, or the clipped part."""
+    sides = "x".join(str(b - a) for a, b in unit.box)
+    return f"{sides} px, clipped by the border" if unit.clipped else f"{sides} px, inside the input"
+
+
+def _px_ticks(ax, spatial: tuple[int, ...]) -> None:
+    """Pixel ticks at the input's first, middle and last pixel: the scale a field is read against."""
+    h, w = (spatial[-2], spatial[-1]) if len(spatial) > 1 else (1, spatial[-1])
+    ax.set_xticks([0, w // 2, w - 1])
+    ax.set_yticks([0, h // 2, h - 1] if len(spatial) > 1 else [])
+    ax.tick_params(labelsize=6, length=2)
+
+
+ZOOM_BELOW = 0.15  # a field narrower than this share of the input gets a zoomed inset
+
+
+def _zoom(ax, unit, spatial: tuple[int, int]) -> None:
+    """A zoomed inset of a field too small to see on the whole input (the first layers' dots)."""
+    (y0, y1), (x0, x1) = unit.box
+    h, w = spatial
+    if max(y1 - y0, x1 - x0) > ZOOM_BELOW * max(h, w):
+        return
+    pad = max(2, (max(y1 - y0, x1 - x0) + 1) // 2)
+    ys, xs = (max(0, y0 - pad), min(h, y1 + pad)), (max(0, x0 - pad), min(w, x1 + pad))
+    corner = [0.52, 0.52] if (y0 + y1) / 2 < h / 2 and (x0 + x1) / 2 < w / 2 else [0.04, 0.52]
+    inset = ax.inset_axes(corner + [0.44, 0.44])
+    plane = unit.mask[ys[0]:ys[1], xs[0]:xs[1]]
+    extent = (xs[0] - 0.5, xs[1] - 0.5, ys[1] - 0.5, ys[0] - 0.5)
+    inset.imshow(np.ones((1, 1, 3)), extent=extent)
+    overlay = np.zeros((*plane.shape, 4))
+    overlay[plane] = (*MASK_RGB, MASK_ALPHA)
+    inset.imshow(overlay, extent=extent, interpolation="nearest")
+    inset.set_xticks([xs[0], xs[1] - 1])
+    inset.set_yticks([ys[0], ys[1] - 1])
+    inset.tick_params(labelsize=5, length=1.5, pad=1)
+    ax.indicate_inset_zoom(inset, edgecolor="0.3", linewidth=0.8)
 
 
 def growth_figure(analyses: dict, select: str = "conv,pool") -> Figure:
