@@ -95,11 +95,13 @@ def test_methods_read_pixels_as_the_weights_were_trained_unless_told(nets, tmp_p
     assert not np.allclose(own.scores, imagenet.scores)
 
 
+@pytest.mark.slow
 def test_efficientnet_lite0_fields_equal_the_gradient_oracle(nets):
     # the converted TensorFlow model pads "same" by hand: a real architecture beyond torchvision's
     assert_exact(nets["efficientnet_lite0"], (3, 96, 96), max_layers=8)
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_and_vgg16_hed_fields_equal_the_gradient_oracle_with_their_trained_weights(nets):
     assert_exact(nets["mobilenet_v2"], (3, 64, 64), layers=["features.3", "features.10", "features.17"])
     assert_exact(nets["vgg16_hed"], (3, 64, 64), layers=["features.4", "features.16", "features.30"])
