@@ -18,7 +18,7 @@ from rflens.methods.images import load_image
 from rflens.methods.occlusion import EmpiricalField, EmpiricalLayer
 from rflens.plot import (CATEGORIES, DIM, EMPIRICAL_RGB, GAUSS_RGB, HEAT_BOX_RGB, MASK_ALPHA, MASK_RGB, SEGMENT_RGB,
                          centred_square, empirical_figure, empirical_grid_figure, erf_comparison_figure, erf_figure,
-                         gradient_categories, gradient_figure, grid_figure, growth_figure, mask_outline,
+                         gradient_categories, gradient_figure, grid_figure, growth_figure, main_path, mask_outline,
                          overlay_figure, segment_sheet, select_layers)
 from rflens.methods.scan import TopImage
 from rflens.methods.segment import Segment
@@ -115,6 +115,13 @@ def test_grid_titles_say_what_of_each_field_lies_inside_and_small_fields_get_a_z
     # fields under 15% of the input's side (33 px) are zoomed: 3 and 30 px, not 34 and 212
     assert [len(ax.child_axes) for ax in fig.axes[:4]] == [1, 1, 0, 0]
     assert [t.get_text() for t in fig.axes[3].get_xticklabels()] == ["0", "112", "223"]
+
+
+def test_the_deepest_path_of_inception_never_steps_back_to_a_finer_stride():
+    a = rflens.analyze(rflens.models.load_model("inception_v3"), (3, 299, 299))
+    strides = [max(layer.stride) for layer in main_path(a)]
+    assert all(b >= a for a, b in zip(strides, strides[1:])), strides  # it went 16, 8, 16 through Mixed_6a
+    assert strides[0] == 2 and strides[-1] == 32
 
 
 def test_growth_chart_draws_each_model_and_the_input_size():

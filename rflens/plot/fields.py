@@ -259,7 +259,8 @@ def growth_figure(analyses: dict, select: str = "conv,pool") -> Figure:
 
 def main_path(analysis, select: str = "conv,pool") -> list:
     """Selected layers in execution order, keeping those that do not shrink the RF: parallel
-    branches with smaller fields (Inception) drop out, leaving growth along the deepest path.
+    branches with smaller fields, or equal fields at a finer stride (Inception), drop out,
+    leaving growth along the deepest path.
     Layers with global context and no local field are left out."""
     kept, best = [], 0
     for n in select_layers(analysis, select):
@@ -270,10 +271,34 @@ def main_path(analysis, select: str = "conv,pool") -> list:
         if field is None:
             continue
         size = max(field.rf_size)
-        if size >= best:
+        # an equal field at a finer stride is a parallel branch (Inception's 1x1 and 3x3 towers
+        # beside a strided one), not the next step of the deepest path
+        prev = _field(kept[-1]) if kept else None
+        finer = prev is not None and size == best and max(field.stride) < max(prev.stride)
+        if size >= best and not finer:
+            # a larger field at a finer stride in a sibling branch of the same block (Inception's
+            # 7x7 tower beside its strided 3x3 one): the path goes through it, not the sibling
+            while kept and max(_field(kept[-1]).stride) > max(field.stride) and _siblings(kept[-1].name, n):
+                kept.pop()
             kept.append(layer)
             best = size
     return kept
+
+
+def _field(layer):
+    return layer.local if layer.is_global else layer
+
+
+def _siblings(a: str, b: str) -> bool:
+    """Whether two layers sit in different branches of one module (``Mixed_7a.branch3x3_2`` and
+    ``Mixed_7a.branch7x7x3_2``), rather than one after another in a chain of top-level blocks.
+
+    >>> _siblings("Mixed_7a.branch3x3_2", "Mixed_7a.branch7x7x3_2.conv"), _siblings("down4.conv", "up1.conv")
+    (True, False)
+    """
+    pa, pb = a.split("."), b.split(".")
+    common = next((i for i, (x, y) in enumerate(zip(pa, pb)) if x != y), min(len(pa), len(pb)))
+    return 0 < common < min(len(pa), len(pb))
 
 
 def overlay_figure(analysis, picture: Picture, layers: list[str], units: str = "center,corners",
