@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pickle
 import sys
+import sysconfig
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Union
@@ -110,23 +113,26 @@ class _Actor:
         return {"answer": [pickle.dumps(list(self.work(pickle.loads(job)))) for job in batch["job"]]}
 
 
-def _restarts() -> dict:
-    return {"max_restarts": RESTARTS, "max_task_retries": RESTARTS}
-
-
 def _on_ray(executor: RayExecutor, model, device, make, args, jobs: list) -> Iterator:
     ray = import_ray()
     if not jobs:
         return
     with _connected(ray, executor), _quiet(ray):
-        _ship_by_value(ray, model)
+        _ship_by_value(ray)
         gpus = int(ray.cluster_resources().get("GPU", 0))
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         actors = min(executor.actors or gpus or cpus, len(jobs))
         rows = ray.data.from_items([{"job": pickle.dumps(job)} for job in jobs], override_num_blocks=len(jobs))
-        answers = rows.map_batches(_Actor, fn_constructor_args=(model, device, make, args), batch_size=1,
-                                   concurrency=actors, num_cpus=1, num_gpus=1 if gpus else 0,
-                                   ray_remote_args_fn=_restarts)
+        pool = dict(fn_constructor_args=(model, device, make, args), batch_size=1, num_cpus=1,
+                    num_gpus=1 if gpus else 0, compute=ray.data.ActorPoolStrategy(size=actors))
+        with warnings.catch_warnings():
+            # Ray 2.60 deprecates the restart arguments without a replacement; where a later Ray
+            # drops them, its default (restart and retry without limit) applies
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                answers = rows.map_batches(_Actor, **pool, max_restarts=RESTARTS, max_task_retries=RESTARTS)
+            except TypeError:
+                answers = rows.map_batches(_Actor, **pool)
         for row in answers.iter_rows():
             yield from pickle.loads(row["answer"])
 
@@ -166,14 +172,15 @@ def _quiet(ray) -> Iterator[None]:
         log.setLevel(level)
 
 
-def _ship_by_value(ray, model: nn.Module) -> None:
-    """Send the code of the model's classes with the model where the actors cannot import it
-    (a file given as MODEL, a test's module): Ray's workers have only installed packages."""
-    for name in {type(m).__module__ for m in model.modules()}:
-        module = sys.modules.get(name)
-        top = name.split(".")[0]
-        where = getattr(module, "__file__", None) or ""
-        if module is None or name == "__main__" or top in ("rflens", "torch", "torchvision") or \
-                "site-packages" in where or "dist-packages" in where:
+def _ship_by_value(ray) -> None:
+    """Send the code of this process's own modules (a file given as MODEL, a script, a test)
+    with the objects that use it (the model's classes, its hooks): Ray's workers can import
+    only installed packages."""
+    installed = tuple(os.path.realpath(p) for p in {sysconfig.get_paths()[k] for k in
+                                                     ("stdlib", "platstdlib", "purelib", "platlib")})
+    for name, module in list(sys.modules.items()):
+        where = getattr(module, "__file__", None)
+        if not where or "." in name or name in ("__main__", "rflens") or \
+                os.path.realpath(where).startswith(installed) or "-packages" in where:
             continue
         ray.cloudpickle.register_pickle_by_value(module)
