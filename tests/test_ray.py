@@ -1,8 +1,10 @@
 """Scans and empirical RFs on a Ray cluster give the single-process answer, bit for bit.
 
 One local Ray cluster (2 CPUs, no dashboard) serves the whole test session, as Ray advises:
-starting one takes seconds.  The tests run in one xdist group (``make test`` runs with
-``--dist loadgroup``) so that a session starts one cluster, not one per worker.
+starting one takes seconds, and each Ray run a few more to start its actors (new processes
+that import torch), so the Ctrl-C, resume and CLI tests are marked slow.  The tests run in one
+xdist group (``make test`` runs with ``--dist loadgroup``): a session starts one cluster, not
+one per worker.
 """
 
 from __future__ import annotations
@@ -72,14 +74,6 @@ def test_a_ray_scan_of_a_face_folder_equals_the_single_process_scan_bit_for_bit(
     assert there.threshold(5) == here.threshold(5)
 
 
-def test_a_ray_scan_of_a_tensor_equals_the_single_process_scan(cluster, images):
-    net = small_cnn()
-    here = rflens.top_images(net, "4", images, k=4, batch_size=3, device="cpu")
-    there = rflens.top_images(net, "4", images, k=4, batch_size=3, device="cpu", executor="ray")
-    assert_same_scan(there, here)
-    assert there.scores.shape == (8, 4) and there.seen == 10
-
-
 @needs_mtcnn
 def test_ray_empirical_rfs_of_onet_equal_the_single_process_ones(cluster, faces):
     net = trained_onet()
@@ -96,6 +90,7 @@ def test_ray_empirical_rfs_of_onet_equal_the_single_process_ones(cluster, faces)
             np.testing.assert_array_equal(a.drops, b.drops)
 
 
+@pytest.mark.slow
 def test_ray_empirical_rfs_of_a_small_cnn_resume_from_a_checkpoint_as_in_one_process(cluster, images, tmp_path):
     """Ctrl-C after the first image leaves a checkpoint; run again on Ray, it skips that image."""
     net = small_cnn()
@@ -150,6 +145,7 @@ def test_a_ray_worker_killed_mid_scan_is_restarted_and_the_scan_is_unchanged(clu
     assert sorted(os.listdir(tmp_path / "scan")) == ["scan.npz"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_ray_scan_leaves_a_checkpoint_the_next_run_completes(cluster, images, tmp_path):
     net = small_cnn()
     here = rflens.top_images(net, "4", images, k=3, batch_size=4, device="cpu")
@@ -168,6 +164,7 @@ def test_ctrl_c_during_a_ray_scan_leaves_a_checkpoint_the_next_run_completes(clu
 
 
 @needs_mtcnn
+@pytest.mark.slow
 def test_rflens_scan_and_empirical_with_ray_print_what_they_print_without(cluster, faces, tmp_path, capsys):
     onet = f"{os.path.join(os.path.dirname(__file__), 'trained.py')}:trained_onet"
     flags = ["--input-size", "3x48x48", "--normalize", "0.5,0.5", "--format", "json"]
@@ -199,6 +196,11 @@ def test_without_ray_the_ray_executor_says_how_to_install_it(monkeypatch, images
     err = capsys.readouterr().err
     assert code == 2 and "pip install 'rflens[ray]'" in err and "Traceback" not in err
     assert not (tmp_path / "scan").exists()
+
+
+def test_an_executor_other_than_local_or_ray_is_refused(images):
+    with pytest.raises(rflens.RFLensError, match="executor must be 'local', 'ray' or a RayExecutor, not 'dask'"):
+        rflens.top_images(small_cnn(), "4", images, k=2, device="cpu", executor="dask")
 
 
 def test_importing_rflens_does_not_import_ray():

@@ -221,6 +221,7 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
     if method not in METHODS:
         raise RFLensError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     occluder = occluder or Occluder()
+    executor = as_executor(executor)
     scan, source = scanned_inputs(model, layer, inputs, scan, k, input_size, normalize, device, executor)
     target = channel_layer(model, layer, source.size)
     if target.name != scan.layer:
@@ -248,7 +249,7 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
     done, cropped = len(jobs) - len(todo), 0
     for finished in range(1, done + 1 if progress is not None else 0):  # the images a checkpoint answers
         progress(finished, len(jobs))
-    answers = run_jobs(as_executor(executor), model, device, _occluder_worker,
+    answers = run_jobs(executor, model, device, _occluder_worker,
                        (target, occluder, batch_size, source, method), todo)
     with contextlib.closing(answers):
         for index, clean, drops, crops in answers:

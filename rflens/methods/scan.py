@@ -321,6 +321,7 @@ def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *,
     check_count("limit", limit)
     check_count("batch_size", batch_size)
     normalize = model_normalize(model, normalize)
+    ray = as_executor(executor)
     source = Inputs(inputs, input_size, limit, 0, normalize)
     if source.total is None:
         raise RFLensError("a scan needs to know how many inputs there are: pass a folder, a tensor, a dataset "
@@ -365,7 +366,6 @@ def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *,
         consumed = saved[1]["consumed"]
     skipped = list(scan.skipped)
     # a job is a block of positions: a whole shard here (read in one pass), batches on Ray
-    ray = as_executor(executor)
     if ray is not None and source.iterable is not None:
         raise RFLensError("a scan on Ray reads its inputs by position: pass a folder, a list of image files, a "
                           "tensor or a dataset, not an iterable of batches")
