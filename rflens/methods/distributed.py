@@ -164,7 +164,7 @@ def _quiet(ray) -> Iterator[None]:
     log = logging.getLogger("ray.data")
     level = log.level
     context.enable_progress_bars, context.execution_options.preserve_order = False, True
-    log.setLevel(logging.WARNING)
+    log.setLevel(logging.ERROR)  # not even the warning that progress bars are off
     try:
         yield
     finally:
