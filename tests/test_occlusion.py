@@ -195,7 +195,12 @@ def test_on_trained_onet_the_empirical_rf_is_smaller_than_the_theoretical_and_th
     assert ratio["pool2"] > ratio["pool3"] >= ratio["prelu4"] - 0.02
 
 
-def test_an_interrupted_empirical_run_resumes_without_redoing_images(images, tmp_path):
+@pytest.mark.parametrize("executor", [None, pytest.param("ray", marks=[pytest.mark.slow, pytest.mark.xdist_group("ray")])])
+def test_an_interrupted_empirical_run_resumes_without_redoing_images(images, tmp_path, request, executor):
+    """In one process and on Ray (Ctrl-C there stops the cluster's job; the rerun, on Ray too,
+    skips the image the checkpoint holds and gives the single-process maps)."""
+    if executor:
+        request.getfixturevalue("ray_cluster")
     net = small_cnn()
     occluder = rflens.Occluder(5, 3, "random")
     scan = rflens.top_images(net, "4", images, k=2, device="cpu")
@@ -208,9 +213,10 @@ def test_an_interrupted_empirical_run_resumes_without_redoing_images(images, tmp
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         rflens.empirical_field(net, "4", [0, 1, 2], images, scan=scan, k=2, occluder=occluder, device="cpu",
-                               checkpoint=tmp_path / "occ.npz", progress=kill_after_first_image)
+                               checkpoint=tmp_path / "occ.npz", progress=kill_after_first_image, executor=executor)
     resumed = rflens.empirical_field(net, "4", [0, 1, 2], images, scan=scan, k=2, occluder=occluder, device="cpu",
-                                     checkpoint=tmp_path / "occ.npz", progress=kill_after_first_image)
+                                     checkpoint=tmp_path / "occ.npz", progress=kill_after_first_image,
+                                     executor=executor)
     total = calls[0][1]
     assert [d for d, _ in calls] == [1] + list(range(1, total + 1))
     for c in (0, 1, 2):

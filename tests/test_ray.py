@@ -2,9 +2,10 @@
 
 One local Ray cluster (2 CPUs, no dashboard) serves the whole test session, as Ray advises:
 starting one takes seconds, and each Ray run a few more to start its actors (new processes
-that import torch), so the Ctrl-C, resume and CLI tests are marked slow.  The tests run in one
-xdist group (``make test`` runs with ``--dist loadgroup``): a session starts one cluster, not
-one per worker.
+that import torch), so the Ctrl-C, resume and CLI tests are marked slow (the resumed empirical
+RF on Ray is a case of test_occlusion.py's resume test).  The tests run in one xdist group
+(``make test`` runs with ``--dist loadgroup``): a session starts one cluster (``ray_cluster`` in
+conftest.py), not one per worker.
 """
 
 from __future__ import annotations
@@ -32,17 +33,6 @@ ONET = (3, 48, 48), (0.5, 0.5)  # ONet's input size and normalisation (pixels as
 SCAN_FIELDS = ("scores", "images", "where", "tail")
 
 
-@pytest.fixture(scope="session")
-def cluster():
-    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'rflens[ray]' (make setup does)")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory):
     """12 LFW faces as PNGs and a corrupt file after them."""
@@ -61,7 +51,7 @@ def assert_same_scan(got: rflens.Scan, want: rflens.Scan) -> None:
 
 
 @needs_mtcnn
-def test_a_ray_scan_of_a_face_folder_equals_the_single_process_scan_bit_for_bit(cluster, faces):
+def test_a_ray_scan_of_a_face_folder_equals_the_single_process_scan_bit_for_bit(ray_cluster, faces):
     net = trained_onet()
     size, normalize = ONET
     # batches of 5 over 13 files: the broken one is skipped inside the last batch, on an actor
@@ -75,7 +65,7 @@ def test_a_ray_scan_of_a_face_folder_equals_the_single_process_scan_bit_for_bit(
 
 
 @needs_mtcnn
-def test_ray_empirical_rfs_of_onet_equal_the_single_process_ones(cluster, faces):
+def test_ray_empirical_rfs_of_onet_equal_the_single_process_ones(ray_cluster, faces):
     net = trained_onet()
     size, normalize = ONET
     scan = rflens.top_images(net, "pool2", faces, 3, input_size=size, normalize=normalize, device="cpu")
@@ -88,33 +78,6 @@ def test_ray_empirical_rfs_of_onet_equal_the_single_process_ones(cluster, faces)
         np.testing.assert_array_equal(there.fields[c].heat, here.fields[c].heat)
         for a, b in zip(there.fields[c].maps, here.fields[c].maps):
             np.testing.assert_array_equal(a.drops, b.drops)
-
-
-@pytest.mark.slow
-def test_ray_empirical_rfs_of_a_small_cnn_resume_from_a_checkpoint_as_in_one_process(cluster, images, tmp_path):
-    """Ctrl-C after the first image leaves a checkpoint; run again on Ray, it skips that image."""
-    net = small_cnn()
-    scan = rflens.top_images(net, "4", images, k=2, device="cpu")
-    common = dict(scan=scan, k=2, occluder=rflens.Occluder(5, 3), device="cpu")
-    here = rflens.empirical_field(net, "4", [0, 1, 2], images, **common)
-    calls = []
-
-    def interrupt_after_first_image(done, total):
-        calls.append((done, total))
-        if len(calls) == 1:
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        rflens.empirical_field(net, "4", [0, 1, 2], images, **common, checkpoint=tmp_path / "occ.npz",
-                               progress=interrupt_after_first_image, executor="ray")
-    with np.load(tmp_path / "occ.npz") as saved:
-        assert len([k for k in saved.files if k.startswith("drops")]) == 1
-    there = rflens.empirical_field(net, "4", [0, 1, 2], images, **common, checkpoint=tmp_path / "occ.npz",
-                                   progress=interrupt_after_first_image, executor="ray")
-    total = calls[0][1]
-    assert [d for d, _ in calls] == [1] + list(range(1, total + 1))  # the resumed run starts with 1 image done
-    assert there.to_dict() == here.to_dict()
-    for c in (0, 1, 2):
-        np.testing.assert_array_equal(there.fields[c].heat, here.fields[c].heat)
 
 
 class DiesOnce(torch.utils.data.Dataset):
@@ -134,7 +97,7 @@ class DiesOnce(torch.utils.data.Dataset):
         return self.images[i]
 
 
-def test_a_ray_worker_killed_mid_scan_is_restarted_and_the_scan_is_unchanged(cluster, images, tmp_path):
+def test_a_ray_worker_killed_mid_scan_is_restarted_and_the_scan_is_unchanged(ray_cluster, images, tmp_path):
     net = small_cnn()
     here = rflens.top_images(net, "4", images, k=3, batch_size=4, device="cpu")
     dies = DiesOnce(images, str(tmp_path / "died"))
@@ -146,7 +109,7 @@ def test_a_ray_worker_killed_mid_scan_is_restarted_and_the_scan_is_unchanged(clu
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_a_ray_scan_leaves_a_checkpoint_the_next_run_completes(cluster, images, tmp_path):
+def test_ctrl_c_during_a_ray_scan_leaves_a_checkpoint_the_next_run_completes(ray_cluster, images, tmp_path):
     net = small_cnn()
     here = rflens.top_images(net, "4", images, k=3, batch_size=4, device="cpu")
 
@@ -165,7 +128,7 @@ def test_ctrl_c_during_a_ray_scan_leaves_a_checkpoint_the_next_run_completes(clu
 
 @needs_mtcnn
 @pytest.mark.slow
-def test_rflens_scan_and_empirical_with_ray_print_what_they_print_without(cluster, faces, tmp_path, capsys):
+def test_rflens_scan_and_empirical_with_ray_print_what_they_print_without(ray_cluster, faces, tmp_path, capsys):
     onet = f"{os.path.join(os.path.dirname(__file__), 'trained.py')}:trained_onet"
     flags = ["--input-size", "3x48x48", "--normalize", "0.5,0.5", "--format", "json"]
     scan = ["scan", onet, "--layer", "pool2", "--images", str(faces), "--top-k", "2", "--batch-size", "4", *flags]

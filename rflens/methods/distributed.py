@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..errors import RFLensError
-from .running import pick_device, prepared
+from .running import check_runnable, pick_device, prepared
 
 RESTARTS = 3  # a worker that dies (killed, out of memory) is restarted and its job retried this often
 INSTALL = "pip install 'rflens[ray]'"
@@ -110,16 +110,26 @@ class _Actor:
 
     def __call__(self, batch: dict) -> dict:
         # jobs and answers travel pickled: their shapes vary, which Arrow columns do not like
-        return {"answer": [pickle.dumps(list(self.work(pickle.loads(job)))) for job in batch["job"]]}
+        return {"answer": [pickle.dumps(self._answer(pickle.loads(job))) for job in batch["job"]]}
+
+    def _answer(self, job) -> tuple[list | None, str]:
+        """(what the job yields, "") or (None, the message of the RFLensError it raised): Ray
+        would hand the error over as its own, with only a traceback's text."""
+        try:
+            return list(self.work(job)), ""
+        except RFLensError as e:
+            return None, str(e)
 
 
 def _on_ray(executor: RayExecutor, model, device, make, args, jobs: list) -> Iterator:
     ray = import_ray()
+    check_runnable(model)  # here, where its message reaches the user as it is
     if not jobs:
         return
     with _connected(ray, executor), _quiet(ray):
         _ship_by_value(ray)
-        gpus = int(ray.cluster_resources().get("GPU", 0))
+        on_gpu = device is None or str(device).startswith("cuda")
+        gpus = int(ray.cluster_resources().get("GPU", 0)) if on_gpu else 0
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         actors = min(executor.actors or gpus or cpus, len(jobs))
         rows = ray.data.from_items([{"job": pickle.dumps(job)} for job in jobs], override_num_blocks=len(jobs))
@@ -134,7 +144,10 @@ def _on_ray(executor: RayExecutor, model, device, make, args, jobs: list) -> Ite
             except TypeError:
                 answers = rows.map_batches(_Actor, **pool)
         for row in answers.iter_rows():
-            yield from pickle.loads(row["answer"])
+            done, refused = pickle.loads(row["answer"])
+            if refused:
+                raise RFLensError(refused)
+            yield from done
 
 
 @contextlib.contextmanager
@@ -148,7 +161,9 @@ def _connected(ray, executor: RayExecutor) -> Iterator[None]:
         ray.init(address=executor.address, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING)
     except (ConnectionError, ValueError, RuntimeError) as e:
-        raise RFLensError(f"cannot connect to the Ray cluster at {executor.address or 'RAY_ADDRESS'}: {e}") from None
+        where = executor.address or os.environ.get("RAY_ADDRESS")
+        raise RFLensError((f"cannot connect to the Ray cluster at {where}" if where else
+                           "cannot start a local Ray cluster") + f": {e}") from None
     try:
         yield
     finally:

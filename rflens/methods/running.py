@@ -32,16 +32,8 @@ InputsLike = Union[int, str, Path, torch.Tensor, Dataset, Iterable]
 @contextlib.contextmanager
 def prepared(model: nn.Module, device: torch.device) -> Iterator[None]:
     """The model on ``device`` without parameter gradients; put back as it was afterwards."""
+    check_runnable(model)
     devices = {t.device for t in list(model.parameters()) + list(model.buffers())}
-    if any(d.type == "meta" for d in devices):
-        raise RFLensError("the model's weights are on the meta device (no values): gradients need real "
-                          "weights; build it on the CPU or load a checkpoint (CLI: --weights PATH)")
-    bad = [n for n, t in list(model.named_parameters()) + list(model.named_buffers())
-           if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())]
-    if bad:
-        raise RFLensError(f"the model's weights hold NaN or Inf values (in {', '.join(bad[:3])}"
-                          f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}): its activations and "
-                          "gradients would be NaN. Check the weights file or the training run that made it.")
     grads = {p: p.requires_grad for p in model.parameters()}
     home = devices.pop() if len(devices) == 1 else None
     try:
@@ -55,6 +47,19 @@ def prepared(model: nn.Module, device: torch.device) -> Iterator[None]:
             p.requires_grad_(r)
         if home is not None and home != device:
             model.to(home)
+
+
+def check_runnable(model: nn.Module) -> None:
+    """Refuse a model that cannot run for real: weights on the meta device, or NaN / Inf ones."""
+    if any(t.device.type == "meta" for t in list(model.parameters()) + list(model.buffers())):
+        raise RFLensError("the model's weights are on the meta device (no values): gradients need real "
+                          "weights; build it on the CPU or load a checkpoint (CLI: --weights PATH)")
+    bad = [n for n, t in list(model.named_parameters()) + list(model.named_buffers())
+           if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise RFLensError(f"the model's weights hold NaN or Inf values (in {', '.join(bad[:3])}"
+                          f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}): its activations and "
+                          "gradients would be NaN. Check the weights file or the training run that made it.")
 
 
 def pick_device(device=None) -> torch.device:
