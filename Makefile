@@ -40,12 +40,12 @@ demo: setup
 	$(BIN)/rflens unit vgg16 --layer features.29 --unit 7,7
 	$(BIN)/rflens show vgg16 --layer features.29 --unit 7,7
 
-# loadgroup: the Ray tests (one xdist group) share one worker, so one local Ray cluster
+# loadfile: the Ray tests (all in tests/test_ray.py) share one worker, so one local Ray cluster
 test: setup
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-slow: setup
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m slow
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m slow
 
 test-all: test test-slow
 

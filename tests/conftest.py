@@ -18,8 +18,8 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, tor
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray cluster (2 CPUs, no dashboard) for the whole session, as Ray advises: starting
-    one takes seconds.  The tests using it are in the xdist group "ray", so that `--dist loadgroup`
-    runs them on one worker, one cluster.  Skipped, with the reason, where Ray is not installed."""
+    one takes seconds.  The tests using it are all in test_ray.py, and `make test` runs with
+    `--dist loadfile`: one worker, one cluster.  Skipped, with the reason, where Ray is not installed."""
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'rflens[ray]' (make setup does)")
     started = not ray.is_initialized()
     if started:

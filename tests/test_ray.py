@@ -2,10 +2,9 @@
 
 One local Ray cluster (2 CPUs, no dashboard) serves the whole test session, as Ray advises:
 starting one takes seconds, and each Ray run a few more to start its actors (new processes
-that import torch), so the Ctrl-C, resume and CLI tests are marked slow (the resumed empirical
-RF on Ray is a case of test_occlusion.py's resume test).  The tests run in one xdist group
-(``make test`` runs with ``--dist loadgroup``): a session starts one cluster (``ray_cluster`` in
-conftest.py), not one per worker.
+that import torch), so the Ctrl-C, resume and CLI tests are marked slow.  Every test that
+uses the cluster (``ray_cluster`` in conftest.py) is in this file, and ``make test`` runs with
+``--dist loadfile``, so a run starts one cluster, on one worker.
 """
 
 from __future__ import annotations
@@ -21,13 +20,12 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from test_occlusion import small_cnn
+from test_occlusion import assert_interrupted_run_resumes, small_cnn
 from trained import lfw_folder, trained_onet, weights_file
 
 import rflens
 from rflens.cli import main
 
-pytestmark = pytest.mark.xdist_group("ray")
 needs_mtcnn = pytest.mark.skipif(weights_file() is None, reason="facenet-pytorch not installed (make setup)")
 ONET = (3, 48, 48), (0.5, 0.5)  # ONet's input size and normalisation (pixels as (x * 255 - 127.5) / 128)
 SCAN_FIELDS = ("scores", "images", "where", "tail")
@@ -78,6 +76,11 @@ def test_ray_empirical_rfs_of_onet_equal_the_single_process_ones(ray_cluster, fa
         np.testing.assert_array_equal(there.fields[c].heat, here.fields[c].heat)
         for a, b in zip(there.fields[c].maps, here.fields[c].maps):
             np.testing.assert_array_equal(a.drops, b.drops)
+
+
+@pytest.mark.slow
+def test_an_empirical_rf_interrupted_on_ray_resumes_on_ray_to_the_single_process_maps(ray_cluster, images, tmp_path):
+    assert_interrupted_run_resumes(images, tmp_path, executor="ray")
 
 
 class DiesOnce(torch.utils.data.Dataset):
