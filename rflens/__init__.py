@@ -13,6 +13,7 @@ from .engine.analysis import Analysis
 from .engine.field import Layer, Unit
 from .errors import (InputTooSmallError, LayerNotFoundError, LimitError, ModelNotFoundError, RFLensError,
                      TooLargeError, TraceError, UnitError, UnsupportedOpError)
+from .methods.distributed import RayExecutor
 from .methods.gradient import EffectiveField, GradientField, effective_field, gradient_field
 from .methods.occlusion import EmpiricalField, EmpiricalLayer, Occluder, empirical_field
 from .methods.scan import Scan, top_images
@@ -22,7 +23,7 @@ from .models.names import load_model
 
 __all__ = [
     "analyze", "parse_input_size", "load_model", "adapt", "gradient_field", "effective_field", "top_images",
-    "empirical_field", "segment", "Occluder",
+    "empirical_field", "segment", "Occluder", "RayExecutor",
     "Analysis", "Layer", "Unit", "GradientField", "EffectiveField", "Scan", "EmpiricalField", "EmpiricalLayer",
     "Segment",
     "RFLensError", "UnsupportedOpError", "LimitError", "TraceError", "InputTooSmallError", "LayerNotFoundError",

@@ -17,7 +17,7 @@ from pathlib import Path
 import rflens
 from rflens.errors import RFLensError
 from rflens.files import check_writable, writable_folder
-from rflens.methods import load_image
+from rflens.methods import check_count, load_image
 from rflens.models import adapt, build_model, default_input_size, load_weights, parse_model_args, parse_model_inputs
 
 MODEL_HELP = ("a torchvision name (vgg16), timm:NAME, package.module:callable or path/to/file.py:callable, "
@@ -83,6 +83,24 @@ def occluder_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--stride", type=int, default=3, metavar="PX", help="occluder step in pixels (3)")
     sp.add_argument("--fill", choices=["random", "zeros", "mean", "blur"], default="random",
                     help="what an occluder shows (random: uniform noise in the image's range)")
+
+
+def ray_options(sp: argparse.ArgumentParser) -> None:
+    """Where the command's jobs run: this process, or a Ray cluster (``rflens[ray]``)."""
+    sp.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                    help="run on Ray actors holding the model (one per GPU, else per CPU): a local cluster started "
+                    "for the command, or the cluster at ADDRESS (ray://head:10001, auto); same results as without")
+    sp.add_argument("--actors", type=int, metavar="N", help="with --ray: this many model replicas")
+
+
+def executor_arg(args):
+    """The ``executor=`` the --ray and --actors flags ask for (None: this process)."""
+    check_count("--actors", args.actors)
+    if args.ray is None:
+        if args.actors is not None:
+            raise RFLensError("--actors needs --ray")
+        return None
+    return rflens.RayExecutor(args.ray or None, args.actors)
 
 
 def output_option(sp: argparse.ArgumentParser) -> None:

@@ -10,8 +10,8 @@ import rflens
 from rflens.errors import RFLensError
 from rflens.methods import channel_layer, check_count, image_files
 
-from .common import (MODEL_HELP, check_weights_flags, checked_output, device_arg, dumps, fmt, model_line,
-                     name_of, progress, report, short, tracker, weighted_model)
+from .common import (MODEL_HELP, check_weights_flags, checked_output, device_arg, dumps, executor_arg, fmt,
+                     model_line, name_of, progress, ray_options, report, short, tracker, weighted_model)
 from .scan_inputs import ScanInputs, measuring_options, occluder, parse_channels
 
 
@@ -31,6 +31,7 @@ def register(subparsers) -> None:
     sp.add_argument("--checkpoint", metavar="PATH.npz", help="save each image's results as they come; rerun the "
                     "same command to resume after an interruption")
     measuring_options(sp)
+    ray_options(sp)
     sp.set_defaults(run=run)
 
 
@@ -46,6 +47,7 @@ def run(args) -> int:
     if args.checkpoint and not args.checkpoint.endswith(".npz"):
         raise RFLensError(f"--checkpoint {args.checkpoint!r} must end in .npz")
     device = device_arg(args.device)
+    executor = executor_arg(args)
     model, weights = weighted_model(args.model, args)
     inputs = ScanInputs(args, model, weights)
     target = channel_layer(model, args.layer, inputs.size)
@@ -53,11 +55,11 @@ def run(args) -> int:
     occ = occluder(args, inputs.size)
     k = inputs.k(args.top_k)
     with progress() as bars:
-        scan = inputs.scan_for(args, model, k, device, bars)
+        scan = inputs.scan_for(args, model, k, device, bars, executor)
         result = rflens.empirical_field(
             model, args.layer, channels, inputs.files() if inputs.scan is not None else args.images, scan=scan,
             k=k, occluder=occ, discrepancy=args.discrepancy, input_size=inputs.size, normalize=inputs.normalize,
-            batch_size=args.batch_size, device=device, checkpoint=args.checkpoint,
+            batch_size=args.batch_size, device=device, checkpoint=args.checkpoint, executor=executor,
             progress=tracker(bars, f"occluding {len(channels)} units"))
     if len(channels) == 1:
         fig = empirical_figure(result.fields[channels[0]], occ, args.discrepancy)

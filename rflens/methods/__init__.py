@@ -11,9 +11,10 @@ keeps a scan in.
 ((0.5, 0.5), '0.5,0.5')
 """
 
+from .distributed import RayExecutor
 from .images import Picture, image_files, load_image
 from .running import fingerprint, normalize_spec, parse_normalize
 from .scan import Scan, ScanFolder, TopImage, channel_layer, check_count, top_images
 
-__all__ = ["Picture", "image_files", "load_image", "fingerprint", "parse_normalize", "normalize_spec", "Scan",
+__all__ = ["RayExecutor", "Picture", "image_files", "load_image", "fingerprint", "parse_normalize", "normalize_spec", "Scan",
            "ScanFolder", "TopImage", "channel_layer", "check_count", "top_images"]
