@@ -409,6 +409,6 @@ def analysis_plot_grid(analysis: Analysis, unit, layers: str = "conv,pool") -> F
     >>> import rflens, torch.nn as nn
     >>> a = rflens.analyze(nn.Sequential(nn.Conv2d(1, 1, 3), nn.MaxPool2d(2)), (1, 16, 16))
     >>> [ax.get_title() for ax in analysis_plot_grid(a, [9, 9]).axes]
-    ['0  RF 3', '1  RF 4\\nclamped to (6, 6)']
+    ['0  RF 3\\n3x3 px, inside the input', '1  RF 4\\n4x4 px, inside the input\\nclamped to (6, 6)']
     """
     return grid_figure(analysis, tuple(unit), select_layers(analysis, layers))
