@@ -58,32 +58,41 @@ def measure(model, layer: str, images: Path, limit: int, checkpoint: Path) -> di
 
 
 def figure(heats: dict, results: dict, out: Path) -> None:
-    """Per network: the trained and random ERF of each layer (each scaled to its maximum, log
-    colours), and sigma against depth."""
+    """Per network, a row of trained and a row of random ERFs (each scaled to its maximum, log
+    colours, shown on a window 1.6 times the theoretical RF around the centre), and sigma
+    against depth."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
     from rflens.plot import HEAT_CMAP, LAYER_COLOURS
+    cmap = plt.get_cmap(HEAT_CMAP).copy()
+    cmap.set_bad(cmap(0))  # exact zeros: no dependency at all
     names = [n for n in results if n in heats]
     cols = max(len(LAYERS[n]) for n in names) + 1
-    fig, axes = plt.subplots(2 * len(names), cols, figsize=(1.9 * cols, 2.0 * 2 * len(names)),
+    fig, axes = plt.subplots(2 * len(names), cols, figsize=(1.95 * cols, 2.05 * 2 * len(names)),
                              constrained_layout=True, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
     image = None
     for i, name in enumerate(names):
         rows = results[name]
         for j, row in enumerate(rows):
             for k, kind in enumerate(("trained", "random")):
                 ax = axes[2 * i + k, j]
+                ax.set_axis_on()
                 heat = heats[name][kind][row["layer"]]
-                heat = heat / heat.max()
-                image = ax.imshow(heat, cmap=HEAT_CMAP, norm=LogNorm(1e-3, 1), interpolation="nearest")
-                ax.set_xticks([0, heat.shape[1] - 1])
-                ax.set_yticks([0, heat.shape[0] - 1])
-                ax.tick_params(labelsize=6)
-                ax.set_title(f"{row['name']} {kind}\nσ {row[kind]['sigma']:.1f} px", fontsize=7)
-        for k in range(2):
-            axes[2 * i + k, len(rows)].set_axis_off()
+                h, w = heat.shape
+                half = min(h // 2, max(12, int(0.8 * row["theoretical"])))
+                cy, cx = h // 2, w // 2
+                part = heat[cy - half:cy + half, cx - half:cx + half]
+                image = ax.imshow(np.ma.masked_less_equal(part / part.max(), 0), cmap=cmap, norm=LogNorm(1e-3, 1),
+                                  interpolation="nearest", extent=(-half - 0.5, half - 0.5, half - 0.5, -half - 0.5))
+                ax.set_xticks([-half + 1, 0, half - 1])
+                ax.set_yticks([-half + 1, 0, half - 1])
+                ax.tick_params(labelsize=5, length=1.5)
+                ax.set_title(f"{row['name']}, {kind}\nσ {row[kind]['sigma']:.1f} px (RF {row['theoretical']})",
+                             fontsize=7)
         ax = axes[2 * i, cols - 1]
         ax.set_axis_on()
         x = np.arange(len(rows))
@@ -95,7 +104,9 @@ def figure(heats: dict, results: dict, out: Path) -> None:
         ax.legend(fontsize=6, frameon=False)
         ax.set_title({"vgg16_hed": "VGG-16", "mobilenet_v2": "MobileNetV2"}.get(name, name), fontsize=8)
     if image is not None:
-        fig.colorbar(image, ax=axes[:, :-1].ravel().tolist(), shrink=0.5, label="mean |gradient| / max (log)")
+        fig.colorbar(image, ax=axes[1::2, -1].tolist(), shrink=0.8, label="mean |gradient| / max (log)")
+    fig.suptitle("Effective RFs of the centre unit, trained against random weights, on the same photographs "
+                 "(px from the RF centre)", fontsize=9)
     for ext in ("png", "svg"):
         fig.savefig(out.with_suffix(f".{ext}"), dpi=150)
     plt.close(fig)

@@ -169,29 +169,31 @@ def main(argv=None) -> int:
 
     def log(msg, end="\n"):
         print(msg, end=end, file=sys.stderr, flush=True)
-    results = json.loads(RESULTS.read_text())["models"] if RESULTS.exists() else {}
+    saved = json.loads(RESULTS.read_text())["models"] if RESULTS.exists() else {}
+    results = {}  # only the networks this run works on: another run may be writing the others
     for name in args.model or sorted(LAYERS, reverse=True):
         model = rflens.load_model(f"trained:{name}", device="cpu")
         layers = args.layers.split(",") if args.layers else list(LAYERS[name])
         log(f"{name} (weights {fingerprint(model)})")
-        rows = {r["layer"]: r for r in results.get(name, [])}
+        rows = {r["layer"]: r for r in saved.get(name, [])}
         for layer in layers:
             rows[layer] = run_layer(model, name, layer, args.images, args.units, args.k, args.runs, log)
             results[name] = [rows[n] for n in LAYERS[name] if n in rows]
             save(results, args)
-    figure(results, ROOT / "docs" / "img" / "zhou_ratio")
+    figure(json.loads(RESULTS.read_text())["models"], ROOT / "docs" / "img" / "zhou_ratio")
     return 0
 
 
 def save(results: dict, args) -> None:
     from rflens.files import atomic_write
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"command": "python reproductions/zhou.py " + " ".join(sys.argv[1:]),
+    # another run may be writing another network's rows: keep them, and the command of each
+    before = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"meta": {}, "models": {}}
+    command = "python reproductions/zhou.py " + " ".join(sys.argv[1:])
+    meta = {"commands": {**before["meta"].get("commands", {}), **{name: command for name in results}},
             "images": len([p for p in args.images.glob("*.jpg")]),
             "occluder": "11x11 random pixels, stride 3", "mass": 0.9, "torch": torch.__version__}
-    # another run may be writing another network's rows: keep them
-    saved = json.loads(RESULTS.read_text())["models"] if RESULTS.exists() else {}
-    text = json.dumps({"meta": meta, "models": {**saved, **results}}, indent=1) + "\n"
+    text = json.dumps({"meta": meta, "models": {**before["models"], **results}}, indent=1) + "\n"
     atomic_write(RESULTS, lambda tmp: Path(tmp).write_text(text))
 
 
