@@ -49,6 +49,12 @@ def _heat_cmap():
     return cmap
 
 
+def _plane(heat: np.ndarray) -> np.ndarray:
+    """|gradient| per pixel, summed over input channels where the map keeps them."""
+    heat = np.abs(heat)
+    return heat.sum(0) if heat.ndim == 3 else heat
+
+
 def _px_axes(ax, h: int, w: int) -> None:
     ax.set_xticks([0, w // 2, w - 1])
     ax.set_yticks([0, h // 2, h - 1])
@@ -79,7 +85,7 @@ def depth_figure(name: str, model, images: Path, log) -> dict:
         emp = rflens.empirical_field(model, layer, [channel], x[None], scan=scan, k=1,
                                      occluder=rflens.Occluder(11, 3, "random"))
         occlusion = np.abs(emp.fields[channel].maps[0].heat)
-        g = np.abs(grad.heat).sum(0)
+        g = _plane(grad.heat)
         ax = axes[r, 0]
         ax.imshow(picture.pixels * 0.55 + 0.45, interpolation="nearest")
         tint = np.zeros((224, 224, 4))
@@ -123,9 +129,10 @@ def category(file: str) -> str | None:
     return "_".join(parts[:2]) if len(parts) > 2 else parts[0]
 
 
-def units_figure(name: str, model, layer: str, runs: Path, count: int, log) -> list[dict]:
-    """The ``count`` channels of ``layer`` whose top-5 images share a category most often."""
-    scan = rflens.top_images(model, layer, ROOT / "data" / "images", k=10, out=runs / name / layer / "scan")
+def units_figure(name: str, model, layer: str, images: Path, runs: Path, count: int, log) -> list[dict]:
+    """The ``count`` channels of ``layer`` whose top-5 images share a category most often (the
+    scan of ``reproductions/zhou.py``, whose image folder must be given as it was there)."""
+    scan = rflens.top_images(model, layer, images, k=10, out=runs / name / layer / "scan")
     found = []
     for c in range(scan.channels):
         cats = Counter(category(t.name) for t in scan.top(c)[:5])
@@ -166,7 +173,7 @@ def grid_figure(model, images: Path) -> dict:
         grid = analysis[layer].grid_shape
         unit = tuple(min(3, n - 1) for n in grid)
         field = analysis[layer].unit(unit)
-        g = np.abs(rflens.gradient_field(model, layer, unit, x).heat).sum(0)
+        g = _plane(rflens.gradient_field(model, layer, unit, x).heat)
         ax = axes[0, j]
         ax.imshow(picture.pixels * 0.55 + 0.45)
         tint = np.zeros((224, 224, 4))
@@ -211,7 +218,7 @@ def main(argv=None) -> int:
             record[f"depth_{name}"] = depth_figure(name, model, args.images, log)
         if "units" in parts:
             deep = {"vgg16_hed": "features.30", "mobilenet_v2": "features.17"}[name]
-            record[f"units_{name}"] = units_figure(name, model, deep, args.runs, 3, log)
+            record[f"units_{name}"] = units_figure(name, model, deep, args.images, args.runs, 3, log)
         if "grid" in parts and name == "vgg16_hed":
             record["vgg16_grid_trained"] = grid_figure(model, args.images)
         text = json.dumps(record, indent=1) + "\n"
