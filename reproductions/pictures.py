@@ -16,7 +16,6 @@ Figures go to ``docs/img/`` as PNG and SVG; numbers to ``docs/reproductions/pict
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter
@@ -35,11 +34,9 @@ from rflens.files import atomic_write  # noqa: E402
 from rflens.methods.images import load_image, to_tensor  # noqa: E402
 from rflens.plot import BOX_RGB, HEAT_BOX_RGB, HEAT_CMAP, MASK_RGB, save, segment_sheet  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import IMG, ROOT, parser, save_figure  # noqa: E402
 from zhou import LAYERS  # noqa: E402
-
-IMG = ROOT / "docs" / "img"
 PHOTO = "skimage-cat.jpg"
 
 
@@ -112,9 +109,7 @@ def depth_figure(name: str, model, images: Path, log) -> dict:
         log(f"  depth {layer}: channel {channel} at {unit}")
     fig.suptitle(f"{'VGG-16' if name == 'vgg16_hed' else 'MobileNetV2'} (trained): the most active neuron "
                  f"of each layer on one photograph", fontsize=9)
-    for ext in ("png", "svg"):
-        fig.savefig(IMG / f"depth_{name}.{ext}", dpi=130)
-    plt.close(fig)
+    save_figure(fig, IMG / f"depth_{name}", dpi=130)
     return {"photo": PHOTO, "rows": rows}
 
 
@@ -194,16 +189,12 @@ def grid_figure(model, images: Path) -> dict:
     fig.colorbar(im, ax=axes[1, :].tolist(), shrink=0.8, label="|∂ unit / ∂ pixel| (log, each panel to its max)")
     fig.suptitle("VGG-16 unit (3, 3) across the pools: exact RF (top) and where the trained trunk's "
                  "gradient reaches (bottom)", fontsize=9)
-    for ext in ("png", "svg"):
-        fig.savefig(IMG / f"vgg16_grid_trained.{ext}", dpi=130)
-    plt.close(fig)
+    save_figure(fig, IMG / "vgg16_grid_trained", dpi=130)
     return {"rows": numbers}
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--images", type=Path, default=ROOT / "data" / "images")
-    ap.add_argument("--runs", type=Path, default=ROOT / "data" / "runs")
+    ap = parser(__doc__, list(LAYERS))
     ap.add_argument("--only", choices=["depth", "units", "grid"], action="append")
     args = ap.parse_args(argv)
 
@@ -212,7 +203,7 @@ def main(argv=None) -> int:
     out_file = ROOT / "docs" / "reproductions" / "pictures.json"
     record = json.loads(out_file.read_text()) if out_file.exists() else {}
     parts = args.only or ["depth", "units", "grid"]
-    for name in ("vgg16_hed", "mobilenet_v2"):
+    for name in args.model or ("vgg16_hed", "mobilenet_v2"):
         model = rflens.load_model(f"trained:{name}", device="cpu")
         if "depth" in parts:
             record[f"depth_{name}"] = depth_figure(name, model, args.images, log)
