@@ -140,6 +140,8 @@ def test_server_page_gradient_heat_map_and_erf_cancellation(page, vgg16):
     box = (after == MAGENTA).all(axis=2)
     assert g.nonzero.sum() == 256 and np.array_equal((after != before).any(axis=2), heat & ~box)
     assert f"{int(g.nonzero.sum())} of 256 support pixels nonzero" in page.inner_text("#heatinfo")
+    # over the heat map the field is outlined, not filled: the fill hid the heat
+    assert page.get_attribute("#image", "data-mask") == "outline"
     page.fill("#erfn", "512")
     page.check("#erf")
     assert not page.is_checked("#grad")

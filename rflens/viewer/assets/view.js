@@ -9,6 +9,7 @@
 "use strict";
 const rflensViewer = (function () {
   const MASK_RGBA = [0, 190, 255, 100];   // support: translucent cyan
+  const MASK_EDGE_RGBA = [0, 190, 255, 255];  // the support's outline over a heat map
   const BOX = "#ff00ff";                  // box: opaque magenta (tests look for it)
   const PF = "#ffa500";                   // units that see the clicked pixel: opaque orange
   const VIEW = 448;                       // display size of the input and grid, in CSS pixels
@@ -432,8 +433,17 @@ const rflensViewer = (function () {
         const layer = document.createElement("canvas");
         layer.width = w; layer.height = h;
         const lc = layer.getContext("2d"), data = lc.createImageData(w, h);
+        // over a heat map, only the field's outline: a fill would hide the heat under it
+        const edgeOnly = !!state.heat;
+        c.dataset.mask = edgeOnly ? "outline" : "fill";
+        const inside = (y, x) => y >= 0 && y < h && x >= 0 && x < w && u.mask[y * w + x];
         for (let i = 0; i < u.mask.length; i++) {
-          if (u.mask[i]) data.data.set(MASK_RGBA, i * 4);
+          if (!u.mask[i]) continue;
+          if (!edgeOnly) { data.data.set(MASK_RGBA, i * 4); continue; }
+          const y = Math.floor(i / w), x = i % w;
+          if (!(inside(y - 1, x) && inside(y + 1, x) && inside(y, x - 1) && inside(y, x + 1))) {
+            data.data.set(MASK_EDGE_RGBA, i * 4);
+          }
         }
         lc.putImageData(data, 0, 0);
         ctx.drawImage(layer, 0, 0, w * s, h * s);
