@@ -229,6 +229,18 @@ def dimmed(picture: np.ndarray, mask: np.ndarray, keep: float = DIM) -> np.ndarr
     return picture * np.where(np.asarray(mask, bool), 1.0, keep)[..., None]
 
 
+def short_name(path: str, width: int = 26) -> str:
+    """A file's name that fits above a panel: its end (where names say what they show) when long.
+
+    >>> short_name("/data/tuxpaint-stamps-default-hobbies_music_string_guitar_acoustic.jpg")
+    '…tring_guitar_acoustic.jpg'
+    >>> short_name("faces/face004.png")
+    'face004.png'
+    """
+    name = Path(path).name
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
 def _method_label(method: str, segments) -> str:
     if method == "netdissect":
         levels = sorted({round(s.level, 6) for s in segments})
@@ -263,7 +275,7 @@ def segment_sheet(segments: list[Segment], title: str = "") -> Figure:
             ax.add_collection(LineCollection(mask_outline(s.mask), colors=[SEGMENT_RGB], linewidths=1.0, zorder=5))
             ax.set_xlim(-0.5, w - 0.5)
             ax.set_ylim(h - 0.5, -0.5)
-            ax.set_title(f"{Path(s.image.name).name}\nscore {s.image.score:.2f} · {s.mask.mean():.0%}", fontsize=7)
+            ax.set_title(f"{short_name(s.image.name)}\nscore {s.image.score:.2f} · {s.mask.mean():.0%}", fontsize=7)
         axes[r, 0].set_ylabel(_method_label(method, row), fontsize=8)
     fig.suptitle(title or "segmentations of a unit's top images", fontsize=10)
     fig.supxlabel("dimmed outside the mask, outlined in yellow\nabove each: file, score (the unit's peak "
