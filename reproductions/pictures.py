@@ -179,14 +179,13 @@ def grid_figure(model, images: Path) -> dict:
         ax.set_title(f"{LAYERS['vgg16_hed'][layer]} ({layer})\nunit {unit}: RF {analysis[layer].rf_size[0]} px, "
                      f"{side} inside", fontsize=7)
         ax = axes[1, j]
-        top = float(g.max())
-        im = ax.imshow(np.ma.masked_less_equal(g, 0), cmap=_heat_cmap(), norm=LogNorm(top / 1e3, top))
+        im = ax.imshow(np.ma.masked_less_equal(g / g.max(), 0), cmap=_heat_cmap(), norm=LogNorm(1e-3, 1))
         _outline(ax, field.box, HEAT_BOX_RGB, "--")
         ax.set_title("gradient RF, trained weights", fontsize=7)
         for a in axes[:, j]:
             _px_axes(a, 224, 224)
         numbers.append({"layer": layer, "unit": list(unit), "rf": side, "nonzero": int((g > 0).sum())})
-    fig.colorbar(im, ax=axes[1, :].tolist(), shrink=0.8, label="|∂ unit / ∂ pixel| (log, each panel to its max)")
+    fig.colorbar(im, ax=axes[1, :].tolist(), shrink=0.8, label="|∂ unit / ∂ pixel| / max")
     fig.suptitle("VGG-16 unit (3, 3) across the pools: exact RF (top) and where the trained trunk's "
                  "gradient reaches (bottom)", fontsize=9)
     save_figure(fig, IMG / "vgg16_grid_trained", dpi=130)
