@@ -52,6 +52,22 @@ def test_table_json_records(capsys):
     assert records["conv1"]["rf_size"] == [7, 7] and records["conv1"]["start"] == [-3, -3]
 
 
+def test_table_says_global_and_gives_the_local_field_in_every_format(capsys):
+    # was "404 | 224 | -90 | global, covers input": a size past the input and its width as stride (issue 17)
+    _, md, _ = run(capsys, "table", "vgg16", "--format", "markdown")
+    assert "| classifier.0 | Linear | 1x4096 | global (local 212) | 32 | -90 | covers input |" in md
+    assert "| features.30 | MaxPool2d | 1x512x7x7 | 212 | 32 | -90 |  |" in md
+    _, csv_out, _ = run(capsys, "table", "resnet18", "--format", "csv")
+    assert "avgpool,AdaptiveAvgPool2d,1x512x1x1,global (local 435),32,-217,covers input\r\n" in csv_out
+    assert "layer4,Sequential,1x512x7x7,435,32,-217,paths 11..435\r\n" in csv_out
+    _, text, _ = run(capsys, "table", "resnet18")
+    assert "│ fc " in text and "global (local 435)" in text and "627" not in text
+    _, js, _ = run(capsys, "table", "resnet18", "--format", "json")
+    fc = {r["name"]: r for r in json.loads(js)}["fc"]
+    assert (fc["rf_size"], fc["stride"], fc["global"]) == ([627, 627], [224, 224], True)  # as before
+    assert (fc["local_rf_size"], fc["local_stride"], fc["local_start"]) == ([435, 435], [32, 32], [-217, -217])
+
+
 @pytest.mark.parametrize("fmt,marker", [("csv", "name,op,output_shape"), ("markdown", "| name | op |"),
                                         ("table", "rf size")])
 def test_table_formats(capsys, fmt, marker):
