@@ -22,6 +22,14 @@ from .common import dumps, fmt, format_option, model_and_size, model_options, si
 COLUMNS = ["name", "op", "output_shape", "rf_size", "stride", "start", "flags"]
 
 
+# shown under `rflens table --help`
+EXAMPLES = [
+    'rflens table vgg16',
+    'rflens table resnet50 --input-size 3x512x512 --format markdown',
+    'rflens table timm:convnext_tiny --format json > convnext.json',
+]
+
+
 def register(subparsers) -> None:
     sp = subparsers.add_parser("table", help="one row per layer: RF size, stride, start, flags")
     model_options(sp)

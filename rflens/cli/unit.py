@@ -5,25 +5,37 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 import rflens
 from rflens.errors import RFLensError
 from rflens.files import atomic_write, check_writable
 
-from .common import (UNIT_HELP, box_text, channel_option, dumps, fmt, format_option, load, model_and_size,
+from .common import (LAYER_HELP, UNIT_HELP, box_text, channel_option, dumps, fmt, format_option, load, model_and_size,
                      model_line, model_options, no_local, parse_unit, report, size_text)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+# shown under `rflens unit --help`
+EXAMPLES = [
+    'rflens unit vgg16 --layer features.29 --unit 7,7',
+    'rflens unit mobilenet_v3_small --layer features.9 --local --format json',
+    'rflens unit alexnet --layer features.5 --unit 0,3 --method probe',
+]
 
 
 def register(subparsers) -> None:
     sp = subparsers.add_parser("unit", help="the exact receptive field of one unit")
     model_options(sp)
-    sp.add_argument("--layer", required=True, help="layer name as listed by `rflens table`")
+    sp.add_argument("--layer", required=True, help=LAYER_HELP)
     sp.add_argument("--unit", default="center", help=UNIT_HELP)
     channel_option(sp)
     format_option(sp)
     sp.add_argument("--mask-out", metavar="PATH.npy", help="write the support mask as a .npy bool array")
-    sp.add_argument("--method", choices=["analytic", "probe"], default="analytic")
+    sp.add_argument("--method", choices=["analytic", "probe"], default="analytic",
+                    help="analytic: the exact engine (default); probe: the brute-force gradient oracle (slow)")
     sp.add_argument("--local", action="store_true", help="ignore global-context paths (SE gates, ...)")
     sp.set_defaults(run=run)
 
@@ -90,6 +102,7 @@ def _box_rows(unit, spatial) -> list[tuple[str, str]]:
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
+    import numpy as np
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a name
             np.save(f, array)
