@@ -329,20 +329,35 @@ def stderr_is_terminal() -> bool:
 
 
 def progress():
-    """A progress bar with ETA on stderr, only on a terminal: stdout stays clean for JSON and
-    captured logs get no control codes."""
+    """A progress bar on stderr with the count, the rate (images or inputs per second) and the
+    time left, only on a terminal: stdout stays clean for JSON and captured logs get no control
+    codes."""
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        """Units per second, from rich's own speed estimate; the unit is the task's ``unit`` field."""
+
+        def render(self, task) -> Text:
+            unit = task.fields.get("unit", "it")
+            if task.speed is None:
+                return Text(f"- {unit}/s", style="progress.data.speed")
+            speed = task.speed
+            text = f"{speed:.1f} {unit}/s" if speed >= 1 or speed == 0 else f"{1 / speed:.1f} s/{unit}"
+            return Text(text, style="progress.data.speed")
+
     terminal = stderr_is_terminal()
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(),
                     console=Console(stderr=True, force_terminal=terminal or None), disable=not terminal)
 
 
-def tracker(bars, description: str, total: int | None = None) -> Callable[[int, int | None], None]:
-    """A new bar on ``bars`` (a ``progress()``), and the ``progress=`` callback that moves it."""
-    task = bars.add_task(description, total=total)
+def tracker(bars, description: str, total: int | None = None, unit: str = "image") -> Callable[[int, int | None], None]:
+    """A new bar on ``bars`` (a ``progress()``) counting ``unit``s, and the ``progress=``
+    callback that moves it."""
+    task = bars.add_task(description, total=total, unit=unit)
 
     def update(done: int, total: int | None) -> None:
         bars.update(task, completed=done, total=total)

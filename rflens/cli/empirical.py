@@ -65,7 +65,7 @@ def run(args) -> int:
             model, args.layer, channels, inputs.files() if inputs.scan is not None else args.images, scan=scan,
             k=k, occluder=occ, discrepancy=args.discrepancy, input_size=inputs.size, normalize=inputs.normalize,
             batch_size=args.batch_size, device=device, checkpoint=args.checkpoint,
-            progress=tracker(bars, f"occluding {len(channels)} units"))
+            progress=tracker(bars, f"occluding the top images of {len(channels)} channels"))
     if len(channels) == 1:
         fig = empirical_figure(result.fields[channels[0]], occ, args.discrepancy)
     else:

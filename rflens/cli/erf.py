@@ -94,7 +94,7 @@ def run(args) -> int:
                     field = rflens.effective_field(
                         model, name, "center" if unit is None else unit, inputs, input_size=size,
                         channel=args.channel, mode=args.mode, limit=args.limit, batch_size=args.batch_size,
-                        seed=args.seed, device=device, progress=tracker(bars, f"{spec} {name}"),
+                        seed=args.seed, device=device, progress=tracker(bars, f"{spec} {name}", unit="input"),
                         checkpoint=args.checkpoint)
                     results.append((spec, size, weights, field))
     except KeyboardInterrupt:

@@ -14,7 +14,7 @@ import rflens
 from rflens import methods
 
 from .common import (LAYER_HELP, MODEL_HELP, check_weights_flags, checked_output, device_arg, dumps, model_line, name_of,
-                     progress, report, short, weighted_model)
+                     progress, report, short, tracker, weighted_model)
 from .scan_inputs import ScanInputs, measuring_options, occluder, parse_channels
 
 
@@ -67,14 +67,13 @@ def run(args) -> int:
     k = inputs.k(args.top_k)
     segments = []
     with progress() as bars:
-        task = bars.add_task(f"segmenting channel {args.channel}", total=len(kinds))
-        for i, method in enumerate(kinds):
+        for method in kinds:
             # the scanned files, not the scan, as images: segment() hands a lone scan on to
             # empirical_field as images, which refuses it (see the report on rflens/segment.py)
             segments += rflens.segment(model, args.layer, args.channel, inputs.files(), scan=inputs.scan, k=k,
                                        method=method, occluder=occ, input_size=inputs.size,
-                                       normalize=inputs.normalize, device=device)
-            bars.update(task, completed=i + 1)
+                                       normalize=inputs.normalize, device=device,
+                                       progress=tracker(bars, f"{method} segmentation of channel {args.channel}"))
     title = f"{short(args.model)} · {target.name} · channel {args.channel}: top {k} of {inputs.scan.seen} images"
     path = str(save(segment_sheet(segments, title), output)) if output else None
     records = [{"method": s.method, "rank": rank, "image": s.image.name, "score": round(s.image.score, 5),

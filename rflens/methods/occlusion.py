@@ -28,7 +28,7 @@ channel):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -44,6 +44,7 @@ from ..deprecation import renamed
 from ..errors import RFLensError
 from ..engine.field import Layer, Unit
 from .incremental import Incremental
+from .progress import ProgressLike, reporting
 from .running import Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, pick_device, prepared
 from .scan import Scan, TopImage, channel_layer, top_images
 from ..engine.naming import fx_graph
@@ -180,7 +181,7 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
                     inputs: InputsLike | Scan | None = None, *, scan: Scan | None = None, k: int = 10,
                     occluder: Occluder | None = None, discrepancy: str = "abs", input_size=None, normalize=None,
                     batch_size: int = 64, device=None, method: str = "fast",
-                    progress: Callable[[int, int], None] | None = None,
+                    progress: ProgressLike = None,
                     checkpoint: str | Path | None = None) -> EmpiricalLayer:
     """Empirical RFs (Zhou et al., 2015) of ``channels`` (an int, a list or a range; default
     all) of ``layer``.
@@ -199,7 +200,9 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
     ``"full"`` (every occluder, the whole image, batched, stopping at the layer) and ``"naive"``
     (one full forward of the model per occluded image per unit).
 
-    ``progress(done, total)`` is called after each image.  With ``checkpoint`` (a ``.npz``
+    ``progress``: None (a bar in a notebook, nothing elsewhere), False, True (a tqdm bar) or
+    ``progress(done, total)``, called after each image scanned (where the scan is made here),
+    then after each top image occluded (``rflens.methods.progress``).  With ``checkpoint`` (a ``.npz``
     path) every image's results are saved as they come (atomically), and a later call with the
     same settings skips the images already done.
 
@@ -215,7 +218,7 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
     if method not in METHODS:
         raise RFLensError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     occluder = occluder or Occluder()
-    scan, source = scanned_inputs(model, layer, inputs, scan, k, input_size, normalize, device)
+    scan, source = scanned_inputs(model, layer, inputs, scan, k, input_size, normalize, device, progress)
     target = channel_layer(model, layer, source.size)
     if target.name != scan.layer:
         raise RFLensError(f"the scan is of layer '{scan.layer}', not '{target.name}'")
@@ -240,7 +243,8 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
     results: dict[str, np.ndarray] = dict(saved[0]) if saved else {}
     found: dict[tuple[int, int], Discrepancy] = {}
     shape = tuple(source.size[1:])
-    with prepared(model, dev), torch.no_grad():
+    with prepared(model, dev), torch.no_grad(), reporting(progress, f"occluding top images of {target.name}",
+                                                          "image") as report:
         for done, (index, wanted) in enumerate(sorted(jobs.items())):
             if f"drops{index}" not in results:
                 clean, drops = engine.run(source.get(index), index, wanted, method)
@@ -250,8 +254,8 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
                                         discrepancy)
             for (c, t), d in zip(wanted, maps):
                 found[(c, t.index)] = d
-            if progress is not None:
-                progress(done + 1, len(jobs))
+            if report is not None:
+                report(done + 1, len(jobs))
     h, w = source.size[1:]
     fields = {}
     for c in channels:
@@ -263,7 +267,7 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
 
 
 def scanned_inputs(model, layer: str, inputs, scan: Scan | None, k: int, input_size, normalize,
-                   device) -> tuple[Scan, _Lookup]:
+                   device, progress: ProgressLike = False) -> tuple[Scan, _Lookup]:
     """The scan (made here from ``inputs`` when not given, or ``inputs`` itself when it is one)
     and the scanned inputs by position (a folder's scan remembers its files)."""
     if scan is None and isinstance(inputs, Scan):
@@ -271,7 +275,8 @@ def scanned_inputs(model, layer: str, inputs, scan: Scan | None, k: int, input_s
     if scan is None:
         if inputs is None:
             raise RFLensError("give the inputs (a folder, tensor or dataset) or a scan of them")
-        scan = top_images(model, layer, inputs, k, input_size=input_size, normalize=normalize, device=device)
+        scan = top_images(model, layer, inputs, k, input_size=input_size, normalize=normalize, device=device,
+                          progress=progress)
     if inputs is None:
         if not scan.names or scan.names[0].startswith("input "):
             raise RFLensError("this scan was made from a tensor or dataset, which it does not keep: pass "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from ..engine.analyze import analyze
 from ..errors import RFLensError, UnitError
 from ..files import atomic_write, writable_folder
 from ..engine.field import Layer
+from .progress import ProgressLike, reporting
 from .running import (Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, normalize_spec, pick_device, prepared,
                       settings_diff)
 from ..engine.trace import capture, fx_graph
@@ -293,7 +293,7 @@ def _jsonable(normalize):
 def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *, input_size=None, normalize=None,
                limit: int | None = None, batch_size: int = 16, device=None, out: str | Path | None = None,
                shard: tuple[int, int] | None = None, top_fraction: float = TOP_FRACTION,
-               progress: Callable[[int, int | None], None] | None = None) -> Scan:
+               progress: ProgressLike = None) -> Scan:
     """For every channel of ``layer``, the ``k`` inputs with the highest spatial-max activation.
 
     ``inputs``: a folder of images (recursive, any file Pillow reads; unreadable files are
@@ -303,7 +303,8 @@ def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *,
     interrupted scan resumes where it stopped when called again, and the finished scan is
     returned at once.
     ``shard=(i, n)`` scans only the i-th of n equal blocks of the inputs; join the parts with
-    ``Scan.merge``.
+    ``Scan.merge``.  ``progress``: None (a bar in a notebook, nothing elsewhere), False, True (a
+    tqdm bar) or ``progress(done, total)``, called after each batch (``rflens.methods.progress``).
 
     >>> import torch, rflens
     >>> net = torch.nn.Conv2d(1, 2, 3)
@@ -360,7 +361,7 @@ def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *,
     dtype = model_dtype(model)
     graph = fx_graph(model)
     skipped = list(scan.skipped)
-    with prepared(model, dev), torch.no_grad():
+    with prepared(model, dev), torch.no_grad(), reporting(progress, f"scanning {target.name}", "image") as report:
         for batch in source.batches(batch_size, start=consumed, skipped=skipped, stop=stop):
             if batch.inputs is not None:
                 a = capture(model, batch.inputs.to(dev, dtype), target.name, graph)
@@ -369,8 +370,8 @@ def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *,
             scan = replace(scan, skipped=tuple(skipped))
             arrays, record = scan._arrays()
             partial.save(arrays, {**record, "consumed": consumed})
-            if progress is not None:
-                progress(consumed - start, stop - start)
+            if report is not None:
+                report(consumed - start, stop - start)
     if scan.seen == 0 and shard is None:  # an empty scan would pass for a result
         partial.path and partial.path.unlink(missing_ok=True)
         raise RFLensError(f"nothing was scanned: all {len(skipped)} of the {source.describe} were skipped ("
