@@ -268,7 +268,7 @@ def test_channel_selector_draws_one_neurons_field_on_a_densenet_block(page, dens
     block = s.analysis["features.denseblock1"]
     open_page(page, url if where == "server" else path.as_uri(), "features.denseblock1")
     row = page.locator('#table tr[data-name="features.denseblock1"]')
-    assert "rf 11..59 by channel" in row.inner_text()
+    assert row.inner_text().endswith("\tby channel 11–59")  # its paths are its channels: said once
     assert page.eval_on_selector_all("#groups button", "bs => bs.map(b => b.textContent)") == [
         "all", "0-63: RF 11", "64-95: RF 19", "96-127: RF 27", "128-159: RF 35", "160-191: RF 43", "192-223: RF 51",
         "224-255: RF 59"]

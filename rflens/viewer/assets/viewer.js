@@ -189,10 +189,11 @@
   function flags(r) {
     if (r.refused) return "refused: " + r.why + " in " + (r.module || "the model's forward");
     const out = [];
-    if (r.global) out.push(known(r.local_rf_size) ? "local RF " + fmt(r.local_rf_size) : "no local RF");
-    else if (fmt(r.min_rf) !== fmt(r.max_rf)) out.push("paths " + range(r.min_rf, r.max_rf));
     const byChannel = r.rf_size_by_channel;  // as rflens table writes it
-    if (byChannel) out.push("by channel " + range(byChannel[0], byChannel[1]));
+    const paths = range(r.min_rf, r.max_rf), channels = byChannel && range(byChannel[0], byChannel[1]);
+    if (r.global) out.push(known(r.local_rf_size) ? "local RF " + fmt(r.local_rf_size) : "no local RF");
+    else if (fmt(r.min_rf) !== fmt(r.max_rf) && paths !== channels) out.push("paths " + paths);  // a concatenation's paths are its channels
+    if (byChannel) out.push("by channel " + channels);
     if (!r.uniform) out.push("non-uniform");
     if (!r.global && r.covers_input.every(Boolean)) out.push("covers input");
     return out.join(", ");
