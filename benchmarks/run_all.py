@@ -108,6 +108,13 @@ SECTIONS = [
      "its layouts and only build its nodes), carry the window structure in the layout instead of finding it per "
      "op, and give attention maps' hulls a separable form (rows and columns) so their summary costs rows + "
      "columns instead of rows x columns."),
+    ("bench_readme.py", "(h) The README's examples as written",
+     "Every python block of the README (in order, as one session; each timed alone) and every rflens command "
+     "of its bash blocks, at the README's own sizes, in a folder holding the files they name: `photo.jpg`, "
+     "`cat.jpg`, eight scikit-image photographs in `photos/`, its 100 LFW faces in `faces/` "
+     "(`tests/readme.py`; `tests/test_readme.py` runs the same at reduced sizes in `make test-slow`). "
+     "Not timed: `make demo`/`make test`, `rflens view` serving until Ctrl-C, and the synopsis. Goal: each "
+     "under two minutes, the empirical-RF example about a minute on 2 CPU cores."),
 ]
 
 

@@ -115,6 +115,8 @@ def run(s: Snippet, folder: Path, small: bool = True, timeout: float = 900) -> t
     """Run one snippet in ``folder`` (python: its lines appended to the session so far, in
     ``session.py``, each block timed alone); its seconds and output.  Raises CalledProcessError."""
     code = reduced(s.code) if small else s.code
+    if s.kind == "python":
+        code = "\n" * (s.line - 1) + code  # a traceback names the README's own lines
     start = time.perf_counter()
     if s.kind == "bash":
         argv = shlex.split(code.replace("tests/trained.py", str(ROOT / "tests" / "trained.py")))
@@ -130,7 +132,7 @@ def run(s: Snippet, folder: Path, small: bool = True, timeout: float = 900) -> t
                   f"print(f'__took {{time.perf_counter() - _t:.3f}}')\n")
         done = subprocess.run([sys.executable, "-c", script], cwd=folder, env=_env(), capture_output=True,
                               text=True, timeout=timeout)
-        session.write_text(before + code + "\n")
+        session.write_text(before + code.lstrip("\n") + "\n")
     if done.returncode != 0:
         raise subprocess.CalledProcessError(done.returncode, s.title, done.stdout, done.stderr)
     took = time.perf_counter() - start
