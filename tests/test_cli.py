@@ -68,6 +68,14 @@ def test_table_says_global_and_gives_the_local_field_in_every_format(capsys):
     assert (fc["local_rf_size"], fc["local_stride"], fc["local_start"]) == ([435, 435], [32, 32], [-217, -217])
 
 
+def test_unit_of_a_global_layer_says_global_and_gives_the_local_field(capsys):
+    _, text, _ = run(capsys, "unit", "resnet18", "--layer", "avgpool", "--unit", "0,0")
+    assert "layer RF     global (local 435, stride 32)\n" in text and "627" not in text
+    _, js, _ = run(capsys, "unit", "resnet18", "--layer", "avgpool", "--unit", "0,0", "--format", "json")
+    rec = json.loads(js)
+    assert (rec["rf_size"], rec["local_rf_size"], rec["global"]) == ([627, 627], [435, 435], True)
+
+
 @pytest.mark.parametrize("fmt,marker", [("csv", "name,op,output_shape"), ("markdown", "| name | op |"),
                                         ("table", "rf size")])
 def test_table_formats(capsys, fmt, marker):

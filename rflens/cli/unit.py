@@ -68,6 +68,7 @@ def run(args) -> int:
     if rf_size is not None:
         record["rf_size"] = list(rf_size)
         record["stride"] = list(stride)
+        record["local_rf_size"] = None if layer.local_rf_size is None else list(layer.local_rf_size)
     if args.mask_out:
         _save_npy(args.mask_out, unit.mask)
     if args.format == "json":
@@ -81,7 +82,10 @@ def run(args) -> int:
         ("center", ", ".join(map(str, unit.center))),
         ("support", f"{unit.support_size} pixels"),
     ]
-    if rf_size is not None:
+    local = layer.local_rf_size if rf_size is not None else None
+    if local is not None and None not in local:  # every unit sees the whole input: its size says little
+        rows.append(("layer RF", f"global (local {fmt(local)}, stride {fmt(layer.local_stride)})"))
+    elif rf_size is not None:
         rows.append(("layer RF", f"{fmt(rf_size)}, stride {fmt(stride)}"))
     if layer.is_global:
         more = len(layer.global_via) - 1
