@@ -111,7 +111,9 @@ def _flags(rec: dict) -> str:
         flags.append("non-uniform")
     if all(rec["covers_input"]):
         flags.append("covers input")
-    if rec["min_rf"] != rec["max_rf"] and not rec["global"]:  # a global op's paths reach the whole input
+    # a global op's paths reach the whole input; a concatenation's paths are its channels (said below)
+    if rec["min_rf"] != rec["max_rf"] and not rec["global"] and rec["rf_size_by_channel"] != [rec["min_rf"],
+                                                                                             rec["max_rf"]]:
         flags.append(f"paths {fmt(rec['min_rf'])}..{fmt(rec['max_rf'])}")
     if rec["rf_size_by_channel"]:
         low, high = rec["rf_size_by_channel"]

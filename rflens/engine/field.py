@@ -329,8 +329,10 @@ class Layer:
 
     @property
     def stride(self) -> tuple[float, ...]:
-        """Input pixels per unit step; for a global layer, that of its local field (global
-        context gives every unit the same field, but the units still sit on a grid)."""
+        """Input pixels per unit step; for a global layer with local paths (an SE gate beside a
+        convolution), that of those paths (global context gives every unit the same field, but the
+        units still sit on a grid).  A layer after global pooling has one unit per axis, whose
+        step is the input's size: ``local_stride`` gives the stride of what it pooled."""
         return self._shared("stride", self._stride)
 
     def _stride(self) -> tuple[float, ...]:
