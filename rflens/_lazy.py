@@ -5,7 +5,7 @@ the submodule when first read.  The names are properties of the package's module
 submodule of the same name (``rflens.models.adapt``) does not hide the function once imported,
 as ``from .adapt import adapt`` in an ``__init__`` never let it.
 
->>> import sys, rflens.models
+>>> import rflens.models
 >>> type(rflens.models).__name__, callable(rflens.models.adapt)
 ('LazyPackage', True)
 """

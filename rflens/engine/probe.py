@@ -337,8 +337,8 @@ class ProbeLayer:
     @property
     def center(self) -> tuple[float, ...]:
         """Unit 0's RF centre, as ``Layer.center``."""
-        return tuple((2 * start + size - 1) // 2 if (size - 1) % 2 == 0 else (2 * start + size - 1) / 2
-                     for size, _, start in self._lattice)
+        halves = [2 * start + size - 1 for size, _, start in self._lattice]  # int where whole, as Layer.center
+        return tuple(h // 2 if h % 2 == 0 else h / 2 for h in halves)
 
     @property
     def covers_input(self) -> tuple[bool, ...]:
