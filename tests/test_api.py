@@ -274,6 +274,10 @@ def test_global_layers_with_local_paths_take_the_larger_of_both_local_fields():
     layer = a["features.1"]
     assert layer.is_global and layer.local.rf_size == (7, 7) and layer.local_rf_size == (7, 7)
     assert layer.local_stride == layer.local.stride == (4, 4)
+    # the whole hull holds the local one: past the grid the conv path's lattice goes on into the
+    # padding while the gate's boxes stay put (rf_size was 227 here, under the local 383)
+    deep = a["features.9"]
+    assert (deep.rf_size, deep.local.rf_size, deep.local_rf_size) == ((575, 575), (383, 383), (383, 383))
     vit = rflens.analyze(load_model("vit_b_16"), (3, 224, 224))
     for name in ("encoder.layers.encoder_layer_0", "encoder.layers.encoder_layer_11", "heads"):
         assert vit[name].local_rf_size == (16, 16) and vit[name].local_stride == (16, 16)

@@ -215,7 +215,8 @@ def test_the_table_flags_refused_layers_in_every_format(capsys):
     assert main(["table", *DETECTOR, "--format", "csv"]) == 0
     rows = {line.split(",")[0]: line for line in capsys.readouterr().out.splitlines()}
     assert rows["rpn"] == "rpn,RegionProposalNetwork,?,,,,refused: topk in rpn"
-    assert rows["rpn.head.cls_logits"].startswith("rpn.head.cls_logits,Conv2d,1x15x2x2,91,32,")
+    # MobileNet-V3's SE gates make it global: its local field is the convolution path's
+    assert rows["rpn.head.cls_logits"] == "rpn.head.cls_logits,Conv2d,1x15x2x2,global (local 723),32,-361,covers input"
     assert main(["table", *DETECTOR, "--format", "json"]) == 0
     records = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert records["output[0]['boxes']"]["refused"]["op"] == "topk" and records["output[0]['boxes']"]["rf_size"] is None

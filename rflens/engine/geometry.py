@@ -246,14 +246,23 @@ class Node:
                 reaches.append([_reach(h) for h in e.src.local_hull])
             moved = [tuple(m.apply(mat) for m, mat in zip(e.maps, term)) for term in e.src.local]
             moved_g = [tuple(m.apply(mat) for m, mat in zip(e.maps, term)) for term in e.src.glob]
+            moved_local = None
             if e.src.hull is not None:
-                all_hulls.append([h.through(m) for h, m in zip(e.src.hull, e.maps)])
+                moved_hull = [h.through(m) for h, m in zip(e.src.hull, e.maps)]
+                if e.src.local_hull is not None and e.src.local_hull is not e.src.hull:
+                    # past the grid a global part's boxes stay put while the local part's lattice
+                    # goes on into the padding: the whole hull holds both continuations
+                    moved_local = [h.through(m) for h, m in zip(e.src.local_hull, e.maps)]
+                    moved_hull = [Hull.union([a, b]) for a, b in zip(moved_hull, moved_local)]
+                all_hulls.append(moved_hull)
                 sizes.append([_grow(lo_hi, h, m) for lo_hi, h, m in zip(e.src.path_sizes, e.src.hull, e.maps)])
             if e.via is None:
                 local += moved
                 glob += moved_g
                 if e.src.local_hull is e.src.hull and all_hulls:
                     local_hulls.append(all_hulls[-1])
+                elif moved_local is not None:
+                    local_hulls.append(moved_local)
                 elif e.src.local_hull is not None:
                     local_hulls.append([h.through(m) for h, m in zip(e.src.local_hull, e.maps)])
             else:
