@@ -200,7 +200,10 @@ def test_raft_is_followed_through_its_encoders_and_refused_from_its_first_lookup
     # the encoders' fields are those of the encoders alone
     alone = rflens.analyze(raft.feature_encoder, (3, 128, 128))["output"]
     inside = a["feature_encoder"]
-    assert (inside.rf_size, inside.stride) == (alone.rf_size, alone.stride) == ((133, 133), (8, 8))
+    # instance norms make them global; past the grid their conv paths' lattice goes on into the
+    # padding, so the unclipped size is 171 (133 when the hull left that continuation out)
+    assert (inside.rf_size, inside.stride) == (alone.rf_size, alone.stride) == ((171, 171), (8, 8))
+    assert inside.local_rf_size == alone.local_rf_size == (51, 51)
     assert (inside.unit((3, 5)).mask == alone.unit((3, 5)).mask).all()
     assert not a["context_encoder"].refused
 
