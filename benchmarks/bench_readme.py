@@ -1,4 +1,4 @@
-"""(h) The README's examples as written: each python block (timed alone, after the blocks
+"""(i) The README's examples as written: each python block (timed alone, after the blocks
 before it) and each rflens command, in a folder holding the files they name (tests/readme.py).
 
     python benchmarks/bench_readme.py

@@ -108,7 +108,15 @@ SECTIONS = [
      "its layouts and only build its nodes), carry the window structure in the layout instead of finding it per "
      "op, and give attention maps' hulls a separable form (rows and columns) so their summary costs rows + "
      "columns instead of rows x columns."),
-    ("bench_readme.py", "(h) The README's examples as written",
+    ("bench_ray.py", "(h) Scans on Ray: throughput against one process",
+     "`rflens.top_images` of ResNet-18 `layer3` (random weights), top 10, batches of 16, over a folder of 192 "
+     "224x224 PNGs, in one process and on a local Ray cluster (`ray.init(num_cpus=2)`) with 1 and 2 actors, "
+     "one after another in one run. Each call is timed whole and, from its progress callback, split into the "
+     "time to the first batch's answer (for Ray: starting the actors, processes that import torch and rflens "
+     "and unpickle the model, then one batch) and the throughput after it. Ray's own start-up is timed apart. "
+     "The single process uses torch's 2 threads, each actor one CPU and one thread. Every Ray scan is checked "
+     "to equal the single-process one bit for bit. What the numbers mean for a cluster: [docs/ray.md](ray.md)."),
+    ("bench_readme.py", "(i) The README's examples as written",
      "Every python block of the README (in order, as one session; each timed alone) and every rflens command "
      "of its bash blocks, at the README's own sizes, in a folder holding the files they name: `photo.jpg`, "
      "`cat.jpg`, eight scikit-image photographs in `photos/`, its 100 LFW faces in `faces/` "

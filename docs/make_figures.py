@@ -75,6 +75,26 @@ def _viewer_shot(photo: Path, tmp: Path, out: Path) -> list[str]:
     return argv
 
 
+# The viewer in a notebook (rflens.widget), photographed by its test: docs/widget.ipynb run by a
+# real JupyterLab server in headless Chromium, a unit clicked, a layer chosen from Python, a pixel.
+WIDGET = "widget_notebook.png"
+WIDGET_CAPTION = (
+    "`rflens.widget` in JupyterLab (docs/widget.ipynb): ResNet-18, the unit (5, 9) of layer2 chosen from Python "
+    "with `view.select(\"layer2\", (5, 9))`, its exact support and box on the input, and a clicked pixel with the "
+    "156 units of layer2 that see it. The same view as `rflens view`, in the cell's output, answered by the kernel.")
+
+
+def _widget_shot(out: Path) -> None:
+    """Run the notebook test, which saves its screenshot where RFLENS_WIDGET_SHOT says."""
+    test = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "browser",
+            str(DOCS.parent / "tests" / "test_widget.py")]
+    res = subprocess.run(test, env=dict(os.environ, RFLENS_WIDGET_SHOT=str(out)), cwd=DOCS.parent,
+                         stdout=subprocess.PIPE, text=True)
+    if res.returncode or not out.exists():
+        sys.exit(f"make_figures: the notebook widget's picture needs JupyterLab and Chromium (make setup):\n"
+                 f"{res.stdout[-2000:]}")
+
+
 # Gradients need real weights: these run the models (random weights, seed 0) on the CPU, with
 # small input counts so the whole set takes a couple of minutes.  Captions are filled in with the
 # numbers each command prints (--format json; the picture is the same without it).
@@ -303,6 +323,11 @@ def main(only: set[str] | None = None) -> None:
             _shrink(tmp / VIEWER, IMG / VIEWER, 1200)
         lines += ["## viewer", "", VIEWER_CAPTION, "", f"`rflens {' '.join(argv)}`, opened at "
                   f"`viewer.html{VIEWER_STATE}`", "", f"![{VIEWER}](img/{VIEWER})", ""]
+        if only is None or WIDGET in only:
+            _widget_shot(tmp / WIDGET)
+            _shrink(tmp / WIDGET, IMG / WIDGET, 1200)
+        lines += ["## notebook widget", "", WIDGET_CAPTION, "", "`pytest -m browser tests/test_widget.py` with "
+                  f"`RFLENS_WIDGET_SHOT=docs/img/{WIDGET}`", "", f"![{WIDGET}](img/{WIDGET})", ""]
         lines += ["## Gradients and effective receptive fields", "", GRADIENT_INTRO, ""]
         captions = _captions_in_gallery()
         for name, caption, width, argv in GRADIENT_FIGURES:
@@ -345,7 +370,7 @@ def _shrink(src: Path, dst: Path, width: int = 900) -> None:
 
 if __name__ == "__main__":
     names = set(sys.argv[1:])
-    unknown = names - {f[0] for f in FIGURES} - {f[0] for f in GRADIENT_FIGURES} - set(ZHOU_FIGURES) - {VIEWER}
+    unknown = names - {f[0] for f in FIGURES} - {f[0] for f in GRADIENT_FIGURES} - set(ZHOU_FIGURES) - {VIEWER, WIDGET}
     if unknown:
         sys.exit(f"make_figures: no figure named {', '.join(sorted(unknown))}")
     if not names:  # a full run starts clean; named figures are remade in place

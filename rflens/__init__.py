@@ -25,7 +25,7 @@ _LAZY = {
     "EmpiricalField": ".methods.occlusion", "EmpiricalLayer": ".methods.occlusion", "Occluder": ".methods.occlusion",
     "empirical_field": ".methods.occlusion", "Scan": ".methods.scan", "top_images": ".methods.scan",
     "Segment": ".methods.segment", "segment": ".methods.segment", "adapt": ".models.adapt",
-    "load_model": ".models.names",
+    "load_model": ".models.names", "RayExecutor": ".methods.distributed",
 }
 _SUBPACKAGES = ("engine", "methods", "models", "plot", "viewer", "cli", "files", "deprecation")
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .engine.analysis import Analysis
     from .engine.analyze import analyze, parse_input_size
     from .engine.field import Layer, Unit
+    from .methods.distributed import RayExecutor
     from .methods.gradient import EffectiveField, GradientField, effective_field, gradient_field
     from .methods.occlusion import EmpiricalField, EmpiricalLayer, Occluder, empirical_field
     from .methods.scan import Scan, top_images
@@ -53,13 +54,29 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "analyze", "parse_input_size", "load_model", "adapt", "gradient_field", "effective_field", "top_images",
-    "empirical_field", "segment", "Occluder",
+    "empirical_field", "segment", "Occluder", "RayExecutor",
     "Analysis", "Layer", "Unit", "GradientField", "EffectiveField", "Scan", "EmpiricalField", "EmpiricalLayer",
     "Segment",
     "RFLensError", "UnsupportedOpError", "LimitError", "TraceError", "InputTooSmallError", "LayerNotFoundError",
-    "UnitError", "ModelNotFoundError", "TooLargeError",
+    "UnitError", "ModelNotFoundError", "TooLargeError", "widget",
 ]
 __version__ = "0.1.0"
+
+
+def widget(model: "torch.nn.Module", input_size=(3, 224, 224), **options) -> "rflens.viewer.widget.Widget":
+    """The interactive viewer of ``model`` inline in a notebook (JupyterLab, VS Code, Colab): pick
+    a layer, click a unit, see its exact field; no server to start.  Options: ``image``,
+    ``layer``, ``unit``, ``channel``, ``name``, ``analysis`` (``rflens.viewer.widget.widget``).
+    Needs anywidget: ``pip install 'rflens[notebook]'``.
+
+    >>> import torchvision, rflens
+    >>> view = rflens.widget(torchvision.models.resnet18(weights=None), (3, 224, 224))
+    >>> view.layer, view.unit, view.field.box
+    ('layer4', [3, 3], ((0, 224), (0, 224)))
+    """
+    from .viewer.widget import widget as show  # anywidget and the viewer load only when asked for
+    return show(model, input_size, **options)
+
 
 _lazy.install(__name__, _LAZY)
 

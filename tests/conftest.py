@@ -15,6 +15,20 @@ import os
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, torch.get_num_threads()))
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster (2 CPUs, no dashboard) for the whole session, as Ray advises: starting
+    one takes seconds.  The tests using it are all in test_ray.py, and `make test` runs with
+    `--dist loadfile`: one worker, one cluster.  Skipped, with the reason, where Ray is not installed."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'rflens[ray]' (make setup does)")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    yield ray
+    if started:
+        ray.shutdown()
+
+
 def sample_units(grid: tuple[int, ...]) -> list[tuple[int, ...]]:
     """Corners, edge midpoints and the centre of a grid."""
     if not grid:

@@ -351,13 +351,8 @@ def cli_json(*argv) -> dict:
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory):
     """30 LFW faces (25x25 grey PNGs, brought to 48x48 RGB by --input-size) and a corrupt file."""
-    from PIL import Image
-    from skimage.data import lfw_subset
-    folder = tmp_path_factory.mktemp("faces")
-    for i, face in enumerate(lfw_subset()[:30]):
-        Image.fromarray((face * 255).round().astype(np.uint8)).save(folder / f"face{i:03d}.png")
-    (folder / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    return folder
+    from trained import lfw_folder
+    return lfw_folder(tmp_path_factory.mktemp("faces"), 30)
 
 
 @pytest.fixture(scope="module")

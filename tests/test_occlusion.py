@@ -195,7 +195,10 @@ def test_on_trained_onet_the_empirical_rf_is_smaller_than_the_theoretical_and_th
     assert ratio["pool2"] > ratio["pool3"] >= ratio["prelu4"] - 0.02
 
 
-def test_an_interrupted_empirical_run_resumes_without_redoing_images(images, tmp_path):
+def assert_interrupted_run_resumes(images, tmp_path, executor=None) -> None:
+    """Ctrl-C after the first image leaves a checkpoint; the rerun skips that image (its
+    progress starts at 1 done) and gives the uninterrupted run's maps; another channel list is
+    refused.  ``executor`` runs both interrupted and resumed runs (Ray: test_ray.py)."""
     net = small_cnn()
     occluder = rflens.Occluder(5, 3, "random")
     scan = rflens.top_images(net, "4", images, k=2, device="cpu")
@@ -208,9 +211,10 @@ def test_an_interrupted_empirical_run_resumes_without_redoing_images(images, tmp
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         rflens.empirical_field(net, "4", [0, 1, 2], images, scan=scan, k=2, occluder=occluder, device="cpu",
-                               checkpoint=tmp_path / "occ.npz", progress=kill_after_first_image)
+                               checkpoint=tmp_path / "occ.npz", progress=kill_after_first_image, executor=executor)
     resumed = rflens.empirical_field(net, "4", [0, 1, 2], images, scan=scan, k=2, occluder=occluder, device="cpu",
-                                     checkpoint=tmp_path / "occ.npz", progress=kill_after_first_image)
+                                     checkpoint=tmp_path / "occ.npz", progress=kill_after_first_image,
+                                     executor=executor)
     total = calls[0][1]
     assert [d for d, _ in calls] == [1] + list(range(1, total + 1))
     for c in (0, 1, 2):
@@ -218,6 +222,10 @@ def test_an_interrupted_empirical_run_resumes_without_redoing_images(images, tmp
     with pytest.raises(rflens.RFLensError, match="other settings"):
         rflens.empirical_field(net, "4", [0, 1], images, scan=scan, k=2, occluder=occluder, device="cpu",
                                checkpoint=tmp_path / "occ.npz")
+
+
+def test_an_interrupted_empirical_run_resumes_without_redoing_images(images, tmp_path):
+    assert_interrupted_run_resumes(images, tmp_path)
 
 
 class _Excite(nn.Module):

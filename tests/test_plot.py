@@ -18,7 +18,7 @@ from rflens.methods.images import load_image
 from rflens.methods.occlusion import EmpiricalField, EmpiricalLayer
 from rflens.plot import (CATEGORIES, DIM, EMPIRICAL_RGB, GAUSS_RGB, HEAT_BOX_RGB, MASK_ALPHA, MASK_RGB, SEGMENT_RGB,
                          centred_square, empirical_figure, empirical_grid_figure, erf_comparison_figure, erf_figure,
-                         gradient_categories, gradient_figure, grid_figure, growth_figure, mask_outline,
+                         gradient_categories, gradient_figure, grid_figure, growth_figure, main_path, mask_outline,
                          overlay_figure, segment_sheet, select_layers)
 from rflens.methods.scan import TopImage
 from rflens.methods.segment import Segment
@@ -68,7 +68,8 @@ def test_titles_of_global_layers_say_global_and_give_the_local_field():
     title = a["avgpool"].unit().plot()._suptitle.get_text()
     assert title.endswith("RF global (local 435), stride 32, clipped by the border")
     panels = [ax.get_title() for ax in grid_figure(a, (3, 3), ["layer4", "avgpool"]).axes]
-    assert panels[:2] == ["layer4  RF 435", "avgpool  RF global (local 435)\nclamped to (0, 0)"]
+    assert panels[:2] == ["layer4  RF 435\n224x224 px, clipped by the border",
+                          "avgpool  RF global (local 435)\n224x224 px, clipped by the border\nclamped to (0, 0)"]
 
 
 def test_dilation_holes_stay_unpainted():
@@ -115,6 +116,25 @@ def test_grid_clamps_units_on_small_layers_and_says_so():
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert len(titles) == len(layers)
     assert any("clamped to (3, 3)" in t for t in titles) and not any("clamped" in t for t in titles[:3])
+
+
+def test_grid_titles_say_what_of_each_field_lies_inside_and_small_fields_get_a_zoomed_inset():
+    a = rflens.analyze(rflens.models.load_model("vgg16"), (3, 224, 224))
+    layers = ["features.0", "features.12", "features.14", "features.30"]
+    fig = grid_figure(a, (3, 3), layers)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["features.0  RF 3\n3x3 px, inside the input", "features.12  RF 32\n30x30 px, clipped by the border",
+                      "features.14  RF 40\n34x34 px, clipped by the border", "features.30  RF 212\n212x212 px, inside the input"]
+    # fields under 15% of the input's side (33 px) are zoomed: 3 and 30 px, not 34 and 212
+    assert [len(ax.child_axes) for ax in fig.axes[:4]] == [1, 1, 0, 0]
+    assert [t.get_text() for t in fig.axes[3].get_xticklabels()] == ["0", "112", "223"]
+
+
+def test_the_deepest_path_of_inception_never_steps_back_to_a_finer_stride():
+    a = rflens.analyze(rflens.models.load_model("inception_v3"), (3, 299, 299))
+    strides = [max(layer.stride) for layer in main_path(a)]
+    assert all(b >= a for a, b in zip(strides, strides[1:])), strides  # it went 16, 8, 16 through Mixed_6a
+    assert strides[0] == 2 and strides[-1] == 32
 
 
 def test_growth_chart_draws_each_model_and_the_input_size():
@@ -441,6 +461,24 @@ def test_empirical_grid_gives_each_channel_a_panel_and_the_table_row_in_the_titl
     assert "no occluder changed\nthis unit" in [t.get_text() for t in panels[2].texts]
     title = fig._suptitle.get_text()
     assert title.startswith("toy · empirical RF · conv: theoretical 9 px (cyan), empirical 7.0 ± 2.0 px over 2 units")
+
+
+def test_empirical_maps_say_how_many_were_cut_by_the_border_and_read_in_px_from_the_rf_centre():
+    from rflens.methods.occlusion import Discrepancy
+    inside = rflens.analyze(nn.Conv2d(1, 1, 5, padding=2), (1, 20, 20))["output"].unit((10, 10))
+    corner = rflens.analyze(nn.Conv2d(1, 1, 5, padding=2), (1, 20, 20))["output"].unit((0, 0))
+    assert not inside.clipped and corner.clipped
+    maps = tuple(Discrepancy(TopImage(i, f"im{i}.png", 1.0, (0, 0)), 1.0, np.zeros(1), np.zeros((20, 20)), rf)
+                 for i, rf in enumerate((inside, corner, corner)))
+    field = EmpiricalField("conv", 0, maps, square_field((5, 5)).heat, (5, 5))
+    fig = empirical_figure(field)
+    assert "2 of 3 maps cut by the image border" in fig._supxlabel.get_text()
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert "0" in labels and ax.get_xlabel() == "px from the RF centre"
+    grid = empirical_grid_figure(EmpiricalLayer("conv", {0: field}, (5, 5), rflens.Occluder(3, 1), "abs", None))
+    assert [a.get_title() for a in grid.axes if a.get_title()] == ["channel 0: 5 px (2/3 cut)"]
+    assert grid.axes[-1].get_ylabel() == "fraction of the panel's maximum"  # one shared colour bar
 
 
 def face_segment(mask: np.ndarray, method: str, score: float = 2.5, level: float = 1.25) -> Segment:

@@ -4,33 +4,25 @@ is checked pixel by pixel against the engine, in server mode and in the exported
 from __future__ import annotations
 
 import io
-import os
-import shutil
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from viewing import astronaut, running, scene
+from viewing import CHROMIUM, NO_CHROMIUM, astronaut, chromium, running, scene
 
 from rflens.methods.gradient import gradient_field
 from rflens.viewer import export_html
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need Playwright "
-                               "(pip install -e '.[view]')")
-CHROMIUM = os.environ.get("RFLENS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(CHROMIUM is None, reason="the browser tests need Chromium (Debian's chromium "
-                                 "package: make setup installs it where apt-get runs as root)")]
+pytest.importorskip("playwright.sync_api", reason="the browser tests need Playwright (pip install -e '.[view]')")
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)]
 MAGENTA, ORANGE = (255, 0, 255), (255, 165, 0)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

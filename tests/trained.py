@@ -107,3 +107,15 @@ def lfw_faces(n: int = 100, size: int = 48) -> torch.Tensor:
     faces = torch.from_numpy(lfw_subset()[:n]).float()[:, None]  # grey in [0, 1]
     faces = F.interpolate(faces, size=(size, size), mode="bilinear", align_corners=False)
     return ((faces * 255 - 127.5) * 0.0078125).expand(-1, 3, -1, -1).contiguous()
+
+
+def lfw_folder(folder: Path, n: int = 30) -> Path:
+    """The first ``n`` faces of ``lfw_subset`` as 25x25 grey PNGs in ``folder`` (``face000.png``,
+    ...), with a corrupt file after them (``zz_broken.png``): a folder to scan."""
+    import numpy as np
+    from PIL import Image
+    from skimage.data import lfw_subset
+    for i, face in enumerate(lfw_subset()[:n]):
+        Image.fromarray((face * 255).round().astype(np.uint8)).save(folder / f"face{i:03d}.png")
+    (folder / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    return folder

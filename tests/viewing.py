@@ -1,8 +1,11 @@
-"""Shared by the viewer's tests: scenes of real architectures and a server running in a thread."""
+"""Shared by the viewer's tests: scenes of real architectures, a server running in a thread, and
+headless Chromium (Debian's, driven by Playwright) for the page's and the notebook widget's tests."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import threading
 
 import torch
@@ -44,3 +47,19 @@ def running(s: Scene):
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+CHROMIUM = os.environ.get("RFLENS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+NO_CHROMIUM = "the browser tests need Chromium (Debian's chromium package: make setup installs it where apt-get runs as root)"
+
+
+@contextlib.contextmanager
+def chromium():
+    """Headless Chromium (``CHROMIUM``) under Playwright, which downloads no browser of its own."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM)
+        try:
+            yield browser
+        finally:
+            browser.close()

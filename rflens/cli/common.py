@@ -86,6 +86,24 @@ def occluder_options(sp: argparse.ArgumentParser) -> None:
                     help="what an occluder shows (random: uniform noise in the image's range)")
 
 
+def ray_options(sp: argparse.ArgumentParser) -> None:
+    """Where the command's jobs run: this process, or a Ray cluster (``rflens[ray]``)."""
+    sp.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                    help="run on Ray actors holding the model (one per GPU, else per CPU): a local cluster started "
+                    "for the command, or the cluster at ADDRESS (ray://head:10001, auto); same results as without")
+    sp.add_argument("--actors", type=int, metavar="N", help="with --ray: this many model replicas")
+
+
+def executor_arg(args):
+    """The ``executor=`` the --ray and --actors flags ask for (None: this process)."""
+    methods.check_count("--actors", args.actors)
+    if args.ray is None:
+        if args.actors is not None:
+            raise RFLensError("--actors needs --ray")
+        return None
+    return rflens.RayExecutor(args.ray or None, args.actors)
+
+
 def output_option(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("-o", "--output", help="picture to write: .png, .svg or .pdf (default: a name "
                     "from the arguments, in the current folder)")

@@ -10,8 +10,8 @@ import rflens
 from rflens import methods
 from rflens.errors import RFLensError
 
-from .common import (LAYER_HELP, MODEL_HELP, check_weights_flags, checked_output, device_arg, dumps, fmt, model_line,
-                     name_of, progress, report, short, tracker, weighted_model)
+from .common import (LAYER_HELP, MODEL_HELP, check_weights_flags, checked_output, device_arg, dumps, executor_arg,
+                     fmt, model_line, name_of, progress, ray_options, report, short, tracker, weighted_model)
 from .scan_inputs import ScanInputs, measuring_options, occluder, parse_channels
 
 
@@ -38,6 +38,7 @@ def register(subparsers) -> None:
     sp.add_argument("--checkpoint", metavar="PATH.npz", help="save each image's results as they come; rerun the "
                     "same command to resume after an interruption")
     measuring_options(sp)
+    ray_options(sp)
     sp.set_defaults(run=run)
 
 
@@ -53,6 +54,7 @@ def run(args) -> int:
     if args.checkpoint and not args.checkpoint.endswith(".npz"):
         raise RFLensError(f"--checkpoint {args.checkpoint!r} must end in .npz")
     device = device_arg(args.device)
+    executor = executor_arg(args)
     model, weights = weighted_model(args.model, args)
     inputs = ScanInputs(args, model, weights)
     target = methods.channel_layer(model, args.layer, inputs.size)
@@ -60,11 +62,11 @@ def run(args) -> int:
     occ = occluder(args, inputs.size)
     k = inputs.k(args.top_k)
     with progress() as bars:
-        scan = inputs.scan_for(args, model, k, device, bars)
+        scan = inputs.scan_for(args, model, k, device, bars, executor)
         result = rflens.empirical_field(
             model, args.layer, channels, inputs.files() if inputs.scan is not None else args.images, scan=scan,
             k=k, occluder=occ, discrepancy=args.discrepancy, input_size=inputs.size, normalize=inputs.normalize,
-            batch_size=args.batch_size, device=device, checkpoint=args.checkpoint,
+            batch_size=args.batch_size, device=device, checkpoint=args.checkpoint, executor=executor,
             progress=tracker(bars, f"occluding the top images of {len(channels)} channels"))
     if len(channels) == 1:
         fig = empirical_figure(result.fields[channels[0]], occ, args.discrepancy)

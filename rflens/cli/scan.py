@@ -2,6 +2,7 @@
 and of NetDissect), kept in a folder that the same command resumes.
 
     rflens scan resnet18 --layer layer3 --images photos/ --top-k 10 --out scan_layer3
+    rflens scan resnet18 --layer layer3 --images /shared/photos --ray ray://head:10001
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import rflens
 from rflens import methods
 from rflens.errors import RFLensError
 
-from .common import (BATCH_HELP, LAYER_HELP, MODEL_HELP, check_weights_flags, coords, device_arg, dumps, format_option, image_options,
-                     model_line, name_of, progress, report, safe_name, short, size_for, size_text, tracker,
-                     weighted_model, weights_options)
+from .common import (BATCH_HELP, LAYER_HELP, MODEL_HELP, check_weights_flags, coords, device_arg, dumps, executor_arg,
+                     format_option, image_options, model_line, name_of, progress, ray_options, report, safe_name,
+                     short, size_for, size_text, tracker, weighted_model, weights_options)
 
 # what the folder's state is called in the report and in the JSON record
 STATES = {"new": "new", "partial": "resumed", "finished": "finished earlier"}
@@ -44,6 +45,7 @@ def register(subparsers) -> None:
     format_option(sp)
     image_options(sp)
     weights_options(sp, channel=False, seed="seed of the random weights")
+    ray_options(sp)
     sp.set_defaults(run=run)
 
 
@@ -55,6 +57,7 @@ def run(args) -> int:
     normalize = methods.parse_normalize(args.normalize, "--normalize")
     methods.image_files(args.images)  # a missing or empty folder fails before any model is built
     device = device_arg(args.device)
+    executor = executor_arg(args)
     out = Path(args.out or safe_name(f"scan_{name_of(args.model)}_{args.layer}"))
     folder = methods.ScanFolder(out)
     folder.check_settings(normalize, args.limit)
@@ -70,7 +73,7 @@ def run(args) -> int:
         with progress() as bars:
             scan = rflens.top_images(model, args.layer, args.images, args.top_k, input_size=size,
                                      normalize=normalize, limit=args.limit, batch_size=args.batch_size,
-                                     device=device, out=out,
+                                     device=device, out=out, executor=executor,
                                      progress=tracker(bars, f"scanning {short(args.model)} {target.name}"))
     except RFLensError:
         if created:  # the folder this run made holds no scan: leave nothing behind

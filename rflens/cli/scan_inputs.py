@@ -67,12 +67,13 @@ class ScanInputs:
         """The scanned files, for the library calls that look images up by position."""
         return [Path(n) for n in self.scan.names]
 
-    def scan_for(self, args, model, k: int, device, bars):
-        """The given scan, or a scan of ``--images`` made now (kept in memory)."""
+    def scan_for(self, args, model, k: int, device, bars, executor=None):
+        """The given scan, or a scan of ``--images`` made now (kept in memory; on Ray with
+        ``executor``)."""
         if self.scan is not None:
             return self.scan
         return rflens.top_images(model, args.layer, args.images, k, input_size=self.size,
-                                 normalize=self.normalize, batch_size=16, device=device,
+                                 normalize=self.normalize, batch_size=16, device=device, executor=executor,
                                  progress=tracker(bars, f"scanning {short(args.model)} {args.layer}"))
 
 

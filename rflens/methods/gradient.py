@@ -33,7 +33,7 @@ from ..engine.field import Layer, Unit, UnitLike
 from ..engine.standins import PositiveSurrogate
 from ..engine.quantized import is_quantized
 from .progress import ProgressLike, reporting
-from .running import (Checkpoint, Inputs, InputsLike, fingerprint, input_size_or_default, model_dtype,
+from .running import (Checkpoint, Inputs, InputsLike, fingerprint, input_size_or_default, model_dtype, model_normalize,
                       normalization, pick_device, prepared)
 from ..engine.trace import capture, fx_graph
 
@@ -262,7 +262,7 @@ def gradient_field(model: nn.Module, layer: str, unit: UnitLike = "center",
     >>> int(g.rf.mask.sum()), int(g.nonzero.sum()) <= 16, g.crop
     (16, True, ((2, 6), (2, 6)))
     """
-    x, kind = _one_input(model, input, input_size, normalize)
+    x, kind = _one_input(model, input, input_size, model_normalize(model, normalize))
     target = _Target(model, layer, unit, channel, tuple(x.shape), crop)
     dev = pick_device(device)
     xb = x.unsqueeze(0).to(dev, model_dtype(model))
@@ -459,7 +459,7 @@ def effective_field(model: nn.Module, layer: str, unit: UnitLike = "center", inp
         raise RFLensError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     if batch_size < 1:
         raise RFLensError("batch_size must be at least 1")
-    source = Inputs(inputs, input_size, limit, seed, normalize)
+    source = Inputs(inputs, input_size, limit, seed, model_normalize(model, normalize))
     target = _Target(model, layer, unit, channel, source.size, crop, cone=crop)
     dev = pick_device(device)
     dtype = model_dtype(model)

@@ -27,8 +27,9 @@ channel):
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -44,8 +45,9 @@ from ..deprecation import renamed
 from ..errors import RFLensError
 from ..engine.field import Layer, Unit
 from .incremental import Incremental
+from .distributed import ExecutorLike, as_executor, run_jobs
 from .progress import ProgressLike, reporting
-from .running import Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, pick_device, prepared
+from .running import Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, model_normalize, pick_device
 from .scan import Scan, TopImage, channel_layer, top_images
 from ..engine.naming import fx_graph
 from ..engine.trace import capture, execute, named_tensors
@@ -182,7 +184,7 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
                     occluder: Occluder | None = None, discrepancy: str = "abs", input_size=None, normalize=None,
                     batch_size: int = 64, device=None, method: str = "fast",
                     progress: ProgressLike = None,
-                    checkpoint: str | Path | None = None) -> EmpiricalLayer:
+                    checkpoint: str | Path | None = None, executor: ExecutorLike = None) -> EmpiricalLayer:
     """Empirical RFs (Zhou et al., 2015) of ``channels`` (an int, a list or a range; default
     all) of ``layer``.
 
@@ -206,6 +208,10 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
     path) every image's results are saved as they come (atomically), and a later call with the
     same settings skips the images already done.
 
+    ``executor="ray"`` (or a ``RayExecutor``) spreads the images over Ray actors holding the
+    model (and makes the scan there too, when it is made here); the answers are merged in the
+    images' order, so the result equals this process's, and a checkpoint resumes the same way.
+
     >>> import torch, rflens
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2))
     >>> res = rflens.empirical_field(net, "2", [0], torch.rand(4, 1, 24, 24), k=2,
@@ -218,7 +224,8 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
     if method not in METHODS:
         raise RFLensError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     occluder = occluder or Occluder()
-    scan, source = scanned_inputs(model, layer, inputs, scan, k, input_size, normalize, device, progress)
+    executor = as_executor(executor)
+    scan, source = scanned_inputs(model, layer, inputs, scan, k, input_size, normalize, device, progress, executor)
     target = channel_layer(model, layer, source.size)
     if target.name != scan.layer:
         raise RFLensError(f"the scan is of layer '{scan.layer}', not '{target.name}'")
@@ -241,42 +248,48 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
     keep = Checkpoint(checkpoint, config, "empirical RF")
     saved = keep.load()
     results: dict[str, np.ndarray] = dict(saved[0]) if saved else {}
-    found: dict[tuple[int, int], Discrepancy] = {}
-    shape = tuple(source.size[1:])
-    with prepared(model, dev), torch.no_grad(), reporting(progress, f"occluding top images of {target.name}",
-                                                          "image") as report:
-        for done, (index, wanted) in enumerate(sorted(jobs.items())):
-            if f"drops{index}" not in results:
-                clean, drops = engine.run(source.get(index), index, wanted, method)
+    todo = [(index, wanted) for index, wanted in sorted(jobs.items()) if f"drops{index}" not in results]
+    done, cropped = len(jobs) - len(todo), 0
+    with reporting(progress, f"occluding top images of {target.name}", "image") as report:
+        for finished in range(1, done + 1 if report is not None else 0):  # the images a checkpoint answers
+            report(finished, len(jobs))
+        answers = run_jobs(executor, model, device, _occluder_worker,
+                           (target, occluder, batch_size, source, method), todo)
+        with contextlib.closing(answers):
+            for index, clean, drops, crops in answers:
                 results[f"drops{index}"], results[f"clean{index}"] = drops, clean
                 keep.save(results, {})
-            maps = engine.discrepancies(shape, wanted, results[f"clean{index}"], results[f"drops{index}"],
-                                        discrepancy)
-            for (c, t), d in zip(wanted, maps):
-                found[(c, t.index)] = d
-            if report is not None:
-                report(done + 1, len(jobs))
+                done, cropped = done + 1, cropped + crops
+                if report is not None:
+                    report(done, len(jobs))
+    found: dict[tuple[int, int], Discrepancy] = {}
+    shape = tuple(source.size[1:])
+    for index, wanted in sorted(jobs.items()):
+        maps = engine.discrepancies(shape, wanted, results[f"clean{index}"], results[f"drops{index}"], discrepancy)
+        for (c, t), d in zip(wanted, maps):
+            found[(c, t.index)] = d
     h, w = source.size[1:]
     fields = {}
     for c in channels:
         maps = tuple(found[(c, t.index)] for t in scan.top(c)[:k])
         canvas = np.mean([_centred(m.heat, m.rf.center) for m in maps], axis=0) if maps else np.zeros((2 * h, 2 * w))
         fields[c] = EmpiricalField(target.name, c, maps, canvas, tuple(target.for_channel(c).rf_size))
-    return EmpiricalLayer(target.name, fields, tuple(target.rf_size), occluder, discrepancy, scan, engine.crops,
+    return EmpiricalLayer(target.name, fields, tuple(target.rf_size), occluder, discrepancy, scan, cropped,
                           engine.fallback if method == "fast" else "")
 
 
 def scanned_inputs(model, layer: str, inputs, scan: Scan | None, k: int, input_size, normalize,
-                   device, progress: ProgressLike = False) -> tuple[Scan, _Lookup]:
+                   device, progress: ProgressLike = False, executor: ExecutorLike = None) -> tuple[Scan, _Lookup]:
     """The scan (made here from ``inputs`` when not given, or ``inputs`` itself when it is one)
     and the scanned inputs by position (a folder's scan remembers its files)."""
+    normalize = model_normalize(model, normalize)
     if scan is None and isinstance(inputs, Scan):
         scan, inputs = inputs, None
     if scan is None:
         if inputs is None:
             raise RFLensError("give the inputs (a folder, tensor or dataset) or a scan of them")
         scan = top_images(model, layer, inputs, k, input_size=input_size, normalize=normalize, device=device,
-                          progress=progress)
+                          progress=progress, executor=executor)
     if inputs is None:
         if not scan.names or scan.names[0].startswith("input "):
             raise RFLensError("this scan was made from a tensor or dataset, which it does not keep: pass "
@@ -336,6 +349,20 @@ class _Lookup:
                 raise RFLensError(f"cannot load input {index}: {label}")
             return t
         raise RFLensError(f"the inputs have no position {index}; were they the ones scanned?")
+
+
+def _occluder_worker(model: nn.Module, device: torch.device, layer: Layer, occluder: Occluder, batch_size: int,
+                     source: _Lookup, method: str):
+    """The worker of an empirical RF (``distributed.run_jobs``): for a job ``(image, units)``,
+    the units' clean activations and drops, and whether the image was answered on a crop."""
+    engine = _Engine(model, layer, occluder, batch_size, device, model_dtype(model))
+
+    def work(job: tuple[int, list[tuple[int, TopImage]]]) -> Iterator[tuple[int, np.ndarray, np.ndarray, int]]:
+        index, wanted = job
+        before = engine.crops
+        clean, drops = engine.run(source.get(index), index, wanted, method)
+        yield index, clean, drops, engine.crops - before
+    return work
 
 
 def _hits(mask: np.ndarray, occluder: Occluder, ys: range, xs: range) -> np.ndarray:

@@ -25,23 +25,15 @@ from ..errors import RFLensError
 from ..files import atomic_write
 
 # what an ``inputs=`` argument may be (see ``Inputs``): a count of noise inputs, a folder of
-# images, an (N, C, *spatial) tensor, a map-style dataset, or an iterable of batches
+# images or a list of image files, an (N, C, *spatial) tensor, a map-style dataset, or an iterable of batches
 InputsLike = Union[int, str, Path, torch.Tensor, Dataset, Iterable]
 
 
 @contextlib.contextmanager
 def prepared(model: nn.Module, device: torch.device) -> Iterator[None]:
     """The model on ``device`` without parameter gradients; put back as it was afterwards."""
+    check_runnable(model)
     devices = {t.device for t in list(model.parameters()) + list(model.buffers())}
-    if any(d.type == "meta" for d in devices):
-        raise RFLensError("the model's weights are on the meta device (no values): gradients need real "
-                          "weights; build it on the CPU or load a checkpoint (CLI: --weights PATH)")
-    bad = [n for n, t in list(model.named_parameters()) + list(model.named_buffers())
-           if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())]
-    if bad:
-        raise RFLensError(f"the model's weights hold NaN or Inf values (in {', '.join(bad[:3])}"
-                          f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}): its activations and "
-                          "gradients would be NaN. Check the weights file or the training run that made it.")
     grads = {p: p.requires_grad for p in model.parameters()}
     home = devices.pop() if len(devices) == 1 else None
     try:
@@ -55,6 +47,19 @@ def prepared(model: nn.Module, device: torch.device) -> Iterator[None]:
             p.requires_grad_(r)
         if home is not None and home != device:
             model.to(home)
+
+
+def check_runnable(model: nn.Module) -> None:
+    """Refuse a model that cannot run for real: weights on the meta device, or NaN / Inf ones."""
+    if any(t.device.type == "meta" for t in list(model.parameters()) + list(model.buffers())):
+        raise RFLensError("the model's weights are on the meta device (no values): gradients need real "
+                          "weights; build it on the CPU or load a checkpoint (CLI: --weights PATH)")
+    bad = [n for n, t in list(model.named_parameters()) + list(model.named_buffers())
+           if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise RFLensError(f"the model's weights hold NaN or Inf values (in {', '.join(bad[:3])}"
+                          f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}): its activations and "
+                          "gradients would be NaN. Check the weights file or the training run that made it.")
 
 
 def pick_device(device=None) -> torch.device:
@@ -88,6 +93,20 @@ def normalization(normalize) -> tuple:
     except (TypeError, ValueError):
         raise RFLensError("normalize must be a pair (mean, std)") from None
     return mean, std
+
+
+def model_normalize(model: nn.Module, normalize):
+    """``normalize``, or when it is not given the ``(mean, std)`` the model's weights were trained
+    with (``model.rflens_normalize``, which rflens' trained networks carry); None: ImageNet's.
+
+    >>> net = torch.nn.Conv2d(3, 1, 1)
+    >>> model_normalize(net, None), model_normalize(net, (0.5, 0.5))
+    (None, (0.5, 0.5))
+    >>> net.rflens_normalize = (0.5, 0.5)
+    >>> model_normalize(net, None)
+    (0.5, 0.5)
+    """
+    return getattr(model, "rflens_normalize", None) if normalize is None else normalize
 
 
 def parse_normalize(text: str | None, name: str = "normalize") -> tuple | None:
@@ -174,7 +193,7 @@ class Inputs:
     ``inputs``: an int N (N standard Gaussian noise inputs of ``input_size``, one seeded
     generator per input, so nothing depends on the batch size), a folder of images (recursive;
     any file Pillow reads, resized and centre-cropped to ``input_size``, normalised with
-    ``normalize``), a tensor (N, C, *spatial), a map-style dataset whose items are tensors or
+    ``normalize``) or a list of image files, a tensor (N, C, *spatial), a map-style dataset whose items are tensors or
     ``(tensor, label)`` pairs, or an iterable of batches (such as a DataLoader).
     """
 
@@ -199,6 +218,11 @@ class Inputs:
             self.files = image_files(inputs)
             self.count = len(self.files)
             self.describe = f"images in {inputs}"
+        elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(p, (str, Path)) for p in inputs):
+            self.size = input_size_or_default(input_size)
+            self.files = [Path(p) for p in inputs]  # in the order given; one that does not load is skipped
+            self.count = len(self.files)
+            self.describe = f"{len(inputs)} image files"
         elif isinstance(inputs, torch.Tensor):
             if inputs.ndim < 3:
                 raise RFLensError(f"an input tensor must be (N, C, *spatial), not {tuple(inputs.shape)}")
@@ -270,9 +294,12 @@ class Inputs:
                 gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
                 yield i, torch.randn(self.size, generator=gen), f"noise {i}"
 
-    def batches(self, batch_size: int, start: int, skipped: list, stop: int | None = None) -> Iterator[Batch]:
+    def batches(self, batch_size: int, start: int, skipped: list, stop: int | None = None,
+                aligned: bool = False) -> Iterator[Batch]:
         """Batches of ``batch_size`` loaded inputs from position ``start`` to ``stop``; inputs
-        that do not load are appended to ``skipped`` as (label, reason)."""
+        that do not load are appended to ``skipped`` as (label, reason).  ``aligned``: each batch
+        is instead the inputs that loaded among ``batch_size`` consecutive positions, so a batch
+        is the same whoever runs it (one process, or a Ray actor given just those positions)."""
         pending: list[tuple[int, torch.Tensor, str]] = []
         consumed = 0
         for i, t, label in self.samples(start, stop):
@@ -281,7 +308,7 @@ class Inputs:
                 skipped.append(tuple(label.split("\t", 1)))
             else:
                 pending.append((i, t, label))
-            if len(pending) == batch_size:
+            if (consumed if aligned else len(pending)) == batch_size:
                 yield _batch(pending, consumed)
                 pending, consumed = [], 0
         if pending or consumed:

@@ -10,8 +10,10 @@ threshold exactly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,8 +26,9 @@ from ..engine.analyze import analyze
 from ..errors import RFLensError, UnitError
 from ..files import atomic_write, writable_folder
 from ..engine.field import Layer
+from .distributed import ExecutorLike, as_executor, run_jobs
 from .progress import ProgressLike, reporting
-from .running import (Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, normalize_spec, pick_device, prepared,
+from .running import (Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, model_normalize, normalize_spec,
                       settings_diff)
 from ..engine.trace import capture, fx_graph
 
@@ -293,7 +296,7 @@ def _jsonable(normalize):
 def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *, input_size=None, normalize=None,
                limit: int | None = None, batch_size: int = 16, device=None, out: str | Path | None = None,
                shard: tuple[int, int] | None = None, top_fraction: float = TOP_FRACTION,
-               progress: ProgressLike = None) -> Scan:
+               progress: ProgressLike = None, executor: ExecutorLike = None) -> Scan:
     """For every channel of ``layer``, the ``k`` inputs with the highest spatial-max activation.
 
     ``inputs``: a folder of images (recursive, any file Pillow reads; unreadable files are
@@ -303,8 +306,13 @@ def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *,
     interrupted scan resumes where it stopped when called again, and the finished scan is
     returned at once.
     ``shard=(i, n)`` scans only the i-th of n equal blocks of the inputs; join the parts with
-    ``Scan.merge``.  ``progress``: None (a bar in a notebook, nothing elsewhere), False, True (a
-    tqdm bar) or ``progress(done, total)``, called after each batch (``rflens.methods.progress``).
+    ``Scan.merge``.  Inputs are run in batches of ``batch_size`` consecutive positions.
+    ``progress``: None (a bar in a notebook, nothing elsewhere), False, True (a tqdm bar) or
+    ``progress(done, total)``, called after each batch (``rflens.methods.progress``).
+    ``executor="ray"`` (or a ``RayExecutor`` naming a cluster) runs the batches on Ray actors
+    holding the model and merges their scans in order: the same scan, bit for bit, as here
+    (needs ``pip install 'rflens[ray]'``; a folder's files must be readable at the same paths
+    on every node).
 
     >>> import torch, rflens
     >>> net = torch.nn.Conv2d(1, 2, 3)
@@ -315,6 +323,8 @@ def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *,
     check_count("k", k)
     check_count("limit", limit)
     check_count("batch_size", batch_size)
+    normalize = model_normalize(model, normalize)
+    ray = as_executor(executor)
     source = Inputs(inputs, input_size, limit, 0, normalize)
     if source.total is None:
         raise RFLensError("a scan needs to know how many inputs there are: pass a folder, a tensor, a dataset "
@@ -357,21 +367,26 @@ def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *,
     if saved is not None:
         scan = Scan._from(saved[0], saved[1], config)
         consumed = saved[1]["consumed"]
-    dev = pick_device(device)
-    dtype = model_dtype(model)
-    graph = fx_graph(model)
     skipped = list(scan.skipped)
-    with prepared(model, dev), torch.no_grad(), reporting(progress, f"scanning {target.name}", "image") as report:
-        for batch in source.batches(batch_size, start=consumed, skipped=skipped, stop=stop):
-            if batch.inputs is not None:
-                a = capture(model, batch.inputs.to(dev, dtype), target.name, graph)
-                scan = scan.merge(_batch_scan(scan, a, batch.indices))
-            consumed += batch.consumed
-            scan = replace(scan, skipped=tuple(skipped))
-            arrays, record = scan._arrays()
-            partial.save(arrays, {**record, "consumed": consumed})
-            if report is not None:
-                report(consumed - start, stop - start)
+    # a job is a block of positions: a whole shard here (read in one pass), batches on Ray
+    if ray is not None and source.iterable is not None:
+        raise RFLensError("a scan on Ray reads its inputs by position: pass a folder, a list of image files, a "
+                          "tensor or a dataset, not an iterable of batches")
+    jobs = [(a, min(a + batch_size, stop)) for a in range(consumed, stop, batch_size)] if ray else [(consumed, stop)]
+    like = replace(scan, names=())  # what a worker needs of the scan: not its (long) list of names
+    with reporting(progress, f"scanning {target.name}", "image") as report:
+        answers = run_jobs(ray, model, device, _scanner, (target.name, like, batch_size, source), jobs)
+        with contextlib.closing(answers):
+            for arrays, lost, n in answers:
+                if arrays is not None:
+                    scan = scan.merge(replace(scan, **arrays, skipped=()))
+                skipped += lost
+                consumed += n
+                scan = replace(scan, skipped=tuple(skipped))
+                arrays, record = scan._arrays()
+                partial.save(arrays, {**record, "consumed": consumed})
+                if report is not None:
+                    report(consumed - start, stop - start)
     if scan.seen == 0 and shard is None:  # an empty scan would pass for a result
         partial.path and partial.path.unlink(missing_ok=True)
         raise RFLensError(f"nothing was scanned: all {len(skipped)} of the {source.describe} were skipped ("
@@ -382,6 +397,26 @@ def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *,
         scan.save(final)
         partial.path.unlink(missing_ok=True)
     return scan
+
+
+def _scanner(model: nn.Module, device: torch.device, layer: str, like: Scan, batch_size: int, source: Inputs):
+    """The worker of a scan (``distributed.run_jobs``): for a job ``(start, stop)``, each
+    ``batch_size`` positions' own scan as arrays (None where none loaded), the inputs that did
+    not load, and the positions used."""
+    graph, dtype = fx_graph(model), model_dtype(model)
+
+    def work(job: tuple[int, int]) -> Iterator[tuple[dict | None, list, int]]:
+        lost: list = []
+        for batch in source.batches(batch_size, start=job[0], skipped=lost, stop=job[1], aligned=True):
+            arrays = None
+            if batch.inputs is not None:
+                a = capture(model, batch.inputs.to(device, dtype), layer, graph)
+                part = _batch_scan(like, a, batch.indices)
+                arrays = {"scores": part.scores, "images": part.images, "where": part.where, "tail": part.tail,
+                          "seen": part.seen}
+            yield arrays, lost[:], batch.consumed
+            lost.clear()
+    return work
 
 
 def _batch_scan(like: Scan, a: torch.Tensor, indices: list[int]) -> Scan:

@@ -120,6 +120,9 @@ def load_model(spec: str, kwargs: dict | None = None, device: str | torch.device
       (``quantized_resnet18``) is quantized (``quantize=True``) on the CPU after a calibration on
       random data, and analysed through its float twin (``rflens.engine.quantized``);
     * ``timm:NAME``, a timm architecture (``timm:convnext_atto``; needs the ``timm`` extra);
+    * ``trained:NAME``, a trained ImageNet network whose weights ship in a registry package
+      (``trained:mobilenet_v2``, ``trained:vgg16_hed``; see ``rflens.models.trained``), always
+      with its weights;
     * ``package.module:callable`` or ``path/to/file.py:callable`` (``kwargs`` are passed to it);
     * ``ARCH=WEIGHTS``: any of the above with a weights file loaded into it, strictly
       (``resnet18=run/best.safetensors``; see ``rflens.checkpoints.load_weights``);
@@ -158,6 +161,15 @@ def build_model(spec: str, kwargs: dict | None = None, device: str | torch.devic
         if str(device) not in ("meta", "cpu"):
             model = model.to(device)
         return model.eval(), note
+    if spec.startswith("trained:"):
+        if kwargs:
+            raise RFLensError(f"'{spec}' is a trained network: constructor arguments (--model-arg) do not apply to it")
+        from .trained import TRAINED, trained_model
+        model = trained_model(spec[len("trained:"):])
+        if str(device) not in ("meta", "cpu"):
+            model = model.to(device)
+        entry = TRAINED[spec[len("trained:"):]]
+        return model, f"trained weights from the package {entry.package} ({entry.about})"
     if eq:
         if not weights:
             raise ModelNotFoundError(f"'{spec}': give a weights file after '=', e.g. resnet18=weights.safetensors")

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from .common import (BOX_RGB, HEAT_BOX_RGB, HEAT_CMAP, HEAT_PROJECTED, LAYER_COLOURS, MASK_ALPHA, MASK_RGB,
                      UNCLIPPED_RGB, UNIT_RGB, save, to_png)
-from .empirical import (DIM, EMPIRICAL_RGB, SEGMENT_RGB, centred_square, dimmed, empirical_figure,
+from .empirical import (DIM, EMPIRICAL_RGB, SEGMENT_RGB, centred_square, cut_maps, dimmed, empirical_figure,
                         empirical_grid_figure, empirical_layer_plot, empirical_view, mask_outline, segment_sheet)
 from .fields import (analysis_plot, analysis_plot_grid, draw_field, grid_figure, growth_figure, main_path,
                      overlay_figure, select_layers, unit_figure, unit_plot, unit_png)
@@ -44,7 +44,7 @@ __all__ = [
     "BOX_RGB", "CATEGORIES", "DIM", "EMPIRICAL_RGB", "GAUSS_RGB", "GRAD_LOG_FLOOR", "HEAT_BOX_RGB", "HEAT_CMAP",
     "HEAT_PROJECTED", "LAYER_COLOURS", "LOG_FLOOR", "MASK_ALPHA", "MASK_RGB", "SCALES", "SEGMENT_RGB",
     "UNCLIPPED_RGB", "UNIT_RGB",
-    "analysis_plot", "analysis_plot_grid", "centred_square", "dimmed", "draw_field", "empirical_figure",
+    "analysis_plot", "analysis_plot_grid", "centred_square", "cut_maps", "dimmed", "draw_field", "empirical_figure",
     "empirical_grid_figure", "empirical_layer_plot", "empirical_view", "erf_comparison_figure", "erf_figure",
     "erf_png", "gradient_categories", "gradient_figure", "grid_figure", "growth_figure", "main_path",
     "mask_outline", "overlay_figure", "save", "segment_sheet", "select_layers", "to_png", "unit_figure",

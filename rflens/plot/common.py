@@ -21,7 +21,8 @@ MASK_ALPHA = 0.6
 BOX_RGB = (0.0, 0.45, 0.9)        # the clipped box
 UNCLIPPED_RGB = (0.5, 0.5, 0.5)   # the classic box, reaching into padding
 UNIT_RGB = (0.85, 0.1, 0.1)
-LAYER_COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"]
+# Okabe and Ito's colour-blind-safe palette, yellow last (it reads poorly on white)
+LAYER_COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 HEAT_CMAP = "magma"
 HEAT_BOX_RGB = (0.0, 0.85, 1.0)     # the theoretical RF box on a heat map: cyan reads on magma
 

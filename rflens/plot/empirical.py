@@ -52,10 +52,13 @@ def _occluder_text(occluder: Occluder | None) -> str:
     return f"occluder {occluder.size}x{occluder.size} stride {occluder.stride}, {occluder.fill} fill"
 
 
-def _draw_empirical(ax, field: EmpiricalField, marks: bool = True):
+def _draw_empirical(ax, field: EmpiricalField, marks: bool = True, scaled: bool = False):
     """The averaged canvas with the theoretical (cyan) and empirical (green) squares around its
-    centre pixel; returns the image for a colour bar."""
+    centre pixel; returns the image for a colour bar.  ``scaled``: divided by its largest
+    |value|, so panels side by side share one colour bar."""
     heat = field.heat
+    if scaled and np.abs(heat).max() > 0:
+        heat = heat / np.abs(heat).max()
     h, w = heat.shape
     lo, hi = float(heat.min()), float(heat.max())
     if lo < 0:  # signed drops: white at 0, so where occluding raises the unit shows in blue
@@ -84,7 +87,27 @@ def _draw_empirical(ax, field: EmpiricalField, marks: bool = True):
     r = empirical_view(field)
     ax.set_xlim(max(-0.5, cx - r - 0.5), min(w - 0.5, cx + r + 0.5))
     ax.set_ylim(min(h - 0.5, cy + r + 0.5), max(-0.5, cy - r - 0.5))
+    # pixels from the RF centre: the scale the squares' sides are read against
+    step = _tick_step(r)
+    ticks = np.arange(-(r // step) * step, r + 1, step)
+    ax.set_xticks(cx + ticks, [str(int(t)) for t in ticks])
+    ax.set_yticks(cy + ticks, [str(int(t)) for t in ticks])
+    ax.tick_params(labelsize=6, length=2)
     return image
+
+
+def _tick_step(r: int) -> int:
+    """A round tick step giving two to four ticks on each side of the centre."""
+    for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000):
+        if r // step <= 3:
+            return step
+    return max(1, r // 3)
+
+
+def cut_maps(field: EmpiricalField) -> int:
+    """How many of the channel's maps are cut by the image border: their peak unit's RF reaches
+    past it, so part of what the unit could see is missing from the average."""
+    return sum(bool(m.rf.clipped) for m in field.maps)
 
 
 def empirical_view(field: EmpiricalField) -> int:
@@ -141,6 +164,11 @@ def empirical_figure(field: EmpiricalField, occluder: Occluder | None = None,
              f"({h // 2}, {w // 2})"]
     if names:
         lines.append(f"top images (score): {names}{more}")
+    cut = cut_maps(field)
+    if cut:
+        lines.append(f"{cut} of {len(field.maps)} maps cut by the image border (the peak unit's RF reaches past "
+                     "it): the average is thinner on that side")
+    ax.set_xlabel("px from the RF centre", fontsize=7)
     fig.supxlabel("\n".join(lines), fontsize=8)
     return fig
 
@@ -157,14 +185,19 @@ def empirical_grid_figure(result: EmpiricalLayer, channels: list[int] | None = N
     rows = -(-len(channels) // cols)
     fig = Figure(figsize=(2.6 * cols + 0.4, 2.75 * rows + 1.0), dpi=100, layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    image = None
     for ax, c in zip(axes, channels):
         field = result.fields[c]
-        _draw_empirical(ax, field, marks=False)
-        ax.set_title(f"channel {c}: {field.size or 'n/a'} px", fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        image = _draw_empirical(ax, field, marks=False, scaled=True)
+        cut = cut_maps(field)
+        ax.set_title(f"channel {c}: {field.size or 'n/a'} px" + (f" ({cut}/{len(field.maps)} cut)" if cut else ""),
+                     fontsize=8)
     for ax in axes[len(channels):]:
         ax.set_axis_off()
+    fig.colorbar(image, ax=axes[:len(channels)].tolist(), shrink=0.6,
+                 label="fraction of the panel's maximum" + (" (signed)" if image.norm.vmin < 0 else ""))
+    fig.supxlabel("px from the RF centre; (k/n cut): maps whose peak unit's RF reaches past the image border",
+                  fontsize=7)
     row = result.to_dict()
     mean = "n/a" if row["empirical_mean"] is None else f"{row['empirical_mean']:.1f} ± {row['empirical_std']:.1f}"
     theo = _fmt(_yx_sides(result.theoretical))

@@ -192,14 +192,54 @@ def grid_figure(analysis, unit, layers: list[str], model_name: str = "", cols: i
         note = f"\nclamped to {idx}" if idx != want else ""
         if c != channel:
             note += f"\nchannel {'clamped to ' + str(c) if c is not None else 'none: all'}"
-        ax.set_title(f"{name}  RF {rf_text(layer)}{note}", fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set_title(f"{name}  RF {rf_text(layer)}\n{_inside(u)}{note}", fontsize=8)
+        _px_ticks(ax, analysis.spatial)
+        if u.mask.any() and len(analysis.spatial) == 2:
+            _zoom(ax, u, analysis.spatial)
     for ax in axes[len(layers):]:
         ax.set_axis_off()
     which = f"unit ({', '.join(map(str, unit))})" + ("" if channel is None else f", channel {channel}")
     fig.suptitle(f"{model_name or analysis.model_name}: {which} across layers", fontsize=11)
     return fig
+
+
+def _inside(unit) -> str:
+    """What of the unit's field lies on the input: the whole of it, or the clipped part."""
+    sides = "x".join(str(b - a) for a, b in unit.box)
+    return f"{sides} px, clipped by the border" if unit.clipped else f"{sides} px, inside the input"
+
+
+def _px_ticks(ax, spatial: tuple[int, ...]) -> None:
+    """Pixel ticks at the input's first, middle and last pixel: the scale a field is read against."""
+    h, w = (spatial[-2], spatial[-1]) if len(spatial) > 1 else (1, spatial[-1])
+    ax.set_xticks([0, w // 2, w - 1])
+    ax.set_yticks([0, h // 2, h - 1] if len(spatial) > 1 else [])
+    ax.tick_params(labelsize=6, length=2)
+
+
+ZOOM_BELOW = 0.15  # a field narrower than this share of the input gets a zoomed inset
+
+
+def _zoom(ax, unit, spatial: tuple[int, int]) -> None:
+    """A zoomed inset of a field too small to see on the whole input (the first layers' dots)."""
+    (y0, y1), (x0, x1) = unit.box
+    h, w = spatial
+    if max(y1 - y0, x1 - x0) > ZOOM_BELOW * max(h, w):
+        return
+    pad = max(2, (max(y1 - y0, x1 - x0) + 1) // 2)
+    ys, xs = (max(0, y0 - pad), min(h, y1 + pad)), (max(0, x0 - pad), min(w, x1 + pad))
+    corner = [0.52, 0.52] if (y0 + y1) / 2 < h / 2 and (x0 + x1) / 2 < w / 2 else [0.04, 0.52]
+    inset = ax.inset_axes(corner + [0.44, 0.44])
+    plane = unit.mask[ys[0]:ys[1], xs[0]:xs[1]]
+    extent = (xs[0] - 0.5, xs[1] - 0.5, ys[1] - 0.5, ys[0] - 0.5)
+    inset.imshow(np.ones((1, 1, 3)), extent=extent)
+    overlay = np.zeros((*plane.shape, 4))
+    overlay[plane] = (*MASK_RGB, MASK_ALPHA)
+    inset.imshow(overlay, extent=extent, interpolation="nearest")
+    inset.set_xticks([xs[0], xs[1] - 1])
+    inset.set_yticks([ys[0], ys[1] - 1])
+    inset.tick_params(labelsize=5, length=1.5, pad=1)
+    ax.indicate_inset_zoom(inset, edgecolor="0.3", linewidth=0.8)
 
 
 def growth_figure(analyses: dict, select: str = "conv,pool") -> Figure:
@@ -234,7 +274,8 @@ def growth_figure(analyses: dict, select: str = "conv,pool") -> Figure:
 
 def main_path(analysis, select: str = "conv,pool") -> list:
     """Selected layers in execution order, keeping those that do not shrink the RF: parallel
-    branches with smaller fields (Inception) drop out, leaving growth along the deepest path.
+    branches with smaller fields, or equal fields at a finer stride (Inception), drop out,
+    leaving growth along the deepest path.
     Layers with global context and no local field are left out."""
     kept, best = [], 0
     for n in select_layers(analysis, select):
@@ -245,10 +286,34 @@ def main_path(analysis, select: str = "conv,pool") -> list:
         if field is None:
             continue
         size = max(field.rf_size)
-        if size >= best:
+        # an equal field at a finer stride is a parallel branch (Inception's 1x1 and 3x3 towers
+        # beside a strided one), not the next step of the deepest path
+        prev = _field(kept[-1]) if kept else None
+        finer = prev is not None and size == best and max(field.stride) < max(prev.stride)
+        if size >= best and not finer:
+            # a larger field at a finer stride in a sibling branch of the same block (Inception's
+            # 7x7 tower beside its strided 3x3 one): the path goes through it, not the sibling
+            while kept and max(_field(kept[-1]).stride) > max(field.stride) and _siblings(kept[-1].name, n):
+                kept.pop()
             kept.append(layer)
             best = size
     return kept
+
+
+def _field(layer):
+    return layer.local if layer.is_global else layer
+
+
+def _siblings(a: str, b: str) -> bool:
+    """Whether two layers sit in different branches of one module (``Mixed_7a.branch3x3_2`` and
+    ``Mixed_7a.branch7x7x3_2``), rather than one after another in a chain of top-level blocks.
+
+    >>> _siblings("Mixed_7a.branch3x3_2", "Mixed_7a.branch7x7x3_2.conv"), _siblings("down4.conv", "up1.conv")
+    (True, False)
+    """
+    pa, pb = a.split("."), b.split(".")
+    common = next((i for i, (x, y) in enumerate(zip(pa, pb)) if x != y), min(len(pa), len(pb)))
+    return 0 < common < min(len(pa), len(pb))
 
 
 def overlay_figure(analysis, picture: Picture, layers: list[str], units: str = "center,corners",
@@ -359,6 +424,6 @@ def analysis_plot_grid(analysis: Analysis, unit, layers: str = "conv,pool") -> F
     >>> import rflens, torch.nn as nn
     >>> a = rflens.analyze(nn.Sequential(nn.Conv2d(1, 1, 3), nn.MaxPool2d(2)), (1, 16, 16))
     >>> [ax.get_title() for ax in analysis_plot_grid(a, [9, 9]).axes]
-    ['0  RF 3', '1  RF 4\\nclamped to (6, 6)']
+    ['0  RF 3\\n3x3 px, inside the input', '1  RF 4\\n4x4 px, inside the input\\nclamped to (6, 6)']
     """
     return grid_figure(analysis, tuple(unit), select_layers(analysis, layers))

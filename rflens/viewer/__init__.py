@@ -32,12 +32,10 @@ def export_html(scene: Scene, path: str | Path) -> Path:
     it works from ``file://`` with no server.  Gradient RFs and ERFs need the server."""
     page = asset("index.html").decode()
     data = dict(scene.meta(), gradients=False, geometry=scene.geometry())
-    png = scene.image_png()
-    if png is not None:
-        import base64
-        data["image_data"] = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    if scene.picture is not None:
+        data["image_data"] = scene.image_data_url()
     blob = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    script = asset("viewer.js").decode().replace("</script", "<\\/script")
+    script = asset("view.js", "page.js").decode().replace("</script", "<\\/script")
     for old, new in [('<link rel="stylesheet" href="static/viewer.css">', f"<style>\n{asset('viewer.css').decode()}</style>"),
                      ('<script src="static/viewer.js"></script>',
                       f'<script type="application/json" id="rflens-data">{blob}</script>\n<script>\n{script}</script>')]:

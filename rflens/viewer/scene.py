@@ -123,7 +123,14 @@ class Scene:
             "weights": self.weights,
             "layers": self.table,
             "refused": self.refused,
+            "default_layer": self.default_layer(),
         }
+
+    def default_layer(self) -> str:
+        """The layer shown first: the deepest one with a 2-D grid and a local field (where a unit's
+        field is a box worth drawing), else the first."""
+        good = [r["name"] for r in self.table if len(r["grid"]) == 2 and not r["global"]]
+        return good[-1] if good else self.table[0]["name"]
 
     def layer(self, name: str) -> Layer:
         return self.analysis[name]
@@ -148,14 +155,19 @@ class Scene:
     def projective(self, layer: str, pixel, channel: int | None = None) -> dict:
         """The units of ``layer`` that see input ``pixel`` (row, column): a bool grid, compact;
         with ``channel``, the positions whose neuron of that channel sees it."""
-        pixel = tuple(int(p) for p in pixel)
-        h, w = self.input_size[1:]
-        if len(pixel) != 2 or not (0 <= pixel[0] < h and 0 <= pixel[1] < w):
-            raise UnitError(f"pixel {pixel} is outside the {h}x{w} input")
+        pixel = self.pixel(pixel)
         with self.lock:
             seen = self.analysis[layer].for_channel(channel).projective_field(pixel)
         return {"layer": layer, "pixel": list(pixel), "channel": channel, "count": int(seen.sum()),
                 "units": encode_mask(seen)}
+
+    def pixel(self, pixel) -> tuple[int, int]:
+        """``pixel`` (row, column) as ints, refused where it is not a pixel of the input."""
+        pixel = tuple(int(p) for p in pixel)
+        h, w = self.input_size[1:]
+        if len(pixel) != 2 or not (0 <= pixel[0] < h and 0 <= pixel[1] < w):
+            raise UnitError(f"pixel {pixel} is outside the {h}x{w} input")
+        return pixel
 
     def image_png(self) -> bytes | None:
         """The picture as the model sees it (fitted to the input size), or None."""
@@ -165,6 +177,11 @@ class Scene:
         buf = io.BytesIO()
         Image.fromarray((np.clip(self.picture.pixels, 0, 1) * 255).round().astype(np.uint8)).save(buf, "PNG")
         return buf.getvalue()
+
+    def image_data_url(self) -> str | None:
+        """The picture as a ``data:`` URL (for a page or a widget that has no server), or None."""
+        png = self.image_png()
+        return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
     # -- the static page ----------------------------------------------------------------------
     def geometry(self) -> dict:

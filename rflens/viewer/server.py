@@ -29,16 +29,18 @@ from .scene import Scene
 
 MAX_INPUTS = 512  # ERF inputs one job may ask for
 MAX_QUERY = 2048
-ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
-          "/index.html": ("index.html", "text/html; charset=utf-8"),
-          "/static/viewer.js": ("viewer.js", "text/javascript; charset=utf-8"),
-          "/static/viewer.css": ("viewer.css", "text/css; charset=utf-8")}
+ASSETS = {"/": (("index.html",), "text/html; charset=utf-8"),
+          "/index.html": (("index.html",), "text/html; charset=utf-8"),
+          "/static/viewer.js": (("view.js", "page.js"), "text/javascript; charset=utf-8"),
+          "/static/viewer.css": (("viewer.css",), "text/css; charset=utf-8")}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
-def asset(name: str) -> bytes:
-    return resources.files(__package__).joinpath("assets", name).read_bytes()
+def asset(*names: str) -> bytes:
+    """Files of ``assets/``, one after the other: the page's script is the view (``view.js``,
+    which the notebook widget shares) and then the page's own part (``page.js``)."""
+    return b"\n".join(resources.files(__package__).joinpath("assets", name).read_bytes() for name in names)
 
 
 class BadRequest(RFLensError):
@@ -233,7 +235,7 @@ class ViewerServer(ThreadingHTTPServer):
     def __init__(self, scene: Scene, host: str = "127.0.0.1", port: int = 0, device=None):
         self.scene = scene
         self.jobs = Jobs(scene, device)
-        self.assets = {path: (asset(name), kind) for path, (name, kind) in ASSETS.items()}
+        self.assets = {path: (asset(*names), kind) for path, (names, kind) in ASSETS.items()}
         super().__init__((host, port), Handler)
 
     def server_close(self) -> None:
