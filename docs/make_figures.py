@@ -277,6 +277,31 @@ def _zhou_section(tmp: Path) -> list[str]:
     ]
 
 
+# made by the reproduction scripts on trained networks and real photographs (`make reproductions`,
+# minutes to an hour on 2 cores), shown here, not remade by this script
+TRAINED_FIGURES = [
+    ("depth_vgg16_hed.png", "A trained VGG-16 (HED trunk) on scikit-image's cat: the most active neuron of each pool, "
+     "its exact RF, gradient RF and occlusion map.", "python reproductions/pictures.py --only depth"),
+    ("depth_mobilenet_v2.png", "The same for torchvision's trained MobileNetV2, block by block.",
+     "python reproductions/pictures.py --only depth"),
+    ("zhou_ratio.png", "Zhou et al.'s Table 1 on trained VGG-16 and MobileNetV2: empirical against theoretical RF.",
+     "python reproductions/zhou.py"),
+    ("luo_erf.png", "Luo et al.: effective RFs of the trained networks against their random initialisation.",
+     "python reproductions/luo.py"),
+    ("vgg16_grid_trained.png", "The VGG-16 grid with the trained trunk's gradient RF on a photograph.",
+     "python reproductions/pictures.py --only grid"),
+]
+
+
+def _trained_section() -> list[str]:
+    lines = ["## Trained networks (docs/reproductions.md)", "",
+             "Tables, numbers and what holds of the papers' findings: [reproductions.md](reproductions.md).", ""]
+    for name, caption, command in TRAINED_FIGURES:
+        lines += [f"### {name[:-4].replace('_', ' ')}", "", caption, "", f"`{command}`", "",
+                  f"![{name}](img/{name})", ""]
+    return lines
+
+
 def _section_in_gallery(header: str) -> list[str]:
     """A section of the gallery.md already written (up to the next section), kept by a run that
     does not remake it."""
@@ -344,6 +369,7 @@ def main(only: set[str] | None = None) -> None:
             lines += _zhou_section(tmp)
         else:
             lines += _section_in_gallery(ZHOU_HEADER)
+        lines += _trained_section()
         (DOCS / "gallery.md").write_text("\n".join(lines))
     print(DOCS / "gallery.md")
 

@@ -14,7 +14,6 @@ Writes ``docs/reproductions/luo.json`` and ``docs/img/luo_erf.{png,svg}``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -26,10 +25,11 @@ import torch
 import rflens
 from rflens.files import atomic_write
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "docs" / "reproductions" / "luo.json"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import IMG, ROOT, parser, save_figure  # noqa: E402
 from zhou import LAYERS  # noqa: E402 - the same layers as the empirical RF table
+
+RESULTS = ROOT / "docs" / "reproductions" / "luo.json"
 
 
 def random_twin(name: str) -> torch.nn.Module:
@@ -107,17 +107,12 @@ def figure(heats: dict, results: dict, out: Path) -> None:
         fig.colorbar(image, ax=axes[1::2, -1].tolist(), shrink=0.8, label="mean |gradient| / max (log)")
     fig.suptitle("Effective RFs of the centre unit, trained against random weights, on the same photographs "
                  "(px from the RF centre)", fontsize=9)
-    for ext in ("png", "svg"):
-        fig.savefig(out.with_suffix(f".{ext}"), dpi=150)
-    plt.close(fig)
+    save_figure(fig, out, dpi=150)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", action="append", choices=sorted(LAYERS), help="default: both")
-    ap.add_argument("--images", type=Path, default=ROOT / "data" / "images")
+    ap = parser(__doc__, list(LAYERS))
     ap.add_argument("--limit", type=int, default=200, help="photographs per ERF (200)")
-    ap.add_argument("--runs", type=Path, default=ROOT / "data" / "runs")
     args = ap.parse_args(argv)
     results: dict = {}
     heats: dict = {}
@@ -143,7 +138,7 @@ def main(argv=None) -> int:
     text = json.dumps({"meta": meta, "models": results}, indent=1) + "\n"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(RESULTS, lambda tmp: Path(tmp).write_text(text))
-    figure(heats, results, ROOT / "docs" / "img" / "luo_erf")
+    figure(heats, results, IMG / "luo_erf")
     return 0
 
 

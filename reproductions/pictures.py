@@ -16,7 +16,6 @@ Figures go to ``docs/img/`` as PNG and SVG; numbers to ``docs/reproductions/pict
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter
@@ -35,11 +34,9 @@ from rflens.files import atomic_write  # noqa: E402
 from rflens.methods.images import load_image, to_tensor  # noqa: E402
 from rflens.plot import BOX_RGB, HEAT_BOX_RGB, HEAT_CMAP, MASK_RGB, save, segment_sheet  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import IMG, ROOT, parser, save_figure  # noqa: E402
 from zhou import LAYERS  # noqa: E402
-
-IMG = ROOT / "docs" / "img"
 PHOTO = "skimage-cat.jpg"
 
 
@@ -47,6 +44,12 @@ def _heat_cmap():
     cmap = plt.get_cmap(HEAT_CMAP).copy()
     cmap.set_bad(cmap(0))  # exact zeros (outside the crop, or no dependency) as the darkest colour
     return cmap
+
+
+def _plane(heat: np.ndarray) -> np.ndarray:
+    """|gradient| per pixel, summed over input channels where the map keeps them."""
+    heat = np.abs(heat)
+    return heat.sum(0) if heat.ndim == 3 else heat
 
 
 def _px_axes(ax, h: int, w: int) -> None:
@@ -79,7 +82,7 @@ def depth_figure(name: str, model, images: Path, log) -> dict:
         emp = rflens.empirical_field(model, layer, [channel], x[None], scan=scan, k=1,
                                      occluder=rflens.Occluder(11, 3, "random"))
         occlusion = np.abs(emp.fields[channel].maps[0].heat)
-        g = np.abs(grad.heat).sum(0)
+        g = _plane(grad.heat)
         ax = axes[r, 0]
         ax.imshow(picture.pixels * 0.55 + 0.45, interpolation="nearest")
         tint = np.zeros((224, 224, 4))
@@ -106,9 +109,7 @@ def depth_figure(name: str, model, images: Path, log) -> dict:
         log(f"  depth {layer}: channel {channel} at {unit}")
     fig.suptitle(f"{'VGG-16' if name == 'vgg16_hed' else 'MobileNetV2'} (trained): the most active neuron "
                  f"of each layer on one photograph", fontsize=9)
-    for ext in ("png", "svg"):
-        fig.savefig(IMG / f"depth_{name}.{ext}", dpi=130)
-    plt.close(fig)
+    save_figure(fig, IMG / f"depth_{name}", dpi=130)
     return {"photo": PHOTO, "rows": rows}
 
 
@@ -123,9 +124,10 @@ def category(file: str) -> str | None:
     return "_".join(parts[:2]) if len(parts) > 2 else parts[0]
 
 
-def units_figure(name: str, model, layer: str, runs: Path, count: int, log) -> list[dict]:
-    """The ``count`` channels of ``layer`` whose top-5 images share a category most often."""
-    scan = rflens.top_images(model, layer, ROOT / "data" / "images", k=10, out=runs / name / layer / "scan")
+def units_figure(name: str, model, layer: str, images: Path, runs: Path, count: int, log) -> list[dict]:
+    """The ``count`` channels of ``layer`` whose top-5 images share a category most often (the
+    scan of ``reproductions/zhou.py``, whose image folder must be given as it was there)."""
+    scan = rflens.top_images(model, layer, images, k=10, out=runs / name / layer / "scan")
     found = []
     for c in range(scan.channels):
         cats = Counter(category(t.name) for t in scan.top(c)[:5])
@@ -166,7 +168,7 @@ def grid_figure(model, images: Path) -> dict:
         grid = analysis[layer].grid_shape
         unit = tuple(min(3, n - 1) for n in grid)
         field = analysis[layer].unit(unit)
-        g = np.abs(rflens.gradient_field(model, layer, unit, x).heat).sum(0)
+        g = _plane(rflens.gradient_field(model, layer, unit, x).heat)
         ax = axes[0, j]
         ax.imshow(picture.pixels * 0.55 + 0.45)
         tint = np.zeros((224, 224, 4))
@@ -187,16 +189,12 @@ def grid_figure(model, images: Path) -> dict:
     fig.colorbar(im, ax=axes[1, :].tolist(), shrink=0.8, label="|∂ unit / ∂ pixel| (log, each panel to its max)")
     fig.suptitle("VGG-16 unit (3, 3) across the pools: exact RF (top) and where the trained trunk's "
                  "gradient reaches (bottom)", fontsize=9)
-    for ext in ("png", "svg"):
-        fig.savefig(IMG / f"vgg16_grid_trained.{ext}", dpi=130)
-    plt.close(fig)
+    save_figure(fig, IMG / "vgg16_grid_trained", dpi=130)
     return {"rows": numbers}
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--images", type=Path, default=ROOT / "data" / "images")
-    ap.add_argument("--runs", type=Path, default=ROOT / "data" / "runs")
+    ap = parser(__doc__, list(LAYERS))
     ap.add_argument("--only", choices=["depth", "units", "grid"], action="append")
     args = ap.parse_args(argv)
 
@@ -205,13 +203,13 @@ def main(argv=None) -> int:
     out_file = ROOT / "docs" / "reproductions" / "pictures.json"
     record = json.loads(out_file.read_text()) if out_file.exists() else {}
     parts = args.only or ["depth", "units", "grid"]
-    for name in ("vgg16_hed", "mobilenet_v2"):
+    for name in args.model or ("vgg16_hed", "mobilenet_v2"):
         model = rflens.load_model(f"trained:{name}", device="cpu")
         if "depth" in parts:
             record[f"depth_{name}"] = depth_figure(name, model, args.images, log)
         if "units" in parts:
             deep = {"vgg16_hed": "features.30", "mobilenet_v2": "features.17"}[name]
-            record[f"units_{name}"] = units_figure(name, model, deep, args.runs, 3, log)
+            record[f"units_{name}"] = units_figure(name, model, deep, args.images, args.runs, 3, log)
         if "grid" in parts and name == "vgg16_hed":
             record["vgg16_grid_trained"] = grid_figure(model, args.images)
         text = json.dumps(record, indent=1) + "\n"

@@ -16,7 +16,6 @@ Writes ``docs/reproductions/zhou.json`` and the figure ``docs/img/zhou_ratio.{pn
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -28,7 +27,9 @@ import torch
 import rflens
 from rflens.methods.running import fingerprint
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import IMG, ROOT, parser, save_figure  # noqa: E402
+
 RESULTS = ROOT / "docs" / "reproductions" / "zhou.json"
 # the layers compared: VGG-16's five pools; MobileNetV2's block outputs at each resolution step
 LAYERS = {
@@ -147,19 +148,14 @@ def figure(results: dict, out: Path) -> None:
     right.set_ylim(0, 1.3)
     right.set_title("ours: / the uniform field seen through the occluder;\nZhou's AlexNet: / theoretical", fontsize=8)
     right.legend(frameon=False, fontsize=7)
-    for ext in ("png", "svg"):
-        fig.savefig(out.with_suffix(f".{ext}"), dpi=160)
-    plt.close(fig)
+    save_figure(fig, out, dpi=160)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", action="append", choices=sorted(LAYERS), help="default: both")
+    ap = parser(__doc__, list(LAYERS))
     ap.add_argument("--layers", help="comma-separated layers (default: all of the model's)")
-    ap.add_argument("--images", type=Path, default=ROOT / "data" / "images")
     ap.add_argument("--units", type=int, default=8, help="channels per layer (a fixed random sample)")
     ap.add_argument("--k", type=int, default=5, help="top images per channel")
-    ap.add_argument("--runs", type=Path, default=ROOT / "data" / "runs")
     ap.add_argument("--table", action="store_true", help="print the table of the saved results and stop")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -180,7 +176,7 @@ def main(argv=None) -> int:
             rows[layer] = run_layer(model, name, layer, args.images, args.units, args.k, args.runs, log)
             results[name] = [rows[n] for n in LAYERS[name] if n in rows]
             save(results, args)
-    figure(json.loads(RESULTS.read_text())["models"], ROOT / "docs" / "img" / "zhou_ratio")
+    figure(json.loads(RESULTS.read_text())["models"], IMG / "zhou_ratio")
     return 0
 
 
