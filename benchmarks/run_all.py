@@ -116,6 +116,13 @@ SECTIONS = [
      "and unpickle the model, then one batch) and the throughput after it. Ray's own start-up is timed apart. "
      "The single process uses torch's 2 threads, each actor one CPU and one thread. Every Ray scan is checked "
      "to equal the single-process one bit for bit. What the numbers mean for a cluster: [docs/ray.md](ray.md)."),
+    ("bench_readme.py", "(i) The README's examples as written",
+     "Every python block of the README (in order, as one session; each timed alone) and every rflens command "
+     "of its bash blocks, at the README's own sizes, in a folder holding the files they name: `photo.jpg`, "
+     "`cat.jpg`, eight scikit-image photographs in `photos/`, its 100 LFW faces in `faces/` "
+     "(`tests/readme.py`; `tests/test_readme.py` runs the same at reduced sizes in `make test-slow`). "
+     "Not timed: `make demo`/`make test`, `rflens view` serving until Ctrl-C, and the synopsis. Goal: each "
+     "under two minutes, the empirical-RF example about a minute on 2 CPU cores."),
 ]
 
 

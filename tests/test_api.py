@@ -246,3 +246,38 @@ def test_window_attention_is_followed_not_refused():
     # refused until window attention had nodes of its own (tests/test_windows.py checks it exactly)
     a = rflens.analyze(load_model("swin_t"), (3, 224, 224))
     assert a["features.1"].grid_shape == (56, 56) and not a["features.1"].is_global
+
+
+def test_global_layers_give_the_local_field_of_what_the_global_op_reads():
+    """Issue 17: ResNet-18's avgpool said RF 627, stride 224 at 224 (the union of the boxes its
+    one unit reads); its local field is layer4's, the units the global pooling reads."""
+    a = rflens.analyze(load_model("resnet18"), (3, 224, 224))
+    assert a["layer4"].rf_size == (435, 435) and a["layer4"].local_rf_size is None
+    for name in ("avgpool", "flatten", "fc", "output"):
+        layer = a[name]
+        assert layer.is_global and layer.rf_size == (627, 627) and layer.local is None
+        assert (layer.local_rf_size, layer.local_stride, layer.local_start) == ((435, 435), (32, 32), (-217, -217))
+    row = a["fc"].to_dict()
+    assert (row["global"], row["rf_size"], row["local_rf_size"], row["local_stride"], row["local_start"]) == (
+        True, [627, 627], [435, 435], [32, 32], [-217, -217])
+    assert a["layer4"].to_dict()["local_stride"] is None
+    vgg = rflens.analyze(load_model("vgg16"), (3, 224, 224))
+    # a linear layer over the flattened positions is global too: its local field is features.30's
+    assert vgg["classifier.0"].rf_size == (404, 404) and vgg["features.30"].rf_size == (212, 212)
+    assert (vgg["classifier.0"].local_rf_size, vgg["classifier.0"].local_stride) == ((212, 212), (32, 32))
+
+
+def test_global_layers_with_local_paths_take_the_larger_of_both_local_fields():
+    """An SE gate beside the convolution path: the local field is at least the conv path's;
+    ViT's tokens: their patch (attention reads the 16x16 patches)."""
+    a = rflens.analyze(load_model("mobilenet_v3_small"), (3, 224, 224))
+    layer = a["features.1"]
+    assert layer.is_global and layer.local.rf_size == (7, 7) and layer.local_rf_size == (7, 7)
+    assert layer.local_stride == layer.local.stride == (4, 4)
+    # the whole hull holds the local one: past the grid the conv path's lattice goes on into the
+    # padding while the gate's boxes stay put (rf_size was 227 here, under the local 383)
+    deep = a["features.9"]
+    assert (deep.rf_size, deep.local.rf_size, deep.local_rf_size) == ((575, 575), (383, 383), (383, 383))
+    vit = rflens.analyze(load_model("vit_b_16"), (3, 224, 224))
+    for name in ("encoder.layers.encoder_layer_0", "encoder.layers.encoder_layer_11", "heads"):
+        assert vit[name].local_rf_size == (16, 16) and vit[name].local_stride == (16, 16)

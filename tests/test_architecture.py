@@ -39,7 +39,7 @@ def layer_of(module: str) -> str:
     parts = module.split(".")
     if module == "rflens":
         return "facade"
-    if parts[1] in ("errors", "files", "deprecation", "_moved"):
+    if parts[1] in ("errors", "files", "deprecation", "_moved", "_lazy"):
         return "base"
     return parts[1]
 

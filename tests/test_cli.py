@@ -52,6 +52,30 @@ def test_table_json_records(capsys):
     assert records["conv1"]["rf_size"] == [7, 7] and records["conv1"]["start"] == [-3, -3]
 
 
+def test_table_says_global_and_gives_the_local_field_in_every_format(capsys):
+    # was "404 | 224 | -90 | global, covers input": a size past the input and its width as stride (issue 17)
+    _, md, _ = run(capsys, "table", "vgg16", "--format", "markdown")
+    assert "| classifier.0 | Linear | 1x4096 | global (local 212) | 32 | -90 | covers input |" in md
+    assert "| features.30 | MaxPool2d | 1x512x7x7 | 212 | 32 | -90 |  |" in md
+    _, csv_out, _ = run(capsys, "table", "resnet18", "--format", "csv")
+    assert "avgpool,AdaptiveAvgPool2d,1x512x1x1,global (local 435),32,-217,covers input\r\n" in csv_out
+    assert "layer4,Sequential,1x512x7x7,435,32,-217,paths 11..435\r\n" in csv_out
+    _, text, _ = run(capsys, "table", "resnet18")
+    assert "│ fc " in text and "global (local 435)" in text and "627" not in text
+    _, js, _ = run(capsys, "table", "resnet18", "--format", "json")
+    fc = {r["name"]: r for r in json.loads(js)}["fc"]
+    assert (fc["rf_size"], fc["stride"], fc["global"]) == ([627, 627], [224, 224], True)  # as before
+    assert (fc["local_rf_size"], fc["local_stride"], fc["local_start"]) == ([435, 435], [32, 32], [-217, -217])
+
+
+def test_unit_of_a_global_layer_says_global_and_gives_the_local_field(capsys):
+    _, text, _ = run(capsys, "unit", "resnet18", "--layer", "avgpool", "--unit", "0,0")
+    assert "layer RF     global (local 435, stride 32)\n" in text and "627" not in text
+    _, js, _ = run(capsys, "unit", "resnet18", "--layer", "avgpool", "--unit", "0,0", "--format", "json")
+    rec = json.loads(js)
+    assert (rec["rf_size"], rec["local_rf_size"], rec["global"]) == ([627, 627], [435, 435], True)
+
+
 @pytest.mark.parametrize("fmt,marker", [("csv", "name,op,output_shape"), ("markdown", "| name | op |"),
                                         ("table", "rf size")])
 def test_table_formats(capsys, fmt, marker):
@@ -597,3 +621,52 @@ def test_default_picture_names_are_short():
     assert name_of("mobilenet_v2=/data/runs/2026/exp3/weights/mobilenet_v2-b0353104.pth") == "mobilenet_v2-b0353104"
     assert [name_of(s) for s in ("vgg16", "timm:convnext_tiny", "nets.py:Net", "models/net.onnx")] == [
         "vgg16", "convnext_tiny", "Net", "net"]
+
+
+def test_every_option_has_a_help_line_and_every_command_examples_that_parse():
+    import argparse
+    import shlex
+
+    from rflens.cli import COMMANDS, build_parser
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert sorted(commands) == sorted(c.__name__.rpartition(".")[2] for c in COMMANDS)
+    for name, sp in commands.items():
+        bare = [a.dest for a in sp._actions if not a.help and not isinstance(a, argparse._HelpAction)]
+        assert not bare, f"rflens {name}: options without a help line: {bare}"
+        examples = [line.strip() for line in sp.epilog.splitlines()[1:]]
+        assert sp.epilog.startswith("examples:\n") and 1 <= len(examples) <= 3, name
+        for example in examples:
+            argv = shlex.split(example.split(" > ")[0])
+            assert argv[:2] == ["rflens", name]
+            assert parser.parse_args(argv[1:]).command == name  # argparse exits 2 on a bad example
+
+
+def test_help_version_and_argument_errors_answer_before_torch_is_imported():
+    """`import rflens` imported torch (7-14 s on a busy machine, issue 17): the CLI now parses
+    its arguments, prints help and the version, and refuses bad arguments without it."""
+    script = ("import sys, contextlib, io\n"
+              "from rflens.cli import main\n"
+              "for argv in (['--help'], ['table', '--help'], ['empirical', '--help'], ['--version'], ['table'],"
+              " ['unit', 'vgg16', '--layer', 'x', '--format', 'xml'], ['nope']):\n"
+              "    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+              "        try:\n"
+              "            main(argv)\n"
+              "        except SystemExit as e:\n"
+              "            assert e.code == (0 if '--help' in argv or '--version' in argv else 2), (argv, e.code)\n"
+              "heavy = sorted(m for m in ('torch', 'torchvision', 'numpy', 'matplotlib') if m in sys.modules)\n"
+              "print(heavy)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    version = subprocess.run([sys.executable, "-m", "rflens.cli", "--version"], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert version.stdout == "rflens 0.1.0\n" and version.returncode == 0
+
+
+def test_the_lazy_facade_gives_the_same_objects_as_the_modules():
+    import rflens
+    from rflens.engine.analyze import analyze
+    from rflens.models.adapt import adapt
+    assert rflens.analyze is analyze and rflens.adapt is adapt and rflens.models.adapt is adapt
+    assert "analyze" in dir(rflens) and rflens.engine.analysis.Analysis is rflens.Analysis

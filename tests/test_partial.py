@@ -200,7 +200,10 @@ def test_raft_is_followed_through_its_encoders_and_refused_from_its_first_lookup
     # the encoders' fields are those of the encoders alone
     alone = rflens.analyze(raft.feature_encoder, (3, 128, 128))["output"]
     inside = a["feature_encoder"]
-    assert (inside.rf_size, inside.stride) == (alone.rf_size, alone.stride) == ((133, 133), (8, 8))
+    # instance norms make them global; past the grid their conv paths' lattice goes on into the
+    # padding, so the unclipped size is 171 (133 when the hull left that continuation out)
+    assert (inside.rf_size, inside.stride) == (alone.rf_size, alone.stride) == ((171, 171), (8, 8))
+    assert inside.local_rf_size == alone.local_rf_size == (51, 51)
     assert (inside.unit((3, 5)).mask == alone.unit((3, 5)).mask).all()
     assert not a["context_encoder"].refused
 
@@ -215,7 +218,8 @@ def test_the_table_flags_refused_layers_in_every_format(capsys):
     assert main(["table", *DETECTOR, "--format", "csv"]) == 0
     rows = {line.split(",")[0]: line for line in capsys.readouterr().out.splitlines()}
     assert rows["rpn"] == "rpn,RegionProposalNetwork,?,,,,refused: topk in rpn"
-    assert rows["rpn.head.cls_logits"].startswith("rpn.head.cls_logits,Conv2d,1x15x2x2,91,32,")
+    # MobileNet-V3's SE gates make it global: its local field is the convolution path's
+    assert rows["rpn.head.cls_logits"] == "rpn.head.cls_logits,Conv2d,1x15x2x2,global (local 723),32,-361,covers input"
     assert main(["table", *DETECTOR, "--format", "json"]) == 0
     records = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert records["output[0]['boxes']"]["refused"]["op"] == "topk" and records["output[0]['boxes']"]["rf_size"] is None

@@ -59,6 +59,19 @@ def test_toy_unit_paints_exactly_the_6x6_square(toy):
     assert "RF 6, stride 2, not clipped" in fig._suptitle.get_text()
 
 
+def test_titles_of_global_layers_say_global_and_give_the_local_field():
+    # was "RF 627, stride 224" for ResNet-18's avgpool (issue 17)
+    from rflens.models import load_model
+    from rflens.plot import grid_figure
+    a = rflens.analyze(load_model("resnet18"), (3, 224, 224))
+    a.model_name = "resnet18"
+    title = a["avgpool"].unit().plot()._suptitle.get_text()
+    assert title.endswith("RF global (local 435), stride 32, clipped by the border")
+    panels = [ax.get_title() for ax in grid_figure(a, (3, 3), ["layer4", "avgpool"]).axes]
+    assert panels[:2] == ["layer4  RF 435\n224x224 px, clipped by the border",
+                          "avgpool  RF global (local 435)\n224x224 px, clipped by the border\nclamped to (0, 0)"]
+
+
 def test_dilation_holes_stay_unpainted():
     net = nn.Sequential(nn.Conv2d(1, 1, 3, dilation=2, padding=2), nn.Conv2d(1, 1, 3, dilation=2, padding=2))
     unit = rflens.analyze(net, (1, 21, 21))["1"].unit((10, 10))

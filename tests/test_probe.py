@@ -164,10 +164,42 @@ def test_arithmetic_on_what_carries_no_gradient_keeps_its_real_values():
     assert_exact(RelativeIndex(), (1, 8, 8))
 
 
-def test_a_layer_wide_question_to_the_probe_says_where_it_is_answered():
-    # was: AttributeError: 'ProbeLayer' object has no attribute 'rf_size' (issue 17)
-    layer = rflens.analyze(nn.Conv2d(1, 1, 3), (1, 9, 9), method="probe", fx_names=False)["output"]
-    with pytest.raises(RFLensError, match=r"^the gradient probe answers per unit \(unit\(\), units\(\)\): 'rf_size' of "
-                                          r"layer 'output' needs the analytic engine"):
-        layer.rf_size
-    assert layer.unit((0, 0)).box == ((0, 3), (0, 3))
+def test_the_probes_layers_answer_layer_wide_questions_as_the_analytic_ones_on_resnet18():
+    # was: AttributeError, then an RFLensError pointing to analyze (issue 17)
+    model = rflens.load_model("resnet18")
+    analytic = rflens.analyze(model, (3, 64, 64))
+    probe = rflens.analyze(model, (3, 64, 64), method="probe")
+    for name, size, stride, start in (("conv1", 7, 2, -3), ("maxpool", 11, 4, -5), ("layer1.0.conv1", 19, 4, -9),
+                                      ("layer1", 43, 4, -21)):
+        a, p = analytic[name], probe[name]
+        assert (p.rf_size, p.stride, p.start) == ((size,) * 2, (stride,) * 2, (start,) * 2)
+        assert (p.rf_size, p.stride, p.start, p.center) == (a.rf_size, a.stride, a.start, a.center)
+    assert probe["layer4"].covers_input == analytic["layer4"].covers_input == (True, True)
+    assert probe["layer1"].covers_input == analytic["layer1"].covers_input == (False, False)
+
+
+def test_the_probe_answers_through_dilation_and_gives_projective_fields_of_every_unit():
+    net = nn.Sequential(nn.Conv2d(1, 1, 3, dilation=3, padding=3), nn.Conv2d(1, 1, 3, stride=2, padding=1))
+    analytic = rflens.analyze(net, (1, 24, 24))
+    probe = rflens.analyze(net, (1, 24, 24), method="probe")
+    for name in ("0", "1"):
+        a, p = analytic[name], probe[name]
+        assert (p.rf_size, p.stride, p.start, p.center) == (a.rf_size, a.stride, a.start, a.center)
+        assert (probe[name].projective_field((5, 17)) == a.projective_field((5, 17))).all()
+    assert (probe["0"].rf_size, probe["1"].rf_size, probe["1"].start, probe["1"].stride) == ((7, 7), (9, 9), (-4, -4), (2, 2))
+
+
+def test_what_the_probe_cannot_see_is_a_clear_error_naming_the_way_out():
+    model = rflens.load_model("resnet18")
+    probe = rflens.analyze(model, (3, 64, 64), method="probe")
+    # layer2's field (99) is wider than the input: the probe sees pixels, not padding
+    with pytest.raises(RFLensError, match=r"unit \(4, 4\) of layer 'layer2' sees \[0, 64\) along input axis 0 of 64 "
+                                          r"pixels: its field reaches the border.*rflens.analyze\(model, input_size\)"):
+        probe["layer2"].rf_size
+    with pytest.raises(RFLensError, match="has a grid of one unit, not a 2-D grid of several units per axis"):
+        probe["fc"].stride
+    with pytest.raises(RFLensError, match=r"^the gradient probe cannot answer 'min_rf' of layer 'layer1': it sees "
+                                          r"one unit's pixels at a time, not paths"):
+        probe["layer1"].min_rf
+    analytic_box = rflens.analyze(model, (3, 64, 64))["layer2"].unit((0, 0)).box
+    assert probe["layer2"].unit((0, 0)).box == analytic_box == ((0, 50), (0, 50))

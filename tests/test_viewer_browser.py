@@ -262,7 +262,7 @@ def test_channel_selector_draws_one_neurons_field_on_a_densenet_block(page, dens
     block = s.analysis["features.denseblock1"]
     open_page(page, url if where == "server" else path.as_uri(), "features.denseblock1")
     row = page.locator('#table tr[data-name="features.denseblock1"]')
-    assert "rf 11..59 by channel" in row.inner_text()
+    assert row.inner_text().endswith("\tby channel 11–59")  # its paths are its channels: said once
     assert page.eval_on_selector_all("#groups button", "bs => bs.map(b => b.textContent)") == [
         "all", "0-63: RF 11", "64-95: RF 19", "96-127: RF 27", "128-159: RF 35", "160-191: RF 43", "192-223: RF 51",
         "224-255: RF 59"]
@@ -297,3 +297,35 @@ def test_channel_selector_draws_one_neurons_field_on_a_densenet_block(page, dens
 def test_static_page_computes_every_channel_groups_fields_for_every_layer_of_densenet(page, densenet):
     s, _, path = densenet
     _check_static_geometry(page, s, path, by_channel=True)
+
+
+def _table(pg) -> dict[str, list[str]]:
+    rows = pg.eval_on_selector_all("#table tbody tr", "rows => rows.map(r => [r.dataset.name, r.className, "
+                                   "...Array.from(r.cells).map(c => c.textContent)])")
+    return {name: [cls, *cells] for name, cls, *cells in rows}
+
+
+def test_table_says_what_sets_a_layer_apart_global_paths_channels_and_refusals(page, resnet50_page, tmp_path):
+    """Issue 17: the flags column said "paths" on nearly every ResNet row; now the RF column says
+    "global" for a global layer (its stride that of the local field) and the last column gives the
+    numbers that differ: the local RF, the range over paths, the range over channels, a refusal."""
+    s, url = resnet50_page
+    open_page(page, url, "layer1")
+    rows = _table(page)
+    assert rows["layer4"][1:] == ["layer4", "Sequential", "7x7", "427", "32", "paths 11–427"]
+    assert rows["avgpool"][1:] == ["avgpool", "AdaptiveAvgPool2d", "1x1", "global", "32", "local RF 427"]
+    assert rows["conv1"][1:] == ["conv1", "Conv2d", "112x112", "7", "2", ""]
+
+    from rflens.viewer import Scene
+
+    class Top(torch.nn.Module):  # a value-selected op: the layers after it have no field
+        def forward(self, x):
+            return x + x.flatten(2).topk(1).values.unsqueeze(-1)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), Top(), torch.nn.Conv2d(2, 2, 3))
+    scene = Scene(net, (3, 16, 16), name="top")
+    open_page(page, export_html(scene, tmp_path / "top.html").as_uri(), "0")
+    rows = _table(page)
+    assert list(rows) == scene.analysis.layers  # in the model's order, the refused ones too
+    assert rows["1"] == ["refused", "1", "Top", "", "", "", "refused: topk in 1"]
+    assert rows["2"][0] == "refused" and rows["1.flatten"][0] == ""
+    assert rows["0"][1:] == ["0", "Conv2d", "14x14", "3", "1", ""]

@@ -28,11 +28,20 @@ COMMANDS = [table, unit, show, grid, growth, overlay, erf, grad, scan, empirical
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rflens", description="Exact receptive fields of PyTorch models.")
-    p.add_argument("--version", action="version", version=f"rflens {rflens.__version__}")
-    subparsers = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog="rflens", description="Exact receptive fields of PyTorch models.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:\n  rflens table vgg16\n  rflens unit vgg16 --layer features.29 "
+                                "--unit 7,7\n  rflens view resnet18 --image cat.jpg\n\n`rflens COMMAND --help` "
+                                "describes each command's options.")
+    p.add_argument("--version", action="version", version=f"rflens {rflens.__version__}",
+                   help="print rflens's version and exit")
+    subparsers = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(subparsers)
+    for command in COMMANDS:
+        sp = subparsers.choices[command.__name__.rpartition(".")[2]]
+        sp.formatter_class = argparse.RawDescriptionHelpFormatter  # the examples keep their lines
+        sp.epilog = "examples:\n" + "\n".join(f"  {e}" for e in command.EXAMPLES)
     return p
 
 

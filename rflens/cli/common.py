@@ -15,14 +15,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import rflens
+from rflens import methods, models
 from rflens.errors import RFLensError
 from rflens.files import check_writable, writable_folder
-from rflens.methods import check_count, load_image
-from rflens.models import adapt, build_model, default_input_size, load_weights, parse_model_args, parse_model_inputs
 
 MODEL_HELP = ("a torchvision name (vgg16), timm:NAME, package.module:callable or path/to/file.py:callable, "
               "ARCH=WEIGHTS (resnet18=w.safetensors), a TorchScript archive (.pt) or an ONNX file (.onnx)")
 UNIT_HELP = "0-based unit index, e.g. 7,7 (default: center)"
+LAYER_HELP = "layer name as listed by `rflens table` (e.g. features.29, layer3)"
+BATCH_HELP = "inputs per forward pass ({}): larger is faster where memory allows"
 SEED_HELP = "seed of the random weights (and of --noise inputs)"
 OCCLUDER_SEED_HELP = "seed of the random weights and of random occluder fills"
 
@@ -95,7 +96,7 @@ def ray_options(sp: argparse.ArgumentParser) -> None:
 
 def executor_arg(args):
     """The ``executor=`` the --ray and --actors flags ask for (None: this process)."""
-    check_count("--actors", args.actors)
+    methods.check_count("--actors", args.actors)
     if args.ray is None:
         if args.actors is not None:
             raise RFLensError("--actors needs --ray")
@@ -110,7 +111,10 @@ def output_option(sp: argparse.ArgumentParser) -> None:
 
 def format_option(sp: argparse.ArgumentParser, choices: tuple[str, ...] = ("text", "json")) -> None:
     """--format, the first choice the default."""
-    sp.add_argument("--format", choices=list(choices), default=choices[0])
+    what = {"table": "a table", "text": "a text report", "json": "JSON on stdout",
+            "csv": "CSV", "markdown": "a Markdown table"}
+    sp.add_argument("--format", choices=list(choices), default=choices[0],
+                    help="print " + ", ".join(f"{c}: {what[c]}" for c in choices) + f" (default: {choices[0]})")
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -119,16 +123,16 @@ def load(spec: str, args, device: str = "meta", weigh: Callable | None = None):
     """The model MODEL names, adapted by --model-output/--model-input, and which weights it holds
     (None: its own initialisation).  ``weigh(model, note)`` may load weights into the model as
     built (before adapting, whose wrapper would change the state dict's keys) and give the note."""
-    model, note = build_model(spec, parse_model_args(args.model_arg), device=device,
+    model, note = models.build_model(spec, models.parse_model_args(args.model_arg), device=device,
                               trust_checkpoint=args.trust_checkpoint)
     if weigh is not None:
         note = weigh(model, note)
-    return adapt(model, args.model_output, parse_model_inputs(args.model_input)), note
+    return models.adapt(model, args.model_output, models.parse_model_inputs(args.model_input)), note
 
 
 def size_for(spec: str, args) -> tuple[int, ...]:
     """--input-size, or the model's usual size."""
-    return rflens.parse_input_size(args.input_size) if args.input_size else default_input_size(spec)
+    return rflens.parse_input_size(args.input_size) if args.input_size else models.default_input_size(spec)
 
 
 def model_and_size(args, device: str = "meta"):
@@ -152,7 +156,7 @@ def weighted_model(spec: str, args):
 
     def weigh(model, note):
         if args.weights:
-            return load_weights(model, args.weights, trust_checkpoint=args.trust_checkpoint).summary()
+            return models.load_weights(model, args.weights, trust_checkpoint=args.trust_checkpoint).summary()
         if note is None:
             # a callable may load trained weights itself (or draw them from the seed)
             return (f"weights as built by {spec} (torch seed {args.seed})" if ":" in spec
@@ -263,7 +267,7 @@ def picture_for(args, analysis):
         return None
     if len(analysis.spatial) != 2:
         raise RFLensError("--image needs a model with 2-D inputs")
-    return load_image(args.image, analysis.spatial)
+    return methods.load_image(args.image, analysis.spatial)
 
 
 # -- formats ----------------------------------------------------------------------------------
@@ -343,20 +347,35 @@ def stderr_is_terminal() -> bool:
 
 
 def progress():
-    """A progress bar with ETA on stderr, only on a terminal: stdout stays clean for JSON and
-    captured logs get no control codes."""
+    """A progress bar on stderr with the count, the rate (images or inputs per second) and the
+    time left, only on a terminal: stdout stays clean for JSON and captured logs get no control
+    codes."""
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        """Units per second, from rich's own speed estimate; the unit is the task's ``unit`` field."""
+
+        def render(self, task) -> Text:
+            unit = task.fields.get("unit", "it")
+            if task.speed is None:
+                return Text(f"- {unit}/s", style="progress.data.speed")
+            speed = task.speed
+            text = f"{speed:.1f} {unit}/s" if speed >= 1 or speed == 0 else f"{1 / speed:.1f} s/{unit}"
+            return Text(text, style="progress.data.speed")
+
     terminal = stderr_is_terminal()
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(),
                     console=Console(stderr=True, force_terminal=terminal or None), disable=not terminal)
 
 
-def tracker(bars, description: str, total: int | None = None) -> Callable[[int, int | None], None]:
-    """A new bar on ``bars`` (a ``progress()``), and the ``progress=`` callback that moves it."""
-    task = bars.add_task(description, total=total)
+def tracker(bars, description: str, total: int | None = None, unit: str = "image") -> Callable[[int, int | None], None]:
+    """A new bar on ``bars`` (a ``progress()``) counting ``unit``s, and the ``progress=``
+    callback that moves it."""
+    task = bars.add_task(description, total=total, unit=unit)
 
     def update(done: int, total: int | None) -> None:
         bars.update(task, completed=done, total=total)

@@ -7,19 +7,26 @@
 from __future__ import annotations
 
 import rflens
+from rflens import methods
 from rflens.errors import RFLensError
-from rflens.methods import channel_layer, check_count, image_files
 
-from .common import (MODEL_HELP, check_weights_flags, checked_output, device_arg, dumps, executor_arg, fmt,
-                     model_line, name_of, progress, ray_options, report, short, tracker, weighted_model)
+from .common import (LAYER_HELP, MODEL_HELP, check_weights_flags, checked_output, device_arg, dumps, executor_arg,
+                     fmt, model_line, name_of, progress, ray_options, report, short, tracker, weighted_model)
 from .scan_inputs import ScanInputs, measuring_options, occluder, parse_channels
+
+
+# shown under `rflens empirical --help`
+EXAMPLES = [
+    'rflens empirical resnet18 --layer layer3 --scan scan_layer3 --units 0-3 --top-k 5',
+    'rflens empirical alexnet --layer features.5 --images photos/ --units 0,7 --format json',
+]
 
 
 def register(subparsers) -> None:
     sp = subparsers.add_parser("empirical", help="empirical RF by occlusion on top images (Zhou et al. 2015): "
                                "theoretical vs empirical size")
     sp.add_argument("model", help=MODEL_HELP)
-    sp.add_argument("--layer", required=True)
+    sp.add_argument("--layer", required=True, help=LAYER_HELP)
     where = sp.add_mutually_exclusive_group(required=True)
     where.add_argument("--images", metavar="DIR", help="a folder of images, scanned first (kept in memory)")
     where.add_argument("--scan", metavar="DIR", help="a folder made by `rflens scan`")
@@ -39,10 +46,10 @@ def run(args) -> int:
     from rflens.plot import empirical_figure, empirical_grid_figure, save
 
     check_weights_flags(args, [args.model])
-    check_count("--top-k", args.top_k)
-    check_count("--batch-size", args.batch_size)
+    methods.check_count("--top-k", args.top_k)
+    methods.check_count("--batch-size", args.batch_size)
     if args.images:
-        image_files(args.images)
+        methods.image_files(args.images)
     output = checked_output(args, f"empirical_{name_of(args.model)}_{args.layer}.png")
     if args.checkpoint and not args.checkpoint.endswith(".npz"):
         raise RFLensError(f"--checkpoint {args.checkpoint!r} must end in .npz")
@@ -50,7 +57,7 @@ def run(args) -> int:
     executor = executor_arg(args)
     model, weights = weighted_model(args.model, args)
     inputs = ScanInputs(args, model, weights)
-    target = channel_layer(model, args.layer, inputs.size)
+    target = methods.channel_layer(model, args.layer, inputs.size)
     channels = parse_channels(args.units, target, "--units")
     occ = occluder(args, inputs.size)
     k = inputs.k(args.top_k)
@@ -60,7 +67,7 @@ def run(args) -> int:
             model, args.layer, channels, inputs.files() if inputs.scan is not None else args.images, scan=scan,
             k=k, occluder=occ, discrepancy=args.discrepancy, input_size=inputs.size, normalize=inputs.normalize,
             batch_size=args.batch_size, device=device, checkpoint=args.checkpoint, executor=executor,
-            progress=tracker(bars, f"occluding {len(channels)} units"))
+            progress=tracker(bars, f"occluding the top images of {len(channels)} channels"))
     if len(channels) == 1:
         fig = empirical_figure(result.fields[channels[0]], occ, args.discrepancy)
     else:

@@ -9,14 +9,22 @@ from __future__ import annotations
 import sys
 
 import rflens
+from rflens import methods
 from rflens.errors import RFLensError
 from rflens.files import check_writable
-from rflens.methods import check_count, image_files
 
-from .common import (MODEL_HELP, UNIT_HELP, box_text, check_weights_flags, checked_output, coords, device_arg,
+from .common import (BATCH_HELP, MODEL_HELP, UNIT_HELP, box_text, check_weights_flags, checked_output, coords, device_arg,
                      dumps, format_option, load, model_line, model_source_options, name_of, output_option,
                      parse_unit, per_axis, progress, report, size_for, tracker, unit_line, weighted_model,
                      weights_options)
+
+
+# shown under `rflens erf --help`
+EXAMPLES = [
+    'rflens erf resnet18 --layer layer2,layer3 --noise 8',
+    'rflens erf resnet50=resnet50.safetensors --layer layer4 --images photos/ --limit 200',
+    'rflens erf resnet18 resnet50 --layer layer3 --scale log -o erf.png',
+]
 
 
 def register(subparsers) -> None:
@@ -32,7 +40,7 @@ def register(subparsers) -> None:
     model_source_options(sp)
     sp.add_argument("--mode", choices=["luo", "replknet"], default="luo",
                     help="luo: |d unit/d input| summed over channels; replknet: RepLKNet's definition")
-    sp.add_argument("--batch-size", type=int, default=16)
+    sp.add_argument("--batch-size", type=int, default=16, metavar="N", help=BATCH_HELP.format(16))
     sp.add_argument("--checkpoint", metavar="PATH.npz",
                     help="keep the running sum here after every batch; the same command resumes from it")
     sp.add_argument("--scale", choices=["linear", "log", "both"],
@@ -62,9 +70,9 @@ def run(args) -> int:
         raise RFLensError(f"--noise {args.noise}: the number of noise inputs must be at least 1")
     if args.limit is not None and args.limit < 1:
         raise RFLensError(f"--limit {args.limit}: use at least 1 input")
-    check_count("--batch-size", args.batch_size)
+    methods.check_count("--batch-size", args.batch_size)
     if args.images:
-        image_files(args.images)  # a missing or empty folder fails before any model is built
+        methods.image_files(args.images)  # a missing or empty folder fails before any model is built
     inputs = args.images or (args.noise if args.noise is not None else 32)
     unit = parse_unit(args.unit)
     scale = args.scale or ("both" if len(pairs) == 1 else "log")
@@ -86,7 +94,7 @@ def run(args) -> int:
                     field = rflens.effective_field(
                         model, name, "center" if unit is None else unit, inputs, input_size=size,
                         channel=args.channel, mode=args.mode, limit=args.limit, batch_size=args.batch_size,
-                        seed=args.seed, device=device, progress=tracker(bars, f"{spec} {name}"),
+                        seed=args.seed, device=device, progress=tracker(bars, f"{spec} {name}", unit="input"),
                         checkpoint=args.checkpoint)
                     results.append((spec, size, weights, field))
     except KeyboardInterrupt:

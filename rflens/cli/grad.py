@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import rflens
 
-from .common import (box_text, check_weights_flags, checked_output, device_arg, dumps, format_option,
+from .common import (LAYER_HELP, box_text, check_weights_flags, checked_output, device_arg, dumps, format_option,
                      model_line, model_options, name_of, output_option, parse_unit, report, size_for,
                      unit_line, weighted_model, weights_options)
+
+
+# shown under `rflens grad --help`
+EXAMPLES = [
+    'rflens grad resnet18 --layer layer2 --unit 4,4 --image cat.jpg',
+    'rflens grad vgg16 --layer features.29 --unit center --format json',
+]
 
 
 def register(subparsers) -> None:
     sp = subparsers.add_parser("grad", help="gradient RF of one unit for one input, missing pixels explained")
     model_options(sp)
-    sp.add_argument("--layer", required=True)
+    sp.add_argument("--layer", required=True, help=LAYER_HELP)
     sp.add_argument("--unit", required=True, help="0-based unit index, e.g. 7,7, or center")
     sp.add_argument("--image", help="the input: this picture (resized, centre-cropped, ImageNet-normalised); "
                     "default: zeros")

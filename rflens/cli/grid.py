@@ -11,6 +11,13 @@ from .common import (analysis, channel_option, check_output_first, model_options
                      output_path, parse_unit)
 
 
+# shown under `rflens grid --help`
+EXAMPLES = [
+    'rflens grid vgg16 --unit 7,7',
+    'rflens grid resnet18 --unit 3,3 --layers "layer[1-4]$" -o grid.pdf',
+]
+
+
 def register(subparsers) -> None:
     sp = subparsers.add_parser("grid", help="picture: one unit's RF in every selected layer")
     model_options(sp)

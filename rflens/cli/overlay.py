@@ -11,10 +11,17 @@ from .common import (analysis, check_output_first, model_options, name_of, outpu
                      picture_for)
 
 
+# shown under `rflens overlay --help`
+EXAMPLES = [
+    'rflens overlay resnet50 --image cat.jpg --layers layer2,layer3 --units center,corners',
+]
+
+
 def register(subparsers) -> None:
     sp = subparsers.add_parser("overlay", help="picture: RF boxes of a few units per layer on a photograph")
     model_options(sp)
-    sp.add_argument("--image", required=True)
+    sp.add_argument("--image", required=True, help="the photograph to draw on (resized and centre-cropped to the "
+                    "input size)")
     sp.add_argument("--layers", required=True, help="comma-separated layer names")
     sp.add_argument("--units", default="center,corners", help="center, corners and/or i:j (0-based, "
                     "inside every layer's grid), comma-separated")

@@ -10,33 +10,38 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import rflens
+from rflens import methods
 from rflens.errors import RFLensError
-from rflens.methods import ScanFolder, channel_layer, check_count, image_files, parse_normalize
 
-from .common import (MODEL_HELP, check_weights_flags, coords, device_arg, dumps, executor_arg, format_option,
-                     image_options, model_line, name_of, progress, ray_options, report, safe_name, short, size_for,
-                     size_text, tracker, weighted_model, weights_options)
+from .common import (BATCH_HELP, LAYER_HELP, MODEL_HELP, check_weights_flags, coords, device_arg, dumps, executor_arg,
+                     format_option, image_options, model_line, name_of, progress, ray_options, report, safe_name,
+                     short, size_for, size_text, tracker, weighted_model, weights_options)
 
 # what the folder's state is called in the report and in the JSON record
 STATES = {"new": "new", "partial": "resumed", "finished": "finished earlier"}
 STATE_NOTES = {"new": "", "resumed": "  (resumed)", "finished earlier": "  (finished earlier: delete it to scan again)"}
 
 
+# shown under `rflens scan --help`
+EXAMPLES = [
+    'rflens scan resnet18 --layer layer3 --images photos/ --top-k 10 --out scan_layer3',
+    'rflens scan resnet18=weights.pth --layer layer4 --images photos/ --limit 500',
+]
+
+
 def register(subparsers) -> None:
     sp = subparsers.add_parser("scan", help="top images: each channel's K most activating images in a folder "
                                "(resumable)")
     sp.add_argument("model", help=MODEL_HELP)
-    sp.add_argument("--layer", required=True)
+    sp.add_argument("--layer", required=True, help=LAYER_HELP)
     sp.add_argument("--images", required=True, metavar="DIR",
                     help="a folder of images (recursive; unreadable files are skipped and listed)")
     sp.add_argument("--top-k", type=int, default=10, metavar="K", help="images kept per channel (10)")
     sp.add_argument("--out", metavar="DIR", help="folder for scan.npz (default: scan_MODEL_LAYER); progress is "
                     "kept there, so the same command resumes an interrupted scan")
     sp.add_argument("--limit", type=int, metavar="N", help="scan only the first N files")
-    sp.add_argument("--batch-size", type=int, default=16)
+    sp.add_argument("--batch-size", type=int, default=16, metavar="N", help=BATCH_HELP.format(16))
     format_option(sp)
     image_options(sp)
     weights_options(sp, channel=False, seed="seed of the random weights")
@@ -46,20 +51,20 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     check_weights_flags(args, [args.model])
-    check_count("--top-k", args.top_k)
-    check_count("--batch-size", args.batch_size)
-    check_count("--limit", args.limit)
-    normalize = parse_normalize(args.normalize, "--normalize")
-    image_files(args.images)  # a missing or empty folder fails before any model is built
+    methods.check_count("--top-k", args.top_k)
+    methods.check_count("--batch-size", args.batch_size)
+    methods.check_count("--limit", args.limit)
+    normalize = methods.parse_normalize(args.normalize, "--normalize")
+    methods.image_files(args.images)  # a missing or empty folder fails before any model is built
     device = device_arg(args.device)
     executor = executor_arg(args)
     out = Path(args.out or safe_name(f"scan_{name_of(args.model)}_{args.layer}"))
-    folder = ScanFolder(out)
+    folder = methods.ScanFolder(out)
     folder.check_settings(normalize, args.limit)
     state = STATES[folder.state]
     size = size_for(args.model, args)
     model, weights = weighted_model(args.model, args)
-    target = channel_layer(model, args.layer, size)
+    target = methods.channel_layer(model, args.layer, size)
     record = {"model": args.model, "layer": target.name, "input_size": list(size), "normalize": normalize,
               "limit": args.limit, "weights": weights}
     created = not out.exists()
@@ -102,4 +107,5 @@ def _normalize_text(normalize) -> str:
     if normalize is None:
         return "ImageNet mean and std"
     mean, std = normalize
+    import numpy as np
     return f"mean {coords(np.atleast_1d(mean).tolist())}, std {coords(np.atleast_1d(std).tolist())}"

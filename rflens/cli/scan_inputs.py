@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 import rflens
+from rflens import methods
 from rflens.errors import RFLensError
-from rflens.methods import ScanFolder, channel_layer, normalize_spec, parse_normalize
 
 from .common import (OCCLUDER_SEED_HELP, format_option, image_options, occluder_options, output_option, short,
                      size_for, size_text, tracker, weights_options)
@@ -31,10 +31,10 @@ class ScanInputs:
 
     def __init__(self, args, model, weights: str):
         self.scan = None
-        self.normalize = parse_normalize(args.normalize, "--normalize")
+        self.normalize = methods.parse_normalize(args.normalize, "--normalize")
         size = rflens.parse_input_size(args.input_size) if args.input_size else None
         if getattr(args, "scan", None):
-            folder = ScanFolder(args.scan)
+            folder = methods.ScanFolder(args.scan)
             self.scan = folder.load()
             scanned = tuple(self.scan.config.get("size", ()))
             if size is not None and scanned and size != scanned:
@@ -46,10 +46,10 @@ class ScanInputs:
                     self.normalize = folder.normalize
                 elif self.normalize != folder.normalize:
                     raise RFLensError(f"--normalize {args.normalize}: the scan in '{args.scan}' was made with "
-                                      f"--normalize {normalize_spec(folder.normalize)}")
+                                      f"--normalize {methods.normalize_spec(folder.normalize)}")
             folder.check_model(self.scan, model, weights, args.model)
             if self.scan.layer != args.layer:
-                channel_layer(model, args.layer, size)  # an unknown name fails with close matches first
+                methods.channel_layer(model, args.layer, size)  # an unknown name fails with close matches first
                 raise RFLensError(f"the scan in '{args.scan}' is of layer '{self.scan.layer}', not '{args.layer}'")
         self.size = size or size_for(args.model, args)
         self.images = getattr(args, "images", None)

@@ -5,14 +5,21 @@
 
 from __future__ import annotations
 
-from .common import (UNIT_HELP, analysis, channel_option, check_output_first, model_options, name_of, no_local,
+from .common import (LAYER_HELP, UNIT_HELP, analysis, channel_option, check_output_first, model_options, name_of, no_local,
                      output_option, output_path, parse_unit, picture_for)
+
+
+# shown under `rflens show --help`
+EXAMPLES = [
+    'rflens show vgg16 --layer features.29 --unit 7,7 --image cat.jpg',
+    'rflens show resnet18 --layer layer2 --unit 0,0 -o corner.svg',
+]
 
 
 def register(subparsers) -> None:
     sp = subparsers.add_parser("show", help="picture: one unit's exact RF on the input or an image")
     model_options(sp)
-    sp.add_argument("--layer", required=True)
+    sp.add_argument("--layer", required=True, help=LAYER_HELP)
     sp.add_argument("--unit", default="center", help=UNIT_HELP)
     channel_option(sp)
     sp.add_argument("--image", help="draw on this picture (resized and centre-cropped to the input size)")

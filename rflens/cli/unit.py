@@ -5,25 +5,37 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 import rflens
 from rflens.errors import RFLensError
 from rflens.files import atomic_write, check_writable
 
-from .common import (UNIT_HELP, box_text, channel_option, dumps, fmt, format_option, load, model_and_size,
+from .common import (LAYER_HELP, UNIT_HELP, box_text, channel_option, dumps, fmt, format_option, load, model_and_size,
                      model_line, model_options, no_local, parse_unit, report, size_text)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+# shown under `rflens unit --help`
+EXAMPLES = [
+    'rflens unit vgg16 --layer features.29 --unit 7,7',
+    'rflens unit mobilenet_v3_small --layer features.9 --local --format json',
+    'rflens unit alexnet --layer features.5 --unit 0,3 --method probe',
+]
 
 
 def register(subparsers) -> None:
     sp = subparsers.add_parser("unit", help="the exact receptive field of one unit")
     model_options(sp)
-    sp.add_argument("--layer", required=True, help="layer name as listed by `rflens table`")
+    sp.add_argument("--layer", required=True, help=LAYER_HELP)
     sp.add_argument("--unit", default="center", help=UNIT_HELP)
     channel_option(sp)
     format_option(sp)
     sp.add_argument("--mask-out", metavar="PATH.npy", help="write the support mask as a .npy bool array")
-    sp.add_argument("--method", choices=["analytic", "probe"], default="analytic")
+    sp.add_argument("--method", choices=["analytic", "probe"], default="analytic",
+                    help="analytic: the exact engine (default); probe: the brute-force gradient oracle (slow)")
     sp.add_argument("--local", action="store_true", help="ignore global-context paths (SE gates, ...)")
     sp.set_defaults(run=run)
 
@@ -56,6 +68,7 @@ def run(args) -> int:
     if rf_size is not None:
         record["rf_size"] = list(rf_size)
         record["stride"] = list(stride)
+        record["local_rf_size"] = None if layer.local_rf_size is None else list(layer.local_rf_size)
     if args.mask_out:
         _save_npy(args.mask_out, unit.mask)
     if args.format == "json":
@@ -69,7 +82,10 @@ def run(args) -> int:
         ("center", ", ".join(map(str, unit.center))),
         ("support", f"{unit.support_size} pixels"),
     ]
-    if rf_size is not None:
+    local = layer.local_rf_size if rf_size is not None else None
+    if local is not None and None not in local:  # every unit sees the whole input: its size says little
+        rows.append(("layer RF", f"global (local {fmt(local)}, stride {fmt(layer.local_stride)})"))
+    elif rf_size is not None:
         rows.append(("layer RF", f"{fmt(rf_size)}, stride {fmt(stride)}"))
     if layer.is_global:
         more = len(layer.global_via) - 1
@@ -90,6 +106,7 @@ def _box_rows(unit, spatial) -> list[tuple[str, str]]:
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
+    import numpy as np
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a name
             np.save(f, array)

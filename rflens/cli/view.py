@@ -16,6 +16,13 @@ from .common import (check_weights_flags, device_arg, load, model_options, size_
                      weights_options)
 
 
+# shown under `rflens view --help`
+EXAMPLES = [
+    'rflens view resnet18 --image cat.jpg',
+    'rflens view vgg16 --html vgg16.html',
+]
+
+
 def register(subparsers) -> None:
     sp = subparsers.add_parser("view", help="interactive viewer in the browser: click a unit, see what it sees")
     model_options(sp)

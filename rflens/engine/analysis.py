@@ -89,9 +89,12 @@ class Analysis:
                 shape = "?" if r["output_shape"] is None else "x".join(map(str, r["output_shape"]))
                 cells = [r["name"], r["op"], shape, "", "", "", f"refused at {r['refused']['op']}"]
             else:
+                glob = r["global"] and r["local_rf_size"] is not None and None not in r["local_rf_size"]
+                rf, stride, start = ((r["local_rf_size"], r["local_stride"], r["local_start"]) if glob
+                                     else (r["rf_size"], r["stride"], r["start"]))
                 cells = [r["name"], r["op"], "x".join(map(str, r["output_shape"])),
-                         "x".join(map(str, r["rf_size"])), "x".join(map(str, r["stride"])),
-                         "x".join(map(str, r["start"])), "global" if r["global"] else ""]
+                         "x".join(map(str, rf)), "x".join(map(str, stride)), "x".join(map(str, start)),
+                         "global (local field shown)" if glob else "global" if r["global"] else ""]
             rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
         return (f"<p>{html.escape(self.model_name)} at {'x'.join(map(str, self.input_size))}: "
                 f"{len(self)} layers</p><table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"

@@ -35,6 +35,15 @@ class Layer:
     by the stride), ``min_rf``/``max_rf`` (smallest/largest RF over single paths),
     ``covers_input`` (every unit already sees the whole axis).
 
+    A *global* layer (``is_global``: some path passes global context, such as global pooling, a
+    linear layer over all positions, attention or an SE gate) has units that see the whole input
+    whatever their ``rf_size`` (the union of the unclipped boxes read, larger than the input:
+    ResNet-18's ``avgpool`` 627 at 224).  Its *local field* (``local_rf_size``,
+    ``local_stride``, ``local_start``; None for a layer that is not global) is what a unit would
+    see if every global op read one position: the largest of its local paths' field (``local``,
+    the conv path beside an SE gate) and the field of the units the global ops read (``layer4``'s
+    435, stride 32, for ResNet-18's ``avgpool``, ``fc`` and ``output``).
+
     A layer downstream of an op rflens refuses (``topk``, ``nonzero``, sampling at computed
     positions) has no field: ``refused`` says why, and every field query raises that error.
     """
@@ -320,8 +329,10 @@ class Layer:
 
     @property
     def stride(self) -> tuple[float, ...]:
-        """Input pixels per unit step; for a global layer, that of its local field (global
-        context gives every unit the same field, but the units still sit on a grid)."""
+        """Input pixels per unit step; for a global layer with local paths (an SE gate beside a
+        convolution), that of those paths (global context gives every unit the same field, but the
+        units still sit on a grid).  A layer after global pooling has one unit per axis, whose
+        step is the input's size: ``local_stride`` gives the stride of what it pooled."""
         return self._shared("stride", self._stride)
 
     def _stride(self) -> tuple[float, ...]:
@@ -404,6 +415,44 @@ class Layer:
         for n in self._nodes():
             seen += [v for v in n.via if v not in seen]
         return tuple(seen)
+
+    def _local_field(self):
+        if not self.is_global:
+            return None
+        reaches = [n.reach for n in self._nodes() if n.reach is not None]
+        k, local = self.analysis.k, self.local
+        def pick(f, a: int, key: int, of_local):  # a unit that reads nothing locally has None: skip it
+            values = [r[a][key] for r in reaches] + ([of_local[a]] if local and of_local[a] is not None else [])
+            return f(values, default=None)
+        size = [pick(max, a, 0, local and local.rf_size) for a in range(k)]
+        start = [pick(min, a, 2, local and local.start) for a in range(k)]
+        stride = local.stride if local else [max(r[a][1] for r in reaches) for a in range(k)]
+        return tuple(_num(v) if v is not None else None for v in size), tuple(map(_num, stride)), tuple(
+            _num(v) if v is not None else None for v in start)
+
+    @property
+    def local_rf_size(self) -> tuple[int, ...] | None:
+        """A global layer's local field size (see the class docstring); None where not global.
+
+        >>> import torchvision, rflens
+        >>> a = rflens.analyze(torchvision.models.resnet18(), (3, 224, 224))
+        >>> a["avgpool"].is_global, a["avgpool"].rf_size, a["avgpool"].local_rf_size, a["avgpool"].local_stride
+        (True, (627, 627), (435, 435), (32, 32))
+        """
+        f = self._shared("local_field", self._local_field)
+        return None if f is None else f[0]
+
+    @property
+    def local_stride(self) -> tuple[float, ...] | None:
+        """The stride of a global layer's local field; None where not global."""
+        f = self._shared("local_field", self._local_field)
+        return None if f is None else f[1]
+
+    @property
+    def local_start(self) -> tuple[int, ...] | None:
+        """Where a global layer's local field starts (the smallest start); None where not global."""
+        f = self._shared("local_field", self._local_field)
+        return None if f is None else f[2]
 
     @cached_property
     def local(self) -> "Layer | None":
@@ -501,7 +550,9 @@ class Layer:
             "covers_input": list(self.covers_input),
             "global": self.is_global,
             "global_via": list(self.global_via),
-            "local_rf_size": list(self.local.rf_size) if self.is_global and self.local is not None else None,
+            "local_rf_size": None if self.local_rf_size is None else list(self.local_rf_size),
+            "local_stride": None if self.local_stride is None else list(self.local_stride),
+            "local_start": None if self.local_start is None else list(self.local_start),
             "rf_size_by_channel": self._rf_range(),
             "refused": None,
         }
@@ -516,7 +567,7 @@ class Layer:
 
 
 _FIELD_KEYS = ("rf_size", "stride", "start", "center", "uniform", "min_rf", "max_rf", "covers_input", "global",
-               "global_via", "local_rf_size", "rf_size_by_channel")
+               "global_via", "local_rf_size", "local_stride", "local_start", "rf_size_by_channel")
 
 
 def _core(a: np.ndarray, keep: int | None = None) -> np.ndarray:

@@ -191,6 +191,14 @@ def _grow(lo_hi: tuple[float, float], hull: Hull, amap: AxisMap) -> tuple[float,
     return lo_hi[0] + span * hull.jump, lo_hi[1] + span * hull.jump
 
 
+def _reach(hull: Hull) -> tuple[float, float, float]:
+    """``(largest size, jump, smallest start)`` of the units of one axis that read something."""
+    real = np.isfinite(hull.lo) & np.isfinite(hull.hi)
+    if not real.any():
+        return (0.0, hull.jump, np.inf)
+    return (float(np.max(hull.hi[real] - hull.lo[real])), float(hull.jump), float(np.min(hull.lo[real])))
+
+
 class Node:
     """A grid of units with exact dependency terms and unclipped hulls per axis.
 
@@ -198,13 +206,16 @@ class Node:
     ``path_sizes`` holds, per axis, the smallest and largest RF over single paths (the
     classic size recursion ``size + span * jump`` along each path, as rfa-toolbox does).
     ``spatial`` is the input's spatial shape (a node whose units read only padding has no
-    terms, and its supports are still masks of that shape).
+    terms, and its supports are still masks of that shape).  ``reach`` is, per axis, the field
+    ``(size, jump, start)`` of the units that the global-context ops upstream read (the largest
+    unclipped size among them, their stride, the smallest start; None: no global op upstream):
+    what a unit would see if each global op read one position.
     """
 
     def __init__(self, grid: tuple[int, ...], local: list[Term], glob: list[Term],
                  hull: list[Hull] | None, local_hull: list[Hull] | None,
                  path_sizes: list[tuple[float, float]] | None, via: tuple[str, ...] = (),
-                 spatial: tuple[int, ...] = ()):
+                 spatial: tuple[int, ...] = (), reach: list[tuple[float, float, float]] | None = None):
         self.grid = grid
         self.local = local
         self.glob = glob
@@ -213,6 +224,7 @@ class Node:
         self.path_sizes = path_sizes
         self.via = via
         self.spatial = spatial
+        self.reach = reach
 
     @classmethod
     def input(cls, spatial: tuple[int, ...]) -> "Node":
@@ -226,17 +238,31 @@ class Node:
         glob: list[Term] = []
         local_hulls, all_hulls, sizes = [], [], []
         via: list[str] = []
+        reaches: list[list[tuple[float, float, float]]] = []
         for e in edges:
+            if e.src.reach is not None:
+                reaches.append(e.src.reach)
+            if e.via is not None and e.src.local_hull is not None:
+                reaches.append([_reach(h) for h in e.src.local_hull])
             moved = [tuple(m.apply(mat) for m, mat in zip(e.maps, term)) for term in e.src.local]
             moved_g = [tuple(m.apply(mat) for m, mat in zip(e.maps, term)) for term in e.src.glob]
+            moved_local = None
             if e.src.hull is not None:
-                all_hulls.append([h.through(m) for h, m in zip(e.src.hull, e.maps)])
+                moved_hull = [h.through(m) for h, m in zip(e.src.hull, e.maps)]
+                if e.src.local_hull is not None and e.src.local_hull is not e.src.hull:
+                    # past the grid a global part's boxes stay put while the local part's lattice
+                    # goes on into the padding: the whole hull holds both continuations
+                    moved_local = [h.through(m) for h, m in zip(e.src.local_hull, e.maps)]
+                    moved_hull = [Hull.union([a, b]) for a, b in zip(moved_hull, moved_local)]
+                all_hulls.append(moved_hull)
                 sizes.append([_grow(lo_hi, h, m) for lo_hi, h, m in zip(e.src.path_sizes, e.src.hull, e.maps)])
             if e.via is None:
                 local += moved
                 glob += moved_g
                 if e.src.local_hull is e.src.hull and all_hulls:
                     local_hulls.append(all_hulls[-1])
+                elif moved_local is not None:
+                    local_hulls.append(moved_local)
                 elif e.src.local_hull is not None:
                     local_hulls.append([h.through(m) for h, m in zip(e.src.local_hull, e.maps)])
             else:
@@ -249,8 +275,11 @@ class Node:
             # a global term adds nothing where a local term already covers it
             glob = [g for g in glob if not any(all((a <= b).all() for a, b in zip(g, t)) for t in local)]
         spatial = edges[0].src.spatial
+        reach = None if not reaches else reaches[0] if len(reaches) == 1 else [
+            (max(r[a][0] for r in reaches), max(r[a][1] for r in reaches), min(r[a][2] for r in reaches))
+            for a in range(len(grid))]
         if not all_hulls:
-            return cls(grid, local, glob, None, None, None, tuple(via), spatial)
+            return cls(grid, local, glob, None, None, None, tuple(via), spatial, reach)
         k = len(grid)
         hull = _union_lists(all_hulls, k)
         local_hull = _union_lists(local_hulls, k) if local_hulls else None
@@ -258,7 +287,7 @@ class Node:
                 a is b for a, b in zip(local_hulls, all_hulls)):
             local_hull = hull  # one list for both: later edges move it once
         path_sizes = [(min(s[a][0] for s in sizes), max(s[a][1] for s in sizes)) for a in range(k)]
-        return cls(grid, local, glob, hull, local_hull, path_sizes, tuple(via), spatial)
+        return cls(grid, local, glob, hull, local_hull, path_sizes, tuple(via), spatial, reach)
 
     # -- queries ---------------------------------------------------------------------------
     def terms(self, local_only: bool = False) -> list[Term]:

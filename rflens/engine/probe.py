@@ -19,13 +19,14 @@ follow.  It is slow: one forward and backward per batch of units.
 from __future__ import annotations
 
 import copy
+from functools import cached_property
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..deprecation import renamed
-from ..errors import LayerNotFoundError, RFLensError
+from ..errors import LayerNotFoundError, RFLensError, UnitError
 from .field import Unit, UnitLike, grid_index
 from .quantized import float_twin
 from .standins import Bounded, SelectsByValue, module_stack, no_answer
@@ -271,19 +272,123 @@ class ProbeLayer:
         """
         return self.units([unit], channel=channel)[0]
 
+    # -- layer-wide questions, from the few units that answer them ----------------------------
+    # The probe sees pixels, not padding: a field's extent is visible where it lies inside the
+    # input, away from the border by more than its widest gap (a dilated field's holes), so no
+    # read can hide in the padding beyond it.  The centre unit and its neighbour along each axis
+    # give size, step and start; the layer is taken to repeat them (a uniform layer, the analytic
+    # ``uniform``), as the analytic engine continues a lattice into the padding.
+    @cached_property
+    def _lattice(self) -> list[tuple[int, int, int]]:
+        """Per input axis ``(size, step, start)`` of the units' unclipped boxes."""
+        k, grid = self.analysis.k, self.grid_shape
+        if len(grid) != k or any(n < 2 for n in grid):
+            raise RFLensError(f"layer '{self.name}' has a grid of {'x'.join(map(str, grid)) or 'one unit'}, not a "
+                              f"{k}-D grid of several units per axis: the probe cannot tell its stride or unclipped "
+                              f"size; ask the analytic engine, rflens.analyze(model, input_size)['{self.name}']")
+        centre = self.index("center")
+        steps = [(1 if centre[a] + 1 < grid[a] else -1) for a in range(k)]
+        units = [centre] + [tuple(c + (steps[a] if b == a else 0) for b, c in enumerate(centre)) for a in range(k)]
+        spans = [[_span(m, a) for a in range(k)] for m in self.analysis.masks(self.name, units, len(units),
+                                                                             self.spatial_dims)]
+        out = []
+        for a, n in enumerate(self.analysis.spatial):
+            for u, span in zip(units, spans):
+                lo, hi, gap = span[a]
+                if not (lo > gap and n - hi > gap):
+                    raise RFLensError(
+                        f"unit {u} of layer '{self.name}' sees [{lo}, {hi}) along input axis {a} of {n} pixels: its "
+                        "field reaches the border, and the probe sees pixels, not padding, so the unclipped size is "
+                        "not visible at this input size; probe a larger input, or ask the analytic engine, "
+                        f"rflens.analyze(model, input_size)['{self.name}']")
+            size = {hi - lo for lo, hi, _ in (span[a] for span in spans)}
+            across = {span[a][:2] for span in spans[1:a + 1] + spans[a + 2:]} | {spans[0][a][:2]}
+            if len(size) > 1 or len(across) > 1:
+                raise RFLensError(f"the units around the centre of layer '{self.name}' see fields of different sizes "
+                                  "or places along input axis {a} (a non-uniform layer): its layer-wide numbers need "
+                                  f"every unit's unclipped box; ask rflens.analyze(model, input_size)['{self.name}']")
+            lo, hi, _ = spans[0][a]
+            step = (spans[a + 1][a][0] - lo) * steps[a]
+            out.append((hi - lo, step, lo - centre[a] * step))
+        return out
+
+    @property
+    def rf_size(self) -> tuple[int, ...]:
+        """The unclipped RF size per axis, as ``Layer.rf_size`` (see ``_lattice`` for when the probe
+        can tell: fields inside the input, a uniform layer).
+
+        >>> import torch, rflens
+        >>> p = rflens.analyze(torch.nn.Conv2d(1, 1, 3, stride=2, padding=1), (1, 16, 16), method="probe")
+        >>> p["output"].rf_size, p["output"].stride, p["output"].start, p["output"].center
+        ((3, 3), (2, 2), (-1, -1), (0, 0))
+        """
+        return tuple(size for size, _, _ in self._lattice)
+
+    @property
+    def stride(self) -> tuple[int, ...]:
+        """Input pixels per unit step, as ``Layer.stride``."""
+        return tuple(step for _, step, _ in self._lattice)
+
+    @property
+    def start(self) -> tuple[int, ...]:
+        """Where unit 0's unclipped box starts (negative inside padding), as ``Layer.start``."""
+        return tuple(start for _, _, start in self._lattice)
+
+    @property
+    def center(self) -> tuple[float, ...]:
+        """Unit 0's RF centre, as ``Layer.center``."""
+        halves = [2 * start + size - 1 for size, _, start in self._lattice]  # int where whole, as Layer.center
+        return tuple(h // 2 if h % 2 == 0 else h / 2 for h in halves)
+
+    @property
+    def covers_input(self) -> tuple[bool, ...]:
+        """Whether every unit already sees the whole axis, as ``Layer.covers_input``: the first and
+        the last unit do (between them, boxes of a uniform layer lie in between)."""
+        grid = self.grid_shape
+        first, last = (0,) * len(grid), tuple(n - 1 for n in grid)
+        masks = self.analysis.masks(self.name, [first, last] if last != first else [first], 2, self.spatial_dims)
+        return tuple(all(_span(m, a)[:2] == (0, n) for m in masks) for a, n in enumerate(self.analysis.spatial))
+
+    def projective_field(self, pixel=None, box=None, batch: int = 16) -> np.ndarray:
+        """Units of this layer (bool over its grid) that see an input pixel or box, as
+        ``Layer.projective_field``: every unit is probed (one backward pass per ``batch`` units)."""
+        spatial = self.analysis.spatial
+        if box is None:
+            if pixel is None or len(pixel) != len(spatial):
+                raise UnitError(f"give a pixel with {len(spatial)} coordinates or a box")
+            box = tuple((int(p), int(p) + 1) for p in pixel)
+        if not all(0 <= a < b <= n for (a, b), n in zip(box, spatial)):
+            raise UnitError(f"box {box} is not inside the input {'x'.join(map(str, spatial))}")
+        units = list(np.ndindex(*self.grid_shape))
+        window = tuple(slice(a, b) for a, b in box)
+        seen = [bool(m[window].any()) for m in self.analysis.masks(self.name, units, batch, self.spatial_dims)]
+        return np.array(seen, bool).reshape(self.grid_shape)
+
     def __getattr__(self, name: str):
-        # a layer-wide question (rf_size, stride, ...) of a per-unit oracle: say so, not AttributeError
+        # a layer-wide question the probe cannot answer: say so, not AttributeError
         if name in _LAYER_WIDE:
             raise RFLensError(
-                f"the gradient probe answers per unit (unit(), units()): '{name}' of layer '{self.name}' needs the "
-                f"analytic engine, rflens.analyze(model, input_size)['{self.name}'].{name}; the probe's clipped masks "
-                "of every unit are units(list of every index)")
+                f"the gradient probe cannot answer '{name}' of layer '{self.name}': it sees one unit's pixels at a "
+                "time, not paths, global context or padding; ask the analytic engine, "
+                f"rflens.analyze(model, input_size)['{self.name}'].{name} (the probe answers rf_size, stride, start, "
+                "center, covers_input and projective_field, and unit() / units())")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
-# what an analytic Layer answers for the whole layer, and a ProbeLayer refuses by name
-_LAYER_WIDE = ("rf_size", "stride", "start", "center", "uniform", "min_rf", "max_rf", "covers_input", "is_global",
-               "global_via", "bounds", "channel_groups", "varies_by_channel", "projective_field", "local")
+# what an analytic Layer answers for the whole layer, and a ProbeLayer cannot: paths, global
+# context, channel geometry and every unit's unclipped box are not visible in gradients
+_LAYER_WIDE = ("uniform", "min_rf", "max_rf", "is_global", "global_via", "bounds", "channel_groups",
+               "varies_by_channel", "local", "local_rf_size", "local_stride", "local_start")
+
+
+def _span(mask: np.ndarray, axis: int) -> tuple[int, int, int]:
+    """``(lo, hi, widest gap)`` of a mask's projection on one axis: its half-open extent and the
+    longest run of unread pixels inside it (a dilated field's holes); ``(0, 0, 0)`` if empty."""
+    proj = mask.any(axis=tuple(i for i in range(mask.ndim) if i != axis))
+    idx = np.flatnonzero(proj)
+    if not idx.size:
+        return 0, 0, 0
+    return int(idx[0]), int(idx[-1]) + 1, int(np.max(np.diff(idx), initial=1)) - 1
 
 
 def _bbox(mask: np.ndarray) -> tuple[tuple[int, int], ...]:

@@ -11,10 +11,26 @@ keeps a scan in.
 ((0.5, 0.5), '0.5,0.5')
 """
 
-from .distributed import RayExecutor
-from .images import Picture, image_files, load_image
-from .running import fingerprint, normalize_spec, parse_normalize
-from .scan import Scan, ScanFolder, TopImage, channel_layer, check_count, top_images
+from typing import TYPE_CHECKING
+
+from .. import _lazy
+
+if TYPE_CHECKING:
+    from .distributed import RayExecutor
+    from .images import Picture, image_files, load_image
+    from .running import fingerprint, normalize_spec, parse_normalize
+    from .scan import Scan, ScanFolder, TopImage, channel_layer, check_count, top_images
+
+# imported on first use (rflens._lazy), as rflens itself: the CLI parses its arguments without torch
+_LAZY = {
+    "RayExecutor": ".distributed",
+    "Picture": ".images", "image_files": ".images", "load_image": ".images",
+    "fingerprint": ".running", "normalize_spec": ".running", "parse_normalize": ".running",
+    "Scan": ".scan", "ScanFolder": ".scan", "TopImage": ".scan", "channel_layer": ".scan", "check_count": ".scan", "top_images": ".scan",
+}
+
 
 __all__ = ["RayExecutor", "Picture", "image_files", "load_image", "fingerprint", "parse_normalize", "normalize_spec", "Scan",
            "ScanFolder", "TopImage", "channel_layer", "check_count", "top_images"]
+
+_lazy.install(__name__, _LAZY)

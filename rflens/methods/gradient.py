@@ -14,7 +14,6 @@ the whole input where it cannot be, and the result says why).  The model is left
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -33,6 +32,7 @@ from ..engine.families import Gradient, function_name, functions
 from ..engine.field import Layer, Unit, UnitLike
 from ..engine.standins import PositiveSurrogate
 from ..engine.quantized import is_quantized
+from .progress import ProgressLike, reporting
 from .running import (Checkpoint, Inputs, InputsLike, fingerprint, input_size_or_default, model_dtype, model_normalize,
                       normalization, pick_device, prepared)
 from ..engine.trace import capture, fx_graph
@@ -429,7 +429,7 @@ class EffectiveField:
 def effective_field(model: nn.Module, layer: str, unit: UnitLike = "center", inputs: InputsLike = 64, *,
                     input_size=None, channel: int | None = None, mode: str = "luo", limit: int | None = None,
                     batch_size: int = 16, seed: int = 0, normalize=None, device=None,
-                    progress: Callable[[int, int | None], None] | None = None,
+                    progress: ProgressLike = None,
                     checkpoint: str | Path | None = None, crop: bool = True) -> EffectiveField:
     """The effective RF (Luo et al., 2016) of one unit: the mean gradient map over many inputs.
 
@@ -443,8 +443,9 @@ def effective_field(model: nn.Module, layer: str, unit: UnitLike = "center", inp
 
     ``batch_size`` inputs go through one forward and one backward pass, on the crop of the
     input that holds everything the unit reads (exact; ``crop_note`` on the result says where
-    it cannot be; ``crop=False``: the whole input).  ``progress(done,
-    total)`` is called after each batch.  With ``checkpoint`` (a ``.npz`` path) the running sum
+    it cannot be; ``crop=False``: the whole input).  ``progress``: None (a bar in a notebook,
+    nothing elsewhere), False, True (a tqdm bar) or ``progress(done, total)``, called after each
+    batch (``rflens.methods.progress``).  With ``checkpoint`` (a ``.npz`` path) the running sum
     is saved atomically after every batch and a later call with the same settings resumes.
 
     >>> import torch, rflens
@@ -473,7 +474,7 @@ def effective_field(model: nn.Module, layer: str, unit: UnitLike = "center", inp
         total_heat = saved[0]["total"].astype(np.float64)
         count, consumed = saved[1]["count"], saved[1]["consumed"]
         skipped = [tuple(s) for s in saved[1]["skipped"]]
-    with prepared(model, dev):
+    with prepared(model, dev), reporting(progress, f"effective RF of {target.layer.name}", "input") as report:
         for batch in source.batches(batch_size, start=consumed, skipped=skipped):
             if batch.inputs is not None:
                 g = target.gradient(batch.inputs.to(dev, dtype), mode)
@@ -485,8 +486,8 @@ def effective_field(model: nn.Module, layer: str, unit: UnitLike = "center", inp
                 count += int(ok.sum())
             consumed += batch.consumed
             keep.save({"total": total_heat}, {"count": count, "consumed": consumed, "skipped": skipped})
-            if progress is not None:
-                progress(consumed, source.total)
+            if report is not None:
+                report(consumed, source.total)
     if count == 0:
         raise RFLensError(f"no usable inputs in {source.describe} ({len(skipped)} skipped"
                           + (f", e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ")"))

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -46,6 +46,7 @@ from ..errors import RFLensError
 from ..engine.field import Layer, Unit
 from .incremental import Incremental
 from .distributed import ExecutorLike, as_executor, run_jobs
+from .progress import ProgressLike, reporting
 from .running import Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, model_normalize, pick_device
 from .scan import Scan, TopImage, channel_layer, top_images
 from ..engine.naming import fx_graph
@@ -182,7 +183,7 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
                     inputs: InputsLike | Scan | None = None, *, scan: Scan | None = None, k: int = 10,
                     occluder: Occluder | None = None, discrepancy: str = "abs", input_size=None, normalize=None,
                     batch_size: int = 64, device=None, method: str = "fast",
-                    progress: Callable[[int, int], None] | None = None,
+                    progress: ProgressLike = None,
                     checkpoint: str | Path | None = None, executor: ExecutorLike = None) -> EmpiricalLayer:
     """Empirical RFs (Zhou et al., 2015) of ``channels`` (an int, a list or a range; default
     all) of ``layer``.
@@ -201,7 +202,9 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
     ``"full"`` (every occluder, the whole image, batched, stopping at the layer) and ``"naive"``
     (one full forward of the model per occluded image per unit).
 
-    ``progress(done, total)`` is called after each image.  With ``checkpoint`` (a ``.npz``
+    ``progress``: None (a bar in a notebook, nothing elsewhere), False, True (a tqdm bar) or
+    ``progress(done, total)``, called after each image scanned (where the scan is made here),
+    then after each top image occluded (``rflens.methods.progress``).  With ``checkpoint`` (a ``.npz``
     path) every image's results are saved as they come (atomically), and a later call with the
     same settings skips the images already done.
 
@@ -222,7 +225,7 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
         raise RFLensError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     occluder = occluder or Occluder()
     executor = as_executor(executor)
-    scan, source = scanned_inputs(model, layer, inputs, scan, k, input_size, normalize, device, executor)
+    scan, source = scanned_inputs(model, layer, inputs, scan, k, input_size, normalize, device, progress, executor)
     target = channel_layer(model, layer, source.size)
     if target.name != scan.layer:
         raise RFLensError(f"the scan is of layer '{scan.layer}', not '{target.name}'")
@@ -247,17 +250,18 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
     results: dict[str, np.ndarray] = dict(saved[0]) if saved else {}
     todo = [(index, wanted) for index, wanted in sorted(jobs.items()) if f"drops{index}" not in results]
     done, cropped = len(jobs) - len(todo), 0
-    for finished in range(1, done + 1 if progress is not None else 0):  # the images a checkpoint answers
-        progress(finished, len(jobs))
-    answers = run_jobs(executor, model, device, _occluder_worker,
-                       (target, occluder, batch_size, source, method), todo)
-    with contextlib.closing(answers):
-        for index, clean, drops, crops in answers:
-            results[f"drops{index}"], results[f"clean{index}"] = drops, clean
-            keep.save(results, {})
-            done, cropped = done + 1, cropped + crops
-            if progress is not None:
-                progress(done, len(jobs))
+    with reporting(progress, f"occluding top images of {target.name}", "image") as report:
+        for finished in range(1, done + 1 if report is not None else 0):  # the images a checkpoint answers
+            report(finished, len(jobs))
+        answers = run_jobs(executor, model, device, _occluder_worker,
+                           (target, occluder, batch_size, source, method), todo)
+        with contextlib.closing(answers):
+            for index, clean, drops, crops in answers:
+                results[f"drops{index}"], results[f"clean{index}"] = drops, clean
+                keep.save(results, {})
+                done, cropped = done + 1, cropped + crops
+                if report is not None:
+                    report(done, len(jobs))
     found: dict[tuple[int, int], Discrepancy] = {}
     shape = tuple(source.size[1:])
     for index, wanted in sorted(jobs.items()):
@@ -275,7 +279,7 @@ def empirical_field(model: nn.Module, layer: str, channels: int | Sequence[int] 
 
 
 def scanned_inputs(model, layer: str, inputs, scan: Scan | None, k: int, input_size, normalize,
-                   device, executor: ExecutorLike = None) -> tuple[Scan, _Lookup]:
+                   device, progress: ProgressLike = False, executor: ExecutorLike = None) -> tuple[Scan, _Lookup]:
     """The scan (made here from ``inputs`` when not given, or ``inputs`` itself when it is one)
     and the scanned inputs by position (a folder's scan remembers its files)."""
     normalize = model_normalize(model, normalize)
@@ -285,7 +289,7 @@ def scanned_inputs(model, layer: str, inputs, scan: Scan | None, k: int, input_s
         if inputs is None:
             raise RFLensError("give the inputs (a folder, tensor or dataset) or a scan of them")
         scan = top_images(model, layer, inputs, k, input_size=input_size, normalize=normalize, device=device,
-                          executor=executor)
+                          progress=progress, executor=executor)
     if inputs is None:
         if not scan.names or scan.names[0].startswith("input "):
             raise RFLensError("this scan was made from a tensor or dataset, which it does not keep: pass "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from ..errors import RFLensError, UnitError
 from ..files import atomic_write, writable_folder
 from ..engine.field import Layer
 from .distributed import ExecutorLike, as_executor, run_jobs
+from .progress import ProgressLike, reporting
 from .running import (Checkpoint, Inputs, InputsLike, fingerprint, model_dtype, model_normalize, normalize_spec,
                       settings_diff)
 from ..engine.trace import capture, fx_graph
@@ -295,7 +296,7 @@ def _jsonable(normalize):
 def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *, input_size=None, normalize=None,
                limit: int | None = None, batch_size: int = 16, device=None, out: str | Path | None = None,
                shard: tuple[int, int] | None = None, top_fraction: float = TOP_FRACTION,
-               progress: Callable[[int, int | None], None] | None = None, executor: ExecutorLike = None) -> Scan:
+               progress: ProgressLike = None, executor: ExecutorLike = None) -> Scan:
     """For every channel of ``layer``, the ``k`` inputs with the highest spatial-max activation.
 
     ``inputs``: a folder of images (recursive, any file Pillow reads; unreadable files are
@@ -306,6 +307,8 @@ def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *,
     returned at once.
     ``shard=(i, n)`` scans only the i-th of n equal blocks of the inputs; join the parts with
     ``Scan.merge``.  Inputs are run in batches of ``batch_size`` consecutive positions.
+    ``progress``: None (a bar in a notebook, nothing elsewhere), False, True (a tqdm bar) or
+    ``progress(done, total)``, called after each batch (``rflens.methods.progress``).
     ``executor="ray"`` (or a ``RayExecutor`` naming a cluster) runs the batches on Ray actors
     holding the model and merges their scans in order: the same scan, bit for bit, as here
     (needs ``pip install 'rflens[ray]'``; a folder's files must be readable at the same paths
@@ -371,18 +374,19 @@ def top_images(model: nn.Module, layer: str, inputs: InputsLike, k: int = 10, *,
                           "tensor or a dataset, not an iterable of batches")
     jobs = [(a, min(a + batch_size, stop)) for a in range(consumed, stop, batch_size)] if ray else [(consumed, stop)]
     like = replace(scan, names=())  # what a worker needs of the scan: not its (long) list of names
-    answers = run_jobs(ray, model, device, _scanner, (target.name, like, batch_size, source), jobs)
-    with contextlib.closing(answers):
-        for arrays, lost, n in answers:
-            if arrays is not None:
-                scan = scan.merge(replace(scan, **arrays, skipped=()))
-            skipped += lost
-            consumed += n
-            scan = replace(scan, skipped=tuple(skipped))
-            arrays, record = scan._arrays()
-            partial.save(arrays, {**record, "consumed": consumed})
-            if progress is not None:
-                progress(consumed - start, stop - start)
+    with reporting(progress, f"scanning {target.name}", "image") as report:
+        answers = run_jobs(ray, model, device, _scanner, (target.name, like, batch_size, source), jobs)
+        with contextlib.closing(answers):
+            for arrays, lost, n in answers:
+                if arrays is not None:
+                    scan = scan.merge(replace(scan, **arrays, skipped=()))
+                skipped += lost
+                consumed += n
+                scan = replace(scan, skipped=tuple(skipped))
+                arrays, record = scan._arrays()
+                partial.save(arrays, {**record, "consumed": consumed})
+                if report is not None:
+                    report(consumed - start, stop - start)
     if scan.seen == 0 and shard is None:  # an empty scan would pass for a result
         partial.path and partial.path.unlink(missing_ok=True)
         raise RFLensError(f"nothing was scanned: all {len(skipped)} of the {source.describe} were skipped ("

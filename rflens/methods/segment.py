@@ -21,6 +21,7 @@ from ..deprecation import renamed
 from ..errors import RFLensError
 from ..engine.field import Layer
 from .occlusion import Occluder, _Lookup, empirical_field, scanned_inputs
+from .progress import ProgressLike, reporting
 from .running import InputsLike, model_dtype, pick_device, prepared
 from .scan import TOP_FRACTION, Scan, TopImage, channel_layer
 from ..engine.trace import capture, fx_graph
@@ -66,11 +67,12 @@ def rf_upsample(values: np.ndarray, layer: Layer) -> np.ndarray:
 @renamed(images="inputs")
 def segment(model: nn.Module, layer: str, channel: int, inputs: InputsLike | Scan | None = None, *,
             scan: Scan | None = None, k: int = 10, method: str = "netdissect", occluder: Occluder | None = None,
-            input_size=None, normalize=None, device=None) -> list[Segment]:
+            input_size=None, normalize=None, device=None, progress: ProgressLike = None) -> list[Segment]:
     """Segmentations of ``channel``'s top ``k`` images (see the module docstring).
 
     ``inputs``/``scan`` as for ``empirical_field``.  The NetDissect threshold needs the whole
-    scan, so pass the scan of the full image set.
+    scan, so pass the scan of the full image set.  ``progress`` as for ``empirical_field``: the
+    scan where one is made here, then each top image.
 
     >>> import torch, rflens
     >>> net = torch.nn.Conv2d(1, 2, 3)
@@ -80,13 +82,13 @@ def segment(model: nn.Module, layer: str, channel: int, inputs: InputsLike | Sca
     """
     if method not in METHODS:
         raise RFLensError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
-    scan, lookup = scanned_inputs(model, layer, inputs, scan, k, input_size, normalize, device)
+    scan, lookup = scanned_inputs(model, layer, inputs, scan, k, input_size, normalize, device, progress)
     tops = scan.top(channel)[:k]
     target = channel_layer(model, layer, lookup.size)
     if method == "occlusion":
         found = empirical_field(model, layer, [channel], None if isinstance(inputs, Scan) else inputs,
                                 scan=scan, k=k, occluder=occluder, input_size=input_size, normalize=normalize,
-                                device=device)
+                                device=device, progress=progress)
         out = []
         for m in found.fields[channel].maps:
             heat = np.abs(m.heat)
@@ -98,12 +100,14 @@ def segment(model: nn.Module, layer: str, channel: int, inputs: InputsLike | Sca
     dev = pick_device(device)
     graph = fx_graph(model)
     out = []
-    with prepared(model, dev), torch.no_grad():
-        for t in tops:
+    with prepared(model, dev), torch.no_grad(), reporting(progress, f"segmenting channel {channel}", "image") as report:
+        for done, t in enumerate(tops):
             x = lookup.get(t.index)
             a = capture(model, x[None].to(dev, model_dtype(model)), target.name, graph)[0, channel]
             response = rf_upsample(a.double().cpu().numpy(), target)
             out.append(Segment(t, _picture(lookup, t.index), response, response >= level, level, method))
+            if report is not None:
+                report(done + 1, len(tops))
     return out
 
 

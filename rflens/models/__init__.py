@@ -5,9 +5,24 @@
 'meta'
 """
 
-from .adapt import adapt, parse_model_inputs
-from .checkpoints import load_weights
-from .names import build_model, default_input_size, load_model, parse_model_args
+from typing import TYPE_CHECKING
+
+from .. import _lazy
+
+if TYPE_CHECKING:
+    from .adapt import adapt, parse_model_inputs
+    from .checkpoints import load_weights
+    from .names import build_model, default_input_size, load_model, parse_model_args
+
+# imported on first use (rflens._lazy), as rflens itself: the CLI parses its arguments without torch
+_LAZY = {
+    "adapt": ".adapt", "parse_model_inputs": ".adapt",
+    "load_weights": ".checkpoints",
+    "build_model": ".names", "default_input_size": ".names", "load_model": ".names", "parse_model_args": ".names",
+}
+
 
 __all__ = ["load_model", "build_model", "default_input_size", "adapt", "load_weights", "parse_model_args",
            "parse_model_inputs"]
+
+_lazy.install(__name__, _LAZY)

@@ -126,11 +126,26 @@ def unit_figure(layer, unit, picture: Picture | str | Path | np.ndarray | None =
     right.set_title(f"layer {layer.name}: grid {'x'.join(map(str, grid)) or '1'}, unit "
                     f"{', '.join(map(str, unit.index)) or '()'}", fontsize=9)
     clipped = "clipped by the border" if unit.clipped else "not clipped"
-    glob = ", global" if layer.is_global else ""
     neuron = f"unit ({', '.join(map(str, unit.index))})" + ("" if unit.channel is None else f", channel {unit.channel}")
+    stride = _fmt(layer.local_stride if layer.is_global and layer.local_stride else layer.stride)
     fig.suptitle(f"{model_name or analysis.model_name} · {layer.name} · {neuron} — "
-                 f"RF {_fmt(layer.rf_size)}, stride {_fmt(layer.stride)}, {clipped}{glob}", fontsize=11)
+                 f"RF {rf_text(layer)}, stride {stride}, {clipped}", fontsize=11)
     return fig
+
+
+def rf_text(layer) -> str:
+    """A layer's RF for a title: its size, or for a global layer (whose units see the whole
+    input) "global" and its local field's size.
+
+    >>> import torchvision, rflens
+    >>> a = rflens.analyze(torchvision.models.resnet18(), (3, 224, 224))
+    >>> rf_text(a["layer4"]), rf_text(a["avgpool"])
+    ('435', 'global (local 435)')
+    """
+    if not layer.is_global:
+        return _fmt(layer.rf_size)
+    local = layer.local_rf_size
+    return "global" + ("" if local is None or None in local else f" (local {_fmt(local)})")
 
 
 def select_layers(analysis, select: str = "conv,pool") -> list[str]:
@@ -177,7 +192,7 @@ def grid_figure(analysis, unit, layers: list[str], model_name: str = "", cols: i
         note = f"\nclamped to {idx}" if idx != want else ""
         if c != channel:
             note += f"\nchannel {'clamped to ' + str(c) if c is not None else 'none: all'}"
-        ax.set_title(f"{name}  RF {_fmt(layer.rf_size)}\n{_inside(u)}{note}", fontsize=8)
+        ax.set_title(f"{name}  RF {rf_text(layer)}\n{_inside(u)}{note}", fontsize=8)
         _px_ticks(ax, analysis.spatial)
         if u.mask.any() and len(analysis.spatial) == 2:
             _zoom(ax, u, analysis.spatial)
@@ -319,7 +334,7 @@ def overlay_figure(analysis, picture: Picture, layers: list[str], units: str = "
             (y0, y1), (x0, x1) = unit.box[-2], unit.box[-1]
             ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour,
                                    linewidth=2))
-        ax.plot([], [], color=colour, linewidth=2, label=f"{name}: RF {_fmt(layer.rf_size)}")
+        ax.plot([], [], color=colour, linewidth=2, label=f"{name}: RF {rf_text(layer)}")
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
     ax.legend(loc="upper right", fontsize=8, framealpha=0.85)

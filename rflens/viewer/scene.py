@@ -99,6 +99,10 @@ class Scene:
         self.lock = threading.Lock()  # the engine's per-layer caches are filled on first use
         # the page draws fields: layers refused by a value-dependent op (a detector's top-k) have none
         self.table = [_table_row(self.analysis[n]) for n in self.analysis.layers if not self.analysis[n].refused]
+        # listed in the page's table (at their place in the model) so that a missing layer says why
+        self.refused = [{"name": n, "op": self.analysis[n].op, "index": i, "why": self.analysis[n].refusal.op,
+                         "module": self.analysis[n].refusal.module, "message": self.analysis[n].refused}
+                        for i, n in enumerate(self.analysis.layers) if self.analysis[n].refused]
 
     # -- what the page asks -------------------------------------------------------------------
     @property
@@ -107,7 +111,9 @@ class Scene:
         return bool(tensors) and not any(t.is_meta for t in tensors)
 
     def meta(self) -> dict:
-        """Everything the page needs first: model, input, picture, layer table."""
+        """Everything the page needs first: model, input, picture, layer table (``layers``: the
+        layers with a field; ``refused``: the others, each with its ``index`` in the model's order
+        and the refusal's message)."""
         return {
             "model": self.name,
             "input_size": list(self.input_size),
@@ -116,6 +122,7 @@ class Scene:
             "gradients": self.has_weights,
             "weights": self.weights,
             "layers": self.table,
+            "refused": self.refused,
             "default_layer": self.default_layer(),
         }
 

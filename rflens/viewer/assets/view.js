@@ -183,14 +183,22 @@ const rflensViewer = (function () {
     };
 
     const fmt = (v) => (v.every((x) => String(x) === String(v[0])) ? String(v[0]) : v.join("x"));
+    const range = (lo, hi) => (fmt(lo) === fmt(hi) ? fmt(lo) : fmt(lo) + "–" + fmt(hi));
+    const known = (v) => v && !v.some((x) => x === null);
+    // the RF column: the size, or "global" where every unit sees the whole input
+    const rfText = (r) => (r.global ? "global" : known(r.rf_size) ? fmt(r.rf_size) : "-");
+    const strideText = (r) => (r.global ? (known(r.local_stride) ? fmt(r.local_stride) : "-") : fmt(r.stride));
+    // what sets a layer apart, with its numbers; a layer like a plain convolution's has none
     function flags(r) {
+      if (r.refused) return "refused: " + r.why + " in " + (r.module || "the model's forward");
       const out = [];
-      if (r.global) out.push("global");
-      if (!r.uniform) out.push("non-uniform");
-      if (r.covers_input.every(Boolean)) out.push("covers input");
-      if (fmt(r.min_rf) !== fmt(r.max_rf)) out.push("paths " + fmt(r.min_rf) + ".." + fmt(r.max_rf));
       const byChannel = r.rf_size_by_channel;  // as rflens table writes it
-      if (byChannel) out.push("rf " + fmt(byChannel[0]) + ".." + fmt(byChannel[1]) + " by channel");
+      const paths = range(r.min_rf, r.max_rf), channels = byChannel && range(byChannel[0], byChannel[1]);
+      if (r.global) out.push(known(r.local_rf_size) ? "local RF " + fmt(r.local_rf_size) : "no local RF");
+      else if (fmt(r.min_rf) !== fmt(r.max_rf) && paths !== channels) out.push("paths " + paths);  // a concatenation's paths are its channels
+      if (byChannel) out.push("by channel " + channels);
+      if (!r.uniform) out.push("non-uniform");
+      if (!r.global && r.covers_input.every(Boolean)) out.push("covers input");
       return out.join(", ");
     }
     const gridText = (g) => (g.length ? g.join("x") : "1");
@@ -199,16 +207,25 @@ const rflensViewer = (function () {
     // -- the layer table --------------------------------------------------------------------
     function buildTable() {
       const body = $("table").tBodies[0];
-      for (const r of state.info.layers) {
+      const rows = state.info.layers.slice();
+      for (const r of state.info.refused || []) rows.splice(r.index, 0, Object.assign({refused: true}, r));
+      for (const r of rows) {
         const tr = document.createElement("tr");
         tr.dataset.name = r.name;
-        for (const c of [r.name, r.op, gridText(r.grid), r.rf_size.some((x) => x === null) ? "-" : fmt(r.rf_size),
-                         fmt(r.stride), flags(r)]) {
+        const cells = r.refused ? [r.name, r.op, "", "", "", flags(r)]
+          : [r.name, r.op, gridText(r.grid), rfText(r), strideText(r), flags(r)];
+        for (const c of cells) {
           const td = document.createElement("td");
           td.textContent = c;
           tr.appendChild(td);
         }
-        tr.addEventListener("click", () => selectLayer(r.name, true));
+        if (r.refused) {  // no field to draw: the row says why
+          tr.className = "refused";
+          tr.title = r.message;
+          tr.addEventListener("click", () => status(r.message));
+        } else {
+          tr.addEventListener("click", () => selectLayer(r.name, true));
+        }
         body.appendChild(tr);
       }
       $("search").addEventListener("input", filterTable);
@@ -216,11 +233,13 @@ const rflensViewer = (function () {
     function filterTable() {
       const q = $("search").value.trim().toLowerCase();
       for (const tr of $("table").tBodies[0].rows) {
-        const r = state.info.layers.find((x) => x.name === tr.dataset.name);
+        const r = state.info.layers.find((x) => x.name === tr.dataset.name)
+          || (state.info.refused || []).find((x) => x.name === tr.dataset.name);
         tr.hidden = q !== "" && !(r.name.toLowerCase().includes(q) || r.op.toLowerCase().includes(q));
       }
     }
-    const visibleLayers = () => Array.from($("table").tBodies[0].rows).filter((tr) => !tr.hidden).map((tr) => tr.dataset.name);
+    const visibleLayers = () => Array.from($("table").tBodies[0].rows).filter((tr) => !tr.hidden && !tr.classList.contains("refused"))
+      .map((tr) => tr.dataset.name);
 
     // -- choosing ---------------------------------------------------------------------------
     function gridDims(grid) {  // a long 1-D grid (tokens, flattened features) wraps into rows
@@ -470,9 +489,12 @@ const rflensViewer = (function () {
         ["unclipped", span(u.unclipped_box)],
         ["centre", u.center.map((v) => (v === null ? "-" : v)).join(", ")],
         ["support", u.support_size + " pixels"],
-        ["layer RF", `${fmt(r.rf_size)}, stride ${fmt(r.stride)}, start ${fmt(r.start)}`],
+        ["layer RF", r.global ? `global (every unit sees the whole input)` : `${fmt(r.rf_size)}, stride ${fmt(r.stride)}, start ${fmt(r.start)}`],
       ];
-      if (r.global) rows.push(["global", "via " + r.global_via[0] + (r.local_rf_size ? `; local RF ${fmt(r.local_rf_size)}` : "")]);
+      if (r.global) {
+        rows.push(["global", "via " + r.global_via[0]]);
+        if (known(r.local_rf_size)) rows.push(["local RF", `${fmt(r.local_rf_size)}, stride ${fmt(r.local_stride)}, start ${fmt(r.local_start)}`]);
+      }
       const f = flags(r);
       if (f) rows.push(["flags", f]);
       dl.replaceChildren(...rows.flatMap(([k, v]) => {
