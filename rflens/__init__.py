@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import _lazy
 from .errors import (InputTooSmallError, LayerNotFoundError, LimitError, ModelNotFoundError, RFLensError,
@@ -30,6 +30,8 @@ _LAZY = {
 _SUBPACKAGES = ("engine", "methods", "models", "plot", "viewer", "cli", "files", "deprecation")
 
 if TYPE_CHECKING:
+    import torch
+
     from .engine.analysis import Analysis
     from .engine.analyze import analyze, parse_input_size
     from .engine.field import Layer, Unit
@@ -63,7 +65,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def widget(model: "torch.nn.Module", input_size=(3, 224, 224), **options) -> "rflens.viewer.widget.Widget":
+def widget(model: "torch.nn.Module", input_size=(3, 224, 224), **options) -> "Any":
     """The interactive viewer of ``model`` inline in a notebook (JupyterLab, VS Code, Colab): pick
     a layer, click a unit, see its exact field; no server to start.  Options: ``image``,
     ``layer``, ``unit``, ``channel``, ``name``, ``analysis`` (``rflens.viewer.widget.widget``).

@@ -19,7 +19,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from test_occlusion import assert_interrupted_run_resumes, small_cnn
 from trained import lfw_folder, trained_onet, weights_file
 
