@@ -61,10 +61,12 @@ data: setup
 	$(BIN)/python reproductions/imageset.py data/images
 
 # Zhou et al. (2015) and Luo et al. (2016) on trained networks: docs/reproductions.md
+# (about an hour and a half on 2 cores; every step resumes from data/runs/)
 reproductions: data
-	$(BIN)/python reproductions/zhou.py
-	$(BIN)/python reproductions/luo.py
-	$(BIN)/python reproductions/pictures.py
+	$(BIN)/python reproductions/zhou.py --images data/images --model vgg16_hed --units 6 --k 3
+	$(BIN)/python reproductions/zhou.py --images data/images --model mobilenet_v2 --units 5 --k 2
+	$(BIN)/python reproductions/luo.py --images data/images --limit 200
+	$(BIN)/python reproductions/pictures.py --images data/images
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -8,7 +8,7 @@ and averaged; the empirical RF is the side of the smallest centred square holdin
 averaged |activation drop|.  Every step resumes: scans and occlusion results are kept under
 ``data/runs/`` and a rerun skips what is done.
 
-    python reproductions/zhou.py                      # both networks, all layers
+    python reproductions/zhou.py --model vgg16_hed --units 6 --k 3   # as in docs/reproductions.md
     python reproductions/zhou.py --model vgg16_hed --units 4 --k 3
 
 Writes ``docs/reproductions/zhou.json`` and the figure ``docs/img/zhou_ratio.{png,svg}``.
