@@ -9,7 +9,8 @@ averaged |activation drop|.  Every step resumes: scans and occlusion results are
 ``data/runs/`` and a rerun skips what is done.
 
     python reproductions/zhou.py --model vgg16_hed --units 6 --k 3   # as in docs/reproductions.md
-    python reproductions/zhou.py --model vgg16_hed --units 4 --k 3
+    python reproductions/zhou.py --model mobilenet_v2 --units 5 --k 2
+    python reproductions/zhou.py --table                             # the table of the saved results
 
 Writes ``docs/reproductions/zhou.json`` and the figure ``docs/img/zhou_ratio.{png,svg}``.
 """
