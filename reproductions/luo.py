@@ -41,6 +41,9 @@ def random_twin(name: str) -> torch.nn.Module:
     if name == "vgg16_hed":
         from rflens.models.trained import VGG16Trunk
         model = VGG16Trunk()  # torchvision's VGG-16 initialisation (VGG.__init__)
+    elif name == "efficientnet_lite0":
+        from efficientnet_lite_pytorch import EfficientNet
+        model = EfficientNet.from_name("efficientnet-lite0")  # PyTorch's default initialisation
     else:
         model = rflens.load_model(name, device="cpu")
     model.rflens_normalize = trained.rflens_normalize
@@ -102,7 +105,7 @@ def figure(heats: dict, results: dict, out: Path) -> None:
         ax.set_ylabel("σ (px)", fontsize=7)
         ax.tick_params(labelsize=6)
         ax.legend(fontsize=6, frameon=False)
-        ax.set_title({"vgg16_hed": "VGG-16", "mobilenet_v2": "MobileNetV2"}.get(name, name), fontsize=8)
+        ax.set_title({"vgg16_hed": "VGG-16", "mobilenet_v2": "MobileNetV2", "efficientnet_lite0": "EfficientNet-Lite0"}.get(name, name), fontsize=8)
     if image is not None:
         fig.colorbar(image, ax=axes[1::2, -1].tolist(), shrink=0.8, label="mean |gradient| / max (log)")
     fig.suptitle("Effective RFs of the centre unit, trained against random weights, on the same photographs "
@@ -135,7 +138,8 @@ def main(argv=None) -> int:
         results[name] = rows
     meta = {"command": "python reproductions/luo.py " + " ".join(sys.argv[1:]), "limit": args.limit,
             "unit": "centre", "mode": "luo", "torch": torch.__version__}
-    text = json.dumps({"meta": meta, "models": results}, indent=1) + "\n"
+    before = json.loads(RESULTS.read_text())["models"] if RESULTS.exists() else {}
+    text = json.dumps({"meta": meta, "models": {**before, **results}}, indent=1) + "\n"  # keeps networks not run
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(RESULTS, lambda tmp: Path(tmp).write_text(text))
     figure(heats, results, IMG / "luo_erf")

@@ -38,6 +38,9 @@ LAYERS = {
                   "features.30": "pool5"},
     "mobilenet_v2": {"features.1": "block 1", "features.3": "block 3", "features.6": "block 6",
                      "features.10": "block 10", "features.13": "block 13", "features.17": "block 17"},
+    # a modern cross-check (Luo et al.'s comparison only)
+    "efficientnet_lite0": {"_blocks.1": "block 1", "_blocks.3": "block 3", "_blocks.5": "block 5",
+                           "_blocks.8": "block 8", "_blocks.11": "block 11", "_blocks.15": "block 15"},
 }
 # Zhou et al. 2015, Table 1 (ImageNet-CNN/Places-CNN, AlexNet): theoretical, empirical mean, std
 ZHOU = {"pool1": (19, 17.8, 1.6), "pool2": (67, 37.4, 5.9), "conv3": (99, 52.1, 10.6), "conv4": (131, 60.0, 13.7),
@@ -168,7 +171,7 @@ def main(argv=None) -> int:
         print(msg, end=end, file=sys.stderr, flush=True)
     saved = json.loads(RESULTS.read_text())["models"] if RESULTS.exists() else {}
     results = {}  # only the networks this run works on: another run may be writing the others
-    for name in args.model or sorted(LAYERS, reverse=True):
+    for name in args.model or ("vgg16_hed", "mobilenet_v2"):
         model = rflens.load_model(f"trained:{name}", device="cpu")
         layers = args.layers.split(",") if args.layers else list(LAYERS[name])
         log(f"{name} (weights {fingerprint(model)})")
