@@ -27,6 +27,10 @@ README = ROOT / "README.md"
 NOT_RUN = {
     "make ": "the Makefile's targets are what CI itself runs",
     "rflens view vgg16 --image": "serves until Ctrl-C (tests/test_cli.py serves and interrupts one)",
+    "rflens scan resnet50 --layer layer4 --images /mnt/": "the cluster recipe: an existing Ray cluster and its "
+                                                          "shared storage (tests/test_ray.py runs a local one)",
+    "rflens empirical resnet50 --layer layer4 --scan scan_layer4 --units 0-255 --checkpoint occ.npz --ray ray://":
+        "the cluster recipe: an existing Ray cluster (tests/test_ray.py runs a local one)",
 }
 # a synopsis line names its arguments in capitals: not a command
 SYNOPSIS = re.compile(r"\bMODEL\b|\bDIR\b|\bPATH\b|\[")
@@ -125,8 +129,11 @@ def run(s: Snippet, folder: Path, small: bool = True, timeout: float = 900) -> t
     else:
         session = folder / "session.py"
         before = session.read_text() if session.exists() else ""
-        # the blocks before this one ran already: replayed with their output dropped, this one timed
-        script = (f"import contextlib, io, time\nwith contextlib.redirect_stdout(io.StringIO()):\n"
+        # the blocks before this one ran already: replayed with their output dropped, this one timed;
+        # seeded, so a replayed block builds the same random weights as when it ran (a scan folder
+        # it made refuses other weights)
+        script = (f"import contextlib, io, time, torch\ntorch.manual_seed(0)\n"
+                  f"with contextlib.redirect_stdout(io.StringIO()):\n"
                   f"    exec(compile({before!r}, 'README.md', 'exec'))\n"
                   f"_t = time.perf_counter()\nexec(compile({code!r}, 'README.md', 'exec'))\n"
                   f"print(f'__took {{time.perf_counter() - _t:.3f}}')\n")
