@@ -35,18 +35,16 @@ RESULTS = ROOT / "docs" / "reproductions" / "luo.json"
 def random_twin(name: str) -> torch.nn.Module:
     """The trained network's architecture at its own random initialisation (seed 0), reading
     the same normalised pixels."""
-    torch.manual_seed(0)
-    trained = rflens.load_model(f"trained:{name}", device="cpu")
+    from rflens.models.trained import TRAINED, VGG16Trunk
     torch.manual_seed(0)
     if name == "vgg16_hed":
-        from rflens.models.trained import VGG16Trunk
         model = VGG16Trunk()  # torchvision's VGG-16 initialisation (VGG.__init__)
     elif name == "efficientnet_lite0":
         from efficientnet_lite_pytorch import EfficientNet
         model = EfficientNet.from_name("efficientnet-lite0")  # PyTorch's default initialisation
     else:
         model = rflens.load_model(name, device="cpu")
-    model.rflens_normalize = trained.rflens_normalize
+    model.rflens_normalize = TRAINED[name].normalize
     return model.eval()
 
 

@@ -165,11 +165,11 @@ def build_model(spec: str, kwargs: dict | None = None, device: str | torch.devic
         if kwargs:
             raise RFLensError(f"'{spec}' is a trained network: constructor arguments (--model-arg) do not apply to it")
         from .trained import TRAINED, trained_model
-        model = trained_model(spec[len("trained:"):])
+        name = spec[len("trained:"):]
+        model = trained_model(name)  # an unknown name is refused here, listing the known ones
         if str(device) not in ("meta", "cpu"):
             model = model.to(device)
-        entry = TRAINED[spec[len("trained:"):]]
-        return model, f"trained weights from the package {entry.package} ({entry.about})"
+        return model, f"trained weights from the package {TRAINED[name].package} ({TRAINED[name].about})"
     if eq:
         if not weights:
             raise ModelNotFoundError(f"'{spec}': give a weights file after '=', e.g. resnet18=weights.safetensors")

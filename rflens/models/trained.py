@@ -139,41 +139,42 @@ class HED(nn.Module):
         return torch.sigmoid(self.fuse(torch.cat(sides, 1)))
 
 
-def _keras_weights(path: Path) -> dict[str, torch.Tensor]:
-    """HED's ``.weights.h5`` in the state-dict layout of ``HED``."""
+def _keras_weights(path: Path, features: nn.Sequential) -> dict[str, torch.Tensor]:
+    """HED's ``.weights.h5`` in the state-dict layout of ``HED`` whose trunk is ``features``."""
     try:
         import h5py
     except ImportError:
         raise RFLensError(f"reading HED's .h5 weights needs h5py: {INSTALL}") from None
-    convs = [i for i, m in enumerate(VGG16Trunk().features) if isinstance(m, nn.Conv2d)]
+
+    def kernel(data) -> torch.Tensor:  # Keras (kh, kw, in, out) -> PyTorch (out, in, kh, kw)
+        return torch.from_numpy(data[()]).permute(3, 2, 0, 1).contiguous()
+    convs = [i for i, m in enumerate(features) if isinstance(m, nn.Conv2d)]
     state, k = {}, 0
     with h5py.File(path, "r") as f:
         for block, n in zip(range(1, 6), (2, 2, 3, 3, 3)):
             for j in range(n):
                 group = f[f"block{block}/layers/conv2d{'' if j == 0 else f'_{j}'}/vars"]
-                kernel = torch.from_numpy(group["0"][()]).permute(3, 2, 0, 1)  # (kh, kw, in, out) -> (out, in, kh, kw)
-                if k == 0:
-                    kernel = kernel.flip(1)  # the first convolution read BGR: make it read RGB
-                state[f"features.{convs[k]}.weight"] = kernel.contiguous()
+                # the first convolution read BGR: make it read RGB
+                state[f"features.{convs[k]}.weight"] = kernel(group["0"]).flip(1) if k == 0 else kernel(group["0"])
                 state[f"features.{convs[k]}.bias"] = torch.from_numpy(group["1"][()])
                 k += 1
         for s in range(5):
-            state[f"dsn.{s}.weight"] = torch.from_numpy(f[f"dsn{s + 1}/vars/0"][()]).permute(3, 2, 0, 1).contiguous()
+            state[f"dsn.{s}.weight"] = kernel(f[f"dsn{s + 1}/vars/0"])
             state[f"dsn.{s}.bias"] = torch.from_numpy(f[f"dsn{s + 1}/vars/1"][()])
-        state["fuse.weight"] = torch.from_numpy(f["fuse/vars/0"][()]).permute(3, 2, 0, 1).contiguous()
+        state["fuse.weight"] = kernel(f["fuse/vars/0"])
         state["fuse.bias"] = torch.from_numpy(f["fuse/vars/1"][()])
     return state
 
 
 def _hed(path: Path) -> nn.Module:
     model = HED()
-    model.load_state_dict(_keras_weights(path))
+    model.load_state_dict(_keras_weights(path, model.features))
     return model
 
 
 def _vgg16_hed(path: Path) -> nn.Module:
     trunk = VGG16Trunk()
-    state = {k: v for k, v in _keras_weights(path).items() if k.startswith("features.")}
+    state = {k: v for k, v in _keras_weights(path, trunk.features).items() if k.startswith("features.")}
     trunk.load_state_dict(state)
     return trunk
 

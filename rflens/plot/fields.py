@@ -282,7 +282,7 @@ def main_path(analysis, select: str = "conv,pool") -> list:
         layer = analysis[n]
         if len(layer.grid_shape) != analysis.k:
             continue
-        field = layer.local if layer.is_global else layer
+        field = _field(layer)
         if field is None:
             continue
         size = max(field.rf_size)
