@@ -19,6 +19,16 @@ def parser(doc: str, models: list[str]) -> argparse.ArgumentParser:
     return ap
 
 
+def heat_cmap():
+    """rflens' heat colours with masked values (exact zeros: no dependency, or outside the crop
+    the gradient ran on) in the darkest colour, for log-scaled maps."""
+    import matplotlib.pyplot as plt
+    from rflens.plot import HEAT_CMAP
+    cmap = plt.get_cmap(HEAT_CMAP).copy()
+    cmap.set_bad(cmap(0))
+    return cmap
+
+
 def save_figure(fig, out: Path, dpi: int = 150) -> None:
     """``out``.png for pages and ``out``.svg for papers."""
     import matplotlib.pyplot as plt

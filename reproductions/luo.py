@@ -26,7 +26,7 @@ import rflens
 from rflens.files import atomic_write
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import IMG, ROOT, parser, save_figure  # noqa: E402
+from common import IMG, ROOT, heat_cmap, parser, save_figure  # noqa: E402
 from zhou import LAYERS  # noqa: E402 - the same layers as the empirical RF table
 
 RESULTS = ROOT / "docs" / "reproductions" / "luo.json"
@@ -66,9 +66,8 @@ def figure(heats: dict, results: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
-    from rflens.plot import HEAT_CMAP, LAYER_COLOURS
-    cmap = plt.get_cmap(HEAT_CMAP).copy()
-    cmap.set_bad(cmap(0))  # exact zeros: no dependency at all
+    from rflens.plot import LAYER_COLOURS
+    cmap = heat_cmap()
     names = [n for n in results if n in heats]
     cols = max(len(LAYERS[n]) for n in names) + 1
     fig, axes = plt.subplots(2 * len(names), cols, figsize=(1.95 * cols, 2.05 * 2 * len(names)),

@@ -32,18 +32,12 @@ from matplotlib.patches import Rectangle  # noqa: E402
 import rflens  # noqa: E402
 from rflens.files import atomic_write  # noqa: E402
 from rflens.methods.images import load_image, to_tensor  # noqa: E402
-from rflens.plot import BOX_RGB, HEAT_BOX_RGB, HEAT_CMAP, MASK_RGB, save, segment_sheet  # noqa: E402
+from rflens.plot import BOX_RGB, HEAT_BOX_RGB, MASK_RGB, save, segment_sheet  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import IMG, ROOT, parser, save_figure  # noqa: E402
+from common import IMG, ROOT, heat_cmap, parser, save_figure  # noqa: E402
 from zhou import LAYERS  # noqa: E402
 PHOTO = "skimage-cat.jpg"
-
-
-def _heat_cmap():
-    cmap = plt.get_cmap(HEAT_CMAP).copy()
-    cmap.set_bad(cmap(0))  # exact zeros (outside the crop, or no dependency) as the darkest colour
-    return cmap
 
 
 def _plane(heat: np.ndarray) -> np.ndarray:
@@ -94,7 +88,7 @@ def depth_figure(name: str, model, images: Path, log) -> dict:
                      + (" (clipped)" if field.clipped else ""), fontsize=7)
         for ax, heat, what in ((axes[r, 1], g, "gradient |∂a/∂x|"), (axes[r, 2], occlusion, "occlusion |Δa|")):
             top = float(heat.max())
-            im = ax.imshow(np.ma.masked_less_equal(heat, 0), cmap=_heat_cmap(), norm=LogNorm(top / 1e3, top),
+            im = ax.imshow(np.ma.masked_less_equal(heat, 0), cmap=heat_cmap(), norm=LogNorm(top / 1e3, top),
                            interpolation="nearest")
             _outline(ax, field.box, HEAT_BOX_RGB, "--")
             covered = float((heat >= top * 0.1).sum() ** 0.5)
@@ -179,7 +173,7 @@ def grid_figure(model, images: Path) -> dict:
         ax.set_title(f"{LAYERS['vgg16_hed'][layer]} ({layer})\nunit {unit}: RF {analysis[layer].rf_size[0]} px, "
                      f"{side} inside", fontsize=7)
         ax = axes[1, j]
-        im = ax.imshow(np.ma.masked_less_equal(g / g.max(), 0), cmap=_heat_cmap(), norm=LogNorm(1e-3, 1))
+        im = ax.imshow(np.ma.masked_less_equal(g / g.max(), 0), cmap=heat_cmap(), norm=LogNorm(1e-3, 1))
         _outline(ax, field.box, HEAT_BOX_RGB, "--")
         ax.set_title("gradient RF, trained weights", fontsize=7)
         for a in axes[:, j]:
